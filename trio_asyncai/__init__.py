@@ -1,0 +1,44 @@
+"""trio-asyncai: a trio-native SDK for the Async voice API (text-to-speech).
+
+Speech over a persistent WebSocket::
+
+    import trio
+    import trio_asyncai
+
+    async def main() -> None:
+        async with trio_asyncai.open_synthesizer(voice_id="...") as synth:
+            async with synth.speak("Hello from trio.") as utterance:
+                async for chunk in utterance:
+                    ...  # chunk.audio: raw pcm_s16le bytes
+
+    trio.run(main)
+"""
+
+from ._errors import APIError as APIError
+from ._errors import AsyncAIError as AsyncAIError
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import ConnectError as ConnectError
+from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import NotFoundError as NotFoundError
+from ._errors import PayloadTooLargeError as PayloadTooLargeError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import QuotaExceededError as QuotaExceededError
+from ._errors import RateLimitError as RateLimitError
+from ._errors import ServerError as ServerError
+from ._errors import SlowConsumerError as SlowConsumerError
+from ._errors import SynthesisTimeout as SynthesisTimeout
+from ._errors import SynthesizerClosedError as SynthesizerClosedError
+from ._errors import TransportError as TransportError
+from ._types import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._types import DEFAULT_MODEL as DEFAULT_MODEL
+from ._types import AudioChunk as AudioChunk
+from ._types import OutputFormat as OutputFormat
+from ._types import Settings as Settings
+from ._types import UtteranceMetrics as UtteranceMetrics
+from ._utterance import Utterance as Utterance
+from ._version import __version__ as __version__
+from ._websocket import Synthesizer as Synthesizer
+from ._websocket import SynthesizerStatistics as SynthesizerStatistics
+from ._websocket import open_synthesizer as open_synthesizer

@@ -1,0 +1,256 @@
+"""The exceptions trio-asyncai raises: one tree, rooted at :exc:`AsyncAIError`.
+
+::
+
+    AsyncAIError
+    ├── ConfigurationError          bad arguments or environment, found client-side
+    ├── SynthesizerClosedError      the synthesizer (or utterance) was already closed
+    ├── ProtocolError               the server sent something we cannot understand
+    ├── TransportError              the network failed us
+    │   ├── ConnectError            could not open the connection (refused, DNS, TLS)
+    │   ├── ConnectionLostError     an open connection dropped
+    │   └── SynthesisTimeout        no answer in time (connect, first audio, silence)
+    ├── SlowConsumerError           the caller read audio too slowly; what was
+    │                               buffered was delivered before this is raised
+    └── APIError                    the service answered with an error (``code``, ``status``)
+        ├── AuthenticationError     401 INVALID_API_KEY
+        ├── NotFoundError           404 VOICE_NOT_FOUND, VERSION_NOT_FOUND
+        ├── InvalidRequestError     400 INVALID_LANGUAGE, FORMAT_NOT_RECOGNIZED, ...
+        ├── PayloadTooLargeError    413 FILE_TOO_LARGE
+        ├── RateLimitError          429 TOO_MANY_CONCURRENT_REQUESTS, RATE_LIMIT_EXCEEDED,
+        │   │                           VOICE_CLONE_LIMIT_EXCEEDED
+        │   └── QuotaExceededError  429 USAGE_LIMIT_EXCEEDED, or the quota marker in a stream
+        └── ServerError             5xx
+
+``retryable`` says whether trying the same request again later can succeed:
+true for transport failures, rate limits and server errors; false for a bad
+key, an unknown voice or a malformed request.
+
+Exceptions raised for an utterance carry it as ``utterance`` (or ``None``);
+nothing in any message, ``repr`` or attribute holds the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ._utterance import Utterance
+
+__all__ = [
+    "APIError",
+    "AsyncAIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionLostError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ServerError",
+    "SlowConsumerError",
+    "SynthesisTimeout",
+    "SynthesizerClosedError",
+    "TransportError",
+    "error_from_code",
+]
+
+
+class AsyncAIError(Exception):
+    """Base class of every exception trio-asyncai raises on purpose."""
+
+    #: Whether the same request may succeed if tried again later.
+    retryable: bool = False
+
+    def __init__(self, message: str, *, utterance: Utterance | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: The utterance this error belongs to, if any.
+        self.utterance = utterance
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigurationError(AsyncAIError, ValueError):
+    """An argument or environment variable is missing or invalid.
+
+    Raised before anything is sent. Also a :exc:`ValueError`.
+    """
+
+
+class SynthesizerClosedError(AsyncAIError):
+    """The synthesizer or utterance was used after it was closed."""
+
+
+class ProtocolError(AsyncAIError):
+    """The server sent a message that does not follow the protocol.
+
+    ``raw`` holds (a prefix of) the offending message, for debugging.
+    """
+
+    def __init__(
+        self, message: str, *, raw: str | bytes | None = None, utterance: Utterance | None = None
+    ) -> None:
+        super().__init__(message, utterance=utterance)
+        self.raw = raw[:200] if raw is not None else None
+
+
+class TransportError(AsyncAIError):
+    """The network connection to the service failed."""
+
+    retryable = True
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened (refused, name resolution, TLS, handshake)."""
+
+
+class ConnectionLostError(TransportError):
+    """An open connection was lost before the utterance was complete."""
+
+
+class SynthesisTimeout(TransportError):
+    """The service did not answer in time (connecting, first audio, or between chunks)."""
+
+
+class SlowConsumerError(AsyncAIError):
+    """The caller did not read an utterance's audio fast enough.
+
+    Raised only after every chunk that was buffered has been delivered: no audio
+    the service sent is lost, but the rest of the utterance is abandoned.
+    """
+
+
+class APIError(AsyncAIError):
+    """The service answered with an error.
+
+    ``code`` is the service's error code (``"VOICE_NOT_FOUND"``, ...), ``status``
+    the HTTP status it goes with (``None`` when unknown), ``extra`` any further
+    details the service sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+        utterance: Utterance | None = None,
+    ) -> None:
+        super().__init__(message, utterance=utterance)
+        self.code = code
+        self.status = status
+        self.extra: Mapping[str, Any] = dict(extra or {})
+        #: Seconds the service asked us to wait (``Retry-After``), if it said.
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        head = " ".join(str(p) for p in (self.status, self.code) if p is not None)
+        return f"{head}: {self.message}" if head else self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, status={self.status!r}, message={self.message!r})"
+
+
+class AuthenticationError(APIError):
+    """The API key was refused (401 ``INVALID_API_KEY``)."""
+
+
+class NotFoundError(APIError):
+    """Something named does not exist (404 ``VOICE_NOT_FOUND``, ``VERSION_NOT_FOUND``)."""
+
+
+class InvalidRequestError(APIError):
+    """The request was malformed or not accepted (400 codes)."""
+
+
+class PayloadTooLargeError(APIError):
+    """An upload was too large (413 ``FILE_TOO_LARGE``)."""
+
+
+class RateLimitError(APIError):
+    """Too many requests or too many at once (429). Retry later."""
+
+    retryable = True
+
+
+class QuotaExceededError(RateLimitError):
+    """The account's usage quota is used up (``USAGE_LIMIT_EXCEEDED`` or the stream marker).
+
+    Not retryable: waiting a little does not give the quota back.
+    """
+
+    retryable = False
+
+
+class ServerError(APIError):
+    """The service failed (5xx). Retry later."""
+
+    retryable = True
+
+
+_BY_CODE: Final[dict[str, tuple[type[APIError], int]]] = {
+    "INVALID_API_KEY": (AuthenticationError, 401),
+    "VOICE_NOT_FOUND": (NotFoundError, 404),
+    "VERSION_NOT_FOUND": (NotFoundError, 404),
+    "INVALID_LANGUAGE": (InvalidRequestError, 400),
+    "FORMAT_NOT_RECOGNIZED": (InvalidRequestError, 400),
+    "SHORT_SPEECH_DURATION": (InvalidRequestError, 400),
+    "BAD_SPEECH_QUALITY": (InvalidRequestError, 400),
+    "FILE_TOO_LARGE": (PayloadTooLargeError, 413),
+    "TOO_MANY_CONCURRENT_REQUESTS": (RateLimitError, 429),
+    "RATE_LIMIT_EXCEEDED": (RateLimitError, 429),
+    "USAGE_LIMIT_EXCEEDED": (QuotaExceededError, 429),
+    "VOICE_CLONE_LIMIT_EXCEEDED": (RateLimitError, 429),
+}
+
+_BY_STATUS: Final[dict[int, type[APIError]]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+}
+
+
+def error_from_code(
+    code: str | None,
+    message: str,
+    *,
+    status: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    retry_after: float | None = None,
+    utterance: Utterance | None = None,
+) -> APIError:
+    """Build the right :exc:`APIError` subclass for a service error code and/or status.
+
+    The code wins over the status; an unknown code falls back to the status
+    (5xx -> :exc:`ServerError`), and an unknown both to :exc:`APIError`.
+    """
+    cls: type[APIError] = APIError
+    if code is not None and code in _BY_CODE:
+        cls, default_status = _BY_CODE[code]
+        if status is None:
+            status = default_status
+    elif status is not None:
+        if status >= 500:
+            cls = ServerError
+        else:
+            cls = _BY_STATUS.get(status, APIError)
+    return cls(
+        message,
+        code=code,
+        status=status,
+        extra=extra,
+        retry_after=retry_after,
+        utterance=utterance,
+    )

@@ -1,0 +1,41 @@
+"""Hand back one exception as itself when a nursery wraps it in a group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["single_exception"]
+
+
+@contextmanager
+def single_exception() -> Iterator[None]:
+    """Re-raise a lone exception out of an ExceptionGroup, as itself.
+
+    trio nurseries always raise groups. Our background tasks do not raise on
+    purpose (they hand errors to the utterances they concern), so a group
+    leaving our context managers nearly always holds exactly one exception:
+    the caller's own, from the body of the ``async with``. Users should get
+    that exception back unchanged, not a group they have to ``except*``. A
+    group of several (which means a bug of ours beside the caller's error) is
+    left as it is, so that nothing is hidden.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) != 1:
+            raise
+        exc = leaves[0]
+        # ``from`` keeps the exception's own cause and hides the group it sat in.
+        raise exc from exc.__cause__
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out

@@ -1,0 +1,263 @@
+"""Value types shared by both synthesizers: formats, audio chunks, metrics, settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Final, Literal, final
+
+import attrs
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "AudioChunk",
+    "Container",
+    "Encoding",
+    "OutputFormat",
+    "Settings",
+    "UtteranceMetrics",
+]
+
+Container = Literal["raw", "wav", "mp3"]
+Encoding = Literal["pcm_s16le", "pcm_f32le"]
+
+#: Where the service lives unless told otherwise (``base_url=`` or ``ASYNCAI_BASE_URL``).
+DEFAULT_BASE_URL: Final = "https://api.async.com"
+#: The model used unless told otherwise.
+DEFAULT_MODEL: Final = "async_flash_v1.0"
+API_VERSION: Final = "v1"
+
+_CONTAINERS: Final = ("raw", "wav", "mp3")
+_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le")
+MIN_SAMPLE_RATE: Final = 8000
+MAX_SAMPLE_RATE: Final = 48000
+
+
+def _check_container(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in _CONTAINERS:
+        raise ConfigurationError(f"container must be one of {_CONTAINERS}, not {value!r}")
+
+
+def _check_encoding(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in _ENCODINGS:
+        raise ConfigurationError(f"encoding must be one of {_ENCODINGS}, not {value!r}")
+
+
+def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"sample_rate must be an int, not {type(value).__name__}")
+    if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+        raise ConfigurationError(
+            f"sample_rate must be from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz, not {value}"
+        )
+
+
+def _check_bit_rate(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 32000 <= value <= 320000:
+        raise ConfigurationError(f"bit_rate must be an int from 32000 to 320000, not {value!r}")
+
+
+@final
+@attrs.frozen
+class OutputFormat:
+    """The audio format the service returns.
+
+    ``container`` is ``"raw"`` (bare samples), ``"wav"`` or ``"mp3"`` (whole-file
+    endpoints only; the streaming ones take ``"raw"`` and ``"mp3"``).
+    ``encoding`` is the sample format of raw and wav audio. ``bit_rate`` applies
+    to mp3 only. Audio is always mono.
+    """
+
+    container: Container = attrs.field(default="raw", validator=_check_container)
+    encoding: Encoding = attrs.field(default="pcm_s16le", validator=_check_encoding)
+    sample_rate: int = attrs.field(default=44100, validator=_check_sample_rate)
+    bit_rate: int | None = attrs.field(default=None, validator=_check_bit_rate)
+
+    @property
+    def sample_width(self) -> int:
+        """Bytes per sample of raw audio in this format (2 or 4)."""
+        return 4 if self.encoding == "pcm_f32le" else 2
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``output_format`` object as the API takes it."""
+        out: dict[str, Any] = {
+            "container": self.container,
+            "encoding": self.encoding,
+            "sample_rate": self.sample_rate,
+        }
+        if self.container == "mp3":
+            out["bit_rate"] = self.bit_rate if self.bit_rate is not None else 192000
+        return out
+
+
+@final
+@attrs.frozen
+class AudioChunk:
+    """One piece of an utterance's audio, in the order the service produced it.
+
+    ``audio`` is the bytes as the service sent them: raw samples in
+    ``encoding`` (or mp3 frames when ``container`` is ``"mp3"``).
+    """
+
+    audio: bytes = attrs.field(repr=lambda a: f"<{len(a)} bytes>")
+    sample_rate: int
+    num_channels: int = 1
+    encoding: Encoding = "pcm_s16le"
+    container: Container = "raw"
+    #: The Async context the chunk belongs to (``None`` on HTTP).
+    context_id: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio in this chunk (0.0 for mp3, whose length is not known by size)."""
+        if self.container == "mp3":
+            return 0.0
+        width = 4 if self.encoding == "pcm_f32le" else 2
+        return len(self.audio) / (width * self.num_channels * self.sample_rate)
+
+
+@final
+@attrs.frozen
+class UtteranceMetrics:
+    """What one utterance cost and how quickly it came.
+
+    Times are in seconds on trio's clock, measured from the moment the first
+    text of the utterance was handed to the transport.
+    """
+
+    #: Seconds from the first text sent to the first audio byte received.
+    ttfb: float | None = None
+    #: Seconds from the first text sent to the end of the utterance's audio.
+    processing_time: float | None = None
+    #: Characters of text sent for synthesis.
+    characters: int = 0
+    #: Bytes of audio delivered.
+    audio_bytes: int = 0
+
+
+def _check_optional_str(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise ConfigurationError(f"{name} must not be empty")
+    return value
+
+
+def normalize_language(language: object) -> str | None:
+    """``"en-US"`` -> ``"en"``; ``None`` stays ``None``; anything with a ``.value`` is unwrapped."""
+    if language is None:
+        return None
+    value = getattr(language, "value", language)
+    checked = _check_optional_str("language", value)
+    if checked is None:
+        return None
+    return checked.replace("_", "-").split("-", 1)[0].lower()
+
+
+@final
+@attrs.frozen
+class Settings:
+    """The per-connection synthesis settings: voice, model, language, output format.
+
+    Immutable; use :func:`attrs.evolve` or a synthesizer's ``update_settings``.
+    """
+
+    voice_id: str
+    model: str = DEFAULT_MODEL
+    language: str | None = None
+    output_format: OutputFormat = OutputFormat()
+
+    def __attrs_post_init__(self) -> None:
+        if _check_optional_str("voice_id", self.voice_id) is None:
+            raise ConfigurationError("voice_id must be given (or ASYNCAI_VOICE_ID set)")
+        if _check_optional_str("model", self.model) is None:
+            raise ConfigurationError("model must not be empty")
+        if not isinstance(self.output_format, OutputFormat):
+            raise ConfigurationError("output_format must be an OutputFormat")
+
+    def with_changes(
+        self,
+        *,
+        voice_id: str | None = None,
+        model: str | None = None,
+        language: object = None,
+        output_format: OutputFormat | None = None,
+    ) -> Settings:
+        """A copy with the given (non-``None``) fields replaced."""
+        changes: dict[str, Any] = {}
+        if voice_id is not None:
+            changes["voice_id"] = _check_optional_str("voice_id", voice_id)
+        if model is not None:
+            changes["model"] = _check_optional_str("model", model)
+        if language is not None:
+            changes["language"] = normalize_language(language)
+        if output_format is not None:
+            changes["output_format"] = output_format
+        return attrs.evolve(self, **changes)
+
+    def request_body(self) -> dict[str, Any]:
+        """The fields every synthesis request carries (without the text)."""
+        body: dict[str, Any] = {
+            "model_id": self.model,
+            "voice": {"mode": "id", "id": self.voice_id},
+            "output_format": self.output_format.to_json(),
+        }
+        if self.language is not None:
+            body["language"] = self.language
+        return body
+
+
+@final
+@attrs.frozen(repr=False)
+class ApiKey:
+    """An API key that never shows itself in a repr, str or log line."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+
+def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -> ApiKey | None:
+    """The key given, else ``ASYNCAI_API_KEY``, else ``None``."""
+    env = os.environ if env is None else env
+    key = api_key if api_key is not None else env.get("ASYNCAI_API_KEY")
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise ConfigurationError(f"api_key must be a str, not {type(key).__name__}")
+    key = key.strip()
+    if not key:
+        return None
+    if any(c.isspace() or ord(c) < 32 for c in key):
+        raise ConfigurationError("api_key contains whitespace or control characters")
+    return ApiKey(key)
+
+
+def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The base URL given, else ``ASYNCAI_BASE_URL``, else :data:`DEFAULT_BASE_URL`."""
+    env = os.environ if env is None else env
+    url = base_url if base_url is not None else env.get("ASYNCAI_BASE_URL") or DEFAULT_BASE_URL
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str, not {type(url).__name__}")
+    url = url.strip().rstrip("/")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https", "ws", "wss"):
+        raise ConfigurationError(f"base_url must start with http:// or https://, not {url!r}")
+    return url
+
+
+def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The voice given, else ``ASYNCAI_VOICE_ID``, else ``None``."""
+    env = os.environ if env is None else env
+    return _check_optional_str("voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID"))

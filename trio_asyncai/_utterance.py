@@ -1,0 +1,295 @@
+"""One utterance: text in, a channel of audio out. Shared by both synthesizers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Protocol, final
+
+import trio
+
+from ._errors import AsyncAIError, ConfigurationError, SlowConsumerError, SynthesisTimeout
+from ._types import AudioChunk, OutputFormat, UtteranceMetrics
+
+__all__ = ["Utterance", "UtteranceState"]
+
+
+class _Transport(Protocol):
+    """What an utterance needs from the synthesizer that carries it."""
+
+    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None: ...
+
+    async def _finish(self, utterance: Utterance, text: str) -> None: ...
+
+    def _abandon(self, utterance: Utterance) -> None: ...
+
+
+UtteranceState = str  # "open" | "finished" | "complete" | "interrupted" | "failed" | "closed"
+
+
+@final
+class Utterance:
+    """One piece of speech: the text you send and a channel of the audio that comes back.
+
+    Made by a synthesizer's :meth:`~Synthesizer.speak` or
+    :meth:`~Synthesizer.open_utterance`, never directly. Read its audio with
+    ``async for chunk in utterance`` (or :meth:`receive`): chunks arrive in
+    order, and iteration ends when the service says the audio is complete.
+
+    If the utterance fails (a server error, a dropped connection, a timeout),
+    every chunk already received is still delivered first; then iteration
+    raises the error, an :exc:`~trio_asyncai.AsyncAIError`.
+
+    :meth:`interrupt` stops it at once: after it returns, not one more chunk
+    of this utterance is delivered, and the ``async with`` block that opened
+    it is cancelled (execution continues after the block).
+    """
+
+    def __init__(
+        self,
+        transport: _Transport,
+        context_id: str,
+        output_format: OutputFormat,
+        *,
+        audio_timeout: float | None,
+        max_buffered_bytes: int | None,
+    ) -> None:
+        self._transport = transport
+        #: The Async context id (WebSocket), or a request id (HTTP).
+        self.context_id = context_id
+        #: The format of this utterance's audio.
+        self.output_format = output_format
+        self._audio_timeout = audio_timeout
+        self._max_buffered_bytes = max_buffered_bytes
+        self._send_channel, self._receive_channel = trio.open_memory_channel[AudioChunk](math.inf)
+        self._buffered_bytes = 0
+        self._state = "open"
+        self._error: AsyncAIError | None = None
+        self._interrupted = False
+        self._cancel_scope: trio.CancelScope | None = None
+        # metrics
+        self._characters = 0
+        self._audio_bytes = 0
+        self._t_first_text: float | None = None
+        self._t_first_audio: float | None = None
+        self._t_end: float | None = None
+        self._t_last_activity: float | None = None
+        self._awaiting_audio = False
+        #: Whatever the transport keeps for this utterance (the WebSocket connection).
+        self._route: object = None
+
+    def __repr__(self) -> str:
+        return f"<Utterance {self.context_id} {self._state}>"
+
+    # ------------------------------------------------------------ public state
+
+    @property
+    def state(self) -> UtteranceState:
+        """``"open"``, ``"finished"`` (all text sent), ``"complete"`` (all audio
+        arrived), ``"interrupted"``, ``"failed"`` or ``"closed"`` (abandoned)."""
+        return self._state
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether :meth:`interrupt` stopped this utterance."""
+        return self._interrupted
+
+    @property
+    def error(self) -> AsyncAIError | None:
+        """The error that ended this utterance, if one did."""
+        return self._error
+
+    @property
+    def metrics(self) -> UtteranceMetrics:
+        """Time to first audio, processing time, characters and bytes so far."""
+        start = self._t_first_text
+        return UtteranceMetrics(
+            ttfb=None if start is None or self._t_first_audio is None else self._t_first_audio - start,
+            processing_time=None if start is None or self._t_end is None else self._t_end - start,
+            characters=self._characters,
+            audio_bytes=self._audio_bytes,
+        )
+
+    # ------------------------------------------------------------- text in
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise ConfigurationError(f"utterance {self.context_id} is {self._state}: no more text")
+
+    async def send(self, text: str) -> None:
+        """Send a piece of text, as it comes (LLM tokens, words, sentences).
+
+        The text is passed through untouched: the service joins the pieces
+        and speaks complete sentences as they form. Call :meth:`flush` to have
+        it speak what it holds now, and :meth:`finish` after the last piece.
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        self._check_open()
+        if not text:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._transport._send_text(self, text, force=False)
+
+    async def flush(self) -> None:
+        """Ask the service to speak all text sent so far, even a short fragment."""
+        self._check_open()
+        await self._transport._send_text(self, "", force=True)
+
+    async def finish(self, text: str = "") -> None:
+        """Send the last text (optional) and end the utterance's input.
+
+        Its audio keeps coming; iteration ends once all of it has arrived.
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        self._check_open()
+        await self._transport._finish(self, text)
+
+    def interrupt(self) -> None:
+        """Stop this utterance now. Synchronous; safe to call at any time, and twice.
+
+        After it returns no further audio of this utterance is delivered (not
+        even chunks already buffered), the service is told to drop the
+        context, and the ``async with`` block that opened the utterance is
+        cancelled: execution continues after that block.
+        """
+        if not self._interrupted:
+            self._interrupted = True
+            self._state = "interrupted"
+            self._end()
+            self._transport._abandon(self)
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    # ----------------------------------------------------------- audio out
+
+    async def receive(self) -> AudioChunk:
+        """The next chunk of audio.
+
+        Raises :exc:`trio.EndOfChannel` when the audio is complete (or the
+        utterance was interrupted or abandoned), or the utterance's error
+        once all audio received before it has been delivered.
+        """
+        while True:
+            if self._interrupted:
+                await trio.lowlevel.checkpoint()
+                raise trio.EndOfChannel
+            deadline = self._silence_deadline()
+            with trio.move_on_at(deadline) as scope:
+                try:
+                    chunk = await self._receive_channel.receive()
+                except trio.EndOfChannel:
+                    if self._error is not None and not self._interrupted:
+                        raise self._error from None
+                    raise
+            if scope.cancelled_caught:
+                if self._silence_deadline() <= trio.current_time():
+                    self._fail(
+                        SynthesisTimeout(
+                            f"no audio from the service for {self._audio_timeout} s",
+                            utterance=self,
+                        )
+                    )
+                    self._transport._abandon(self)
+                continue
+            if self._interrupted:
+                # Handed over before interrupt() ran, but not yet seen: drop it.
+                raise trio.EndOfChannel
+            self._buffered_bytes -= len(chunk.audio)
+            return chunk
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[AudioChunk]:
+        while True:
+            try:
+                chunk = await self.receive()
+            except trio.EndOfChannel:
+                return
+            yield chunk
+
+    async def read_all(self) -> bytes:
+        """Collect the whole utterance's audio into one bytes object."""
+        parts = [chunk.audio async for chunk in self]
+        return b"".join(parts)
+
+    def _silence_deadline(self) -> float:
+        if self._audio_timeout is None or not self._awaiting_audio or self._t_last_activity is None:
+            return math.inf
+        return self._t_last_activity + self._audio_timeout
+
+    # ------------------------------------------------ called by the transport
+
+    def _note_text(self, text: str, *, force: bool) -> None:
+        now = trio.current_time()
+        if self._t_first_text is None and (text.strip() or force):
+            self._t_first_text = now
+        self._characters += len(text)
+        if force:
+            self._awaiting_audio = True
+            self._t_last_activity = now
+
+    def _note_finished(self) -> None:
+        if self._state == "open":
+            self._state = "finished"
+
+    def _deliver(self, audio: bytes) -> None:
+        """Queue a chunk for the caller (synchronous; never blocks the reader)."""
+        if self._state in ("complete", "interrupted", "failed", "closed") or not audio:
+            return
+        now = trio.current_time()
+        if self._t_first_audio is None:
+            self._t_first_audio = now
+        self._t_last_activity = now
+        fmt = self.output_format
+        chunk = AudioChunk(
+            audio=audio,
+            sample_rate=fmt.sample_rate,
+            num_channels=1,
+            encoding=fmt.encoding,
+            container=fmt.container,
+            context_id=self.context_id,
+        )
+        if self._max_buffered_bytes is not None and self._buffered_bytes + len(audio) > self._max_buffered_bytes:
+            self._fail(
+                SlowConsumerError(
+                    f"more than {self._max_buffered_bytes} bytes of audio were waiting to be read",
+                    utterance=self,
+                )
+            )
+            self._transport._abandon(self)
+            return
+        self._buffered_bytes += len(audio)
+        self._audio_bytes += len(audio)
+        self._send_channel.send_nowait(chunk)
+
+    def _complete(self) -> None:
+        """All audio has arrived."""
+        if self._state in ("open", "finished"):
+            self._state = "complete"
+            self._end()
+
+    def _fail(self, error: AsyncAIError) -> None:
+        """End with an error, after the audio already queued."""
+        if self._state in ("open", "finished"):
+            if error.utterance is None:
+                error.utterance = self
+            self._error = error
+            self._state = "failed"
+            self._end()
+
+    def _close(self) -> None:
+        """Its ``async with`` block is left: abandon it if unfinished, drop what is unread."""
+        if self._state in ("open", "finished"):
+            self._state = "closed"
+            self._end()
+            self._transport._abandon(self)
+        self._receive_channel.close()
+
+    def _end(self) -> None:
+        self._awaiting_audio = False
+        if self._t_end is None:
+            self._t_end = trio.current_time()
+        self._send_channel.close()

@@ -1,0 +1,654 @@
+"""The WebSocket synthesizer: one nursery owns the connection and everything it runs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final, final
+from urllib.parse import quote, urlsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from ._errors import (
+    APIError,
+    AsyncAIError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLostError,
+    ProtocolError,
+    SynthesisTimeout,
+    SynthesizerClosedError,
+    error_from_code,
+)
+from ._groups import single_exception
+from ._protocol import (
+    AudioReceived,
+    ClientProtocol,
+    ContextFinished,
+    MessageIgnored,
+    ServerErrorReceived,
+)
+from ._types import (
+    API_VERSION,
+    DEFAULT_MODEL,
+    ApiKey,
+    OutputFormat,
+    Settings,
+    normalize_language,
+    resolve_api_key,
+    resolve_base_url,
+    resolve_voice_id,
+)
+from ._utterance import Utterance
+
+__all__ = ["Synthesizer", "SynthesizerStatistics", "open_synthesizer"]
+
+logger = logging.getLogger("trio_asyncai")
+
+_WS_PATH: Final = "/text_to_speech/websocket/ws"
+#: Hosts of the real service: a key is required there.
+_SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
+#: Errors about the connection's settings: reconnecting with the same settings won't help.
+_SETTINGS_ERRORS: Final = frozenset(
+    {"INVALID_API_KEY", "VOICE_NOT_FOUND", "VERSION_NOT_FOUND", "INVALID_LANGUAGE", "FORMAT_NOT_RECOGNIZED"}
+)
+_KEY_IN_TEXT: Final = re.compile(r"(api_key=)[^&\s'\"]+")
+
+
+class _RedactKeyFilter(logging.Filter):
+    """Masks ``api_key=...`` in log records (trio-websocket logs the request path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str) and "api_key=" in record.msg:
+            record.msg = _KEY_IN_TEXT.sub(r"\1***", record.msg)
+        return True
+
+
+def _install_log_redaction() -> None:
+    ws_logger = logging.getLogger("trio-websocket")
+    if not any(isinstance(f, _RedactKeyFilter) for f in ws_logger.filters):
+        ws_logger.addFilter(_RedactKeyFilter())
+
+
+_install_log_redaction()
+
+
+@final
+@attrs.frozen
+class SynthesizerStatistics:
+    """A snapshot of a synthesizer's counters (see :meth:`Synthesizer.statistics`)."""
+
+    #: Connections opened so far (the first one included).
+    connections_opened: int
+    #: Whether a connection is open now.
+    connected: bool
+    #: Utterances whose audio is still coming.
+    open_utterances: int
+    #: Keepalive messages sent.
+    keepalives_sent: int
+    #: Server messages that were not valid protocol (logged and skipped).
+    protocol_errors: int
+    #: Well-formed server messages for contexts no longer tracked (late audio).
+    messages_ignored: int
+
+
+def _websocket_url(base_url: str, api_key: ApiKey | None) -> str:
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    query = f"version={API_VERSION}"
+    if api_key is not None:
+        query = f"api_key={quote(api_key.value, safe='')}&{query}"
+    return f"{scheme}://{parts.netloc}{parts.path}{_WS_PATH}?{query}"
+
+
+def _rejection_error(exc: trio_websocket.ConnectionRejected) -> AsyncAIError:
+    code: str | None = None
+    message = f"the service refused the WebSocket connection (HTTP {exc.status_code})"
+    if exc.body:
+        import json
+
+        try:
+            body = json.loads(exc.body)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            if isinstance(body.get("error_code"), str):
+                code = body["error_code"]
+            if isinstance(body.get("message"), str):
+                message = body["message"]
+            elif isinstance(body.get("detail"), str):
+                message = body["detail"]
+    return error_from_code(code, message, status=exc.status_code)
+
+
+@final
+class _Connection:
+    """One WebSocket connection and the contexts open on it."""
+
+    def __init__(self, synth: Synthesizer, settings: Settings, ws: trio_websocket.WebSocketConnection) -> None:
+        self.synth = synth
+        self.settings = settings
+        self.ws = ws
+        self.protocol = ClientProtocol(settings)
+        self.utterances: dict[str, Utterance] = {}
+        self.outbox_send, self.outbox_receive = trio.open_memory_channel[str](math.inf)
+        self.cancel_scope = trio.CancelScope()
+        self.last_sent = trio.current_time()
+        self.done = trio.Event()
+        #: False once the connection failed or is closing: no new utterances on it.
+        self.alive = True
+        #: True once terminate was queued.
+        self.closing = False
+        #: True once newer settings replaced it: close when its last utterance ends.
+        self.retiring = False
+
+    def send_nowait(self, message: str) -> None:
+        if self.alive and not self.closing:
+            self.last_sent = trio.current_time()
+            self.outbox_send.send_nowait(message)
+
+    def forget(self, utterance: Utterance) -> None:
+        """Close the utterance's context on the server and stop routing audio to it."""
+        self.utterances.pop(utterance.context_id, None)
+        message = self.protocol.close_context(utterance.context_id)
+        if message is not None:
+            self.send_nowait(message)
+        if self.retiring and not self.utterances:
+            self.close()
+
+    def fail(self, error: AsyncAIError) -> None:
+        """The connection is unusable: fail every utterance on it and stop its tasks."""
+        if not self.alive:
+            return
+        self.alive = False
+        for utterance in list(self.utterances.values()):
+            utterance._fail(_copy_error(error))
+        self.utterances.clear()
+        self.cancel_scope.cancel()
+
+    def close(self) -> None:
+        """Queue the terminate message; the sender then closes the socket."""
+        if self.alive and not self.closing:
+            self.last_sent = trio.current_time()
+            self.outbox_send.send_nowait(self.protocol.terminate())
+            self.closing = True
+            self.outbox_send.close()
+
+    # ------------------------------------------------------------- tasks
+
+    async def run(self) -> None:
+        """Run the reader, sender and keepalive until the connection ends."""
+        try:
+            with self.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader)
+                    nursery.start_soon(self._sender)
+                    if self.synth._keepalive_interval is not None:
+                        nursery.start_soon(self._keepalive, self.synth._keepalive_interval)
+        finally:
+            self.alive = False
+            with trio.move_on_after(self.synth._close_timeout) as scope:
+                scope.shield = True
+                await self.ws.aclose()
+            self.done.set()
+
+    async def _sender(self) -> None:
+        try:
+            async for message in self.outbox_receive:
+                await self.ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            self.fail(ConnectionLostError(f"the connection closed while sending ({_reason(exc)})"))
+            return
+        # The terminate message went out and the outbox is closed: we are done.
+        self.cancel_scope.cancel()
+
+    async def _keepalive(self, interval: float) -> None:
+        while self.alive and not self.closing:
+            await trio.sleep_until(self.last_sent + interval)
+            if trio.current_time() >= self.last_sent + interval:
+                self.send_nowait(self.protocol.keepalive())
+                self.synth._keepalives_sent += 1
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                message = await self.ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                if self.closing and not self.utterances:
+                    self.cancel_scope.cancel()
+                else:
+                    self.fail(ConnectionLostError(f"the service closed the connection ({_reason(exc)})"))
+                return
+            try:
+                events = self.protocol.receive(message)
+            except ProtocolError as exc:
+                self.synth._protocol_errors += 1
+                logger.warning("skipping a message that is not valid protocol: %s", exc)
+                continue
+            for event in events:
+                self._dispatch(event)
+
+    def _dispatch(self, event: AudioReceived | ContextFinished | ServerErrorReceived | MessageIgnored) -> None:
+        if isinstance(event, MessageIgnored):
+            self.synth._messages_ignored += 1
+            logger.debug("ignored: %s (%s)", event.reason, event.context_id)
+            return
+        utterance = self.utterances.get(event.context_id) if event.context_id is not None else None
+        if isinstance(event, AudioReceived):
+            if utterance is not None:
+                utterance._deliver(event.audio)
+        elif isinstance(event, ContextFinished):
+            if utterance is not None:
+                utterance._complete()
+                self.forget(utterance)
+        else:
+            error = error_from_code(event.code, event.message, extra=event.extra)
+            if utterance is not None:
+                utterance._fail(error)
+                self.forget(utterance)
+                return
+            # An error that names no context concerns the whole connection.
+            logger.warning("the service reported an error for the connection: %s", error)
+            if event.code in _SETTINGS_ERRORS:
+                self.synth._settings_error = (self.settings, error)
+            for other in list(self.utterances.values()):
+                other._fail(_copy_error(error))
+                self.forget(other)
+
+
+def _reason(exc: trio_websocket.ConnectionClosed) -> str:
+    reason = exc.reason
+    if reason is None:
+        return "no close reason"
+    text = f"code {reason.code}"
+    if reason.reason:
+        text += f": {reason.reason}"
+    return text
+
+
+def _copy_error(error: AsyncAIError) -> AsyncAIError:
+    """A fresh exception object per utterance (each carries its own ``utterance``)."""
+    if isinstance(error, APIError):
+        return type(error)(
+            error.message, code=error.code, status=error.status, extra=error.extra, retry_after=error.retry_after
+        )
+    return type(error)(error.message)
+
+
+@final
+class Synthesizer:
+    """Speech over one persistent WebSocket connection. Made by :func:`open_synthesizer`.
+
+    Many utterances may be open at once; each is one Async context and gets
+    exactly its own audio. The connection, its reader, its keepalive and its
+    sender all run in the nursery of the ``async with open_synthesizer(...)``
+    block, and none outlives it.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        settings: Settings,
+        api_key: ApiKey | None,
+        base_url: str,
+        keepalive_interval: float | None,
+        connect_timeout: float,
+        audio_timeout: float | None,
+        close_timeout: float,
+        max_buffered_audio: float | None,
+        max_reconnect_attempts: int,
+        reconnect_backoff: float,
+    ) -> None:
+        self._nursery = nursery
+        self._settings = settings
+        self._api_key = api_key
+        self.base_url = base_url
+        self._keepalive_interval = keepalive_interval
+        self._connect_timeout = connect_timeout
+        self._audio_timeout = audio_timeout
+        self._close_timeout = close_timeout
+        self._max_buffered_audio = max_buffered_audio
+        self._max_reconnect_attempts = max_reconnect_attempts
+        self._reconnect_backoff = reconnect_backoff
+        self._connection: _Connection | None = None
+        self._connect_lock = trio.Lock()
+        self._closed = False
+        self._failures_in_a_row = 0
+        self._settings_error: tuple[Settings, APIError] | None = None
+        self._connections_opened = 0
+        self._keepalives_sent = 0
+        self._protocol_errors = 0
+        self._messages_ignored = 0
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return f"<Synthesizer {self.base_url} voice={s.voice_id!r} model={s.model!r} language={s.language!r}>"
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the next utterance will use."""
+        return self._settings
+
+    def update_settings(
+        self,
+        *,
+        voice_id: str | None = None,
+        model: str | None = None,
+        language: object = None,
+        output_format: OutputFormat | None = None,
+    ) -> None:
+        """Change voice, model, language or output format from the next utterance on.
+
+        These are fixed per connection by the service, so the next utterance
+        opens a new connection with them; utterances already open finish on
+        the old one, which is then closed.
+        """
+        self._settings = self._settings.with_changes(
+            voice_id=voice_id, model=model, language=language, output_format=output_format
+        )
+
+    def statistics(self) -> SynthesizerStatistics:
+        """Counters for monitoring and tests."""
+        conn = self._connection
+        return SynthesizerStatistics(
+            connections_opened=self._connections_opened,
+            connected=conn is not None and conn.alive,
+            open_utterances=len(conn.utterances) if conn is not None else 0,
+            keepalives_sent=self._keepalives_sent,
+            protocol_errors=self._protocol_errors,
+            messages_ignored=self._messages_ignored,
+        )
+
+    # ---------------------------------------------------------- connection
+
+    async def _connect(self, settings: Settings) -> _Connection:
+        conn: _Connection = await self._nursery.start(self._run_connection, settings)
+        return conn
+
+    async def _run_connection(
+        self, settings: Settings, *, task_status: trio.TaskStatus[_Connection] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, report the connection, and run it; its tasks live in this task's nursery."""
+        url = _websocket_url(self.base_url, self._api_key)
+        error: AsyncAIError | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    ws = await trio_websocket.connect_websocket_url(nursery, url)
+            except trio.TooSlowError:
+                error = SynthesisTimeout(f"connecting to {self.base_url} took over {self._connect_timeout} s")
+            except trio_websocket.ConnectionRejected as exc:
+                error = _rejection_error(exc)
+            except trio_websocket.HandshakeError as exc:
+                error = ConnectError(f"the WebSocket handshake with {self.base_url} failed: {type(exc).__name__}")
+            except OSError as exc:
+                error = ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}")
+            if error is not None:
+                nursery.cancel_scope.cancel()
+            else:
+                conn = _Connection(self, settings, ws)
+                conn.send_nowait(conn.protocol.initialize())
+                self._connections_opened += 1
+                task_status.started(conn)
+                await conn.run()
+                nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _connection_for(self, settings: Settings) -> _Connection:
+        """The live connection for these settings, (re)connecting as needed."""
+        async with self._connect_lock:
+            conn = self._connection
+            if conn is not None and conn.alive and conn.settings == settings and not conn.retiring:
+                return conn
+            if self._settings_error is not None and self._settings_error[0] == settings:
+                raise _copy_error(self._settings_error[1])
+            if conn is not None and conn.alive:
+                conn.retiring = True
+                if not conn.utterances:
+                    conn.close()
+            attempt = 0
+            while True:
+                if self._failures_in_a_row:
+                    delay = min(self._reconnect_backoff * 2 ** (self._failures_in_a_row - 1), 30.0)
+                    logger.info("reconnecting in %.1f s", delay)
+                    await trio.sleep(delay)
+                try:
+                    conn = await self._connect(settings)
+                except AsyncAIError as exc:
+                    self._failures_in_a_row += 1
+                    attempt += 1
+                    if not exc.retryable or attempt > self._max_reconnect_attempts:
+                        if isinstance(exc, APIError) and exc.code in _SETTINGS_ERRORS:
+                            self._settings_error = (settings, exc)
+                        raise
+                    continue
+                self._connection = conn
+                return conn
+
+    # ---------------------------------------------------------- utterances
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SynthesizerClosedError("the synthesizer is closed")
+
+    @asynccontextmanager
+    async def open_utterance(self) -> AsyncGenerator[Utterance, None]:
+        """Open an utterance to stream text into, as an LLM produces it.
+
+        ::
+
+            async with synth.open_utterance() as utterance:
+                await utterance.send("Hello ")
+                await utterance.finish("world.")
+                async for chunk in utterance:
+                    ...
+
+        Leaving the block abandons an unfinished utterance; :meth:`Utterance.interrupt`
+        cancels the block.
+        """
+        self._check_open()
+        settings = self._settings
+        conn = await self._connection_for(settings)
+        fmt = settings.output_format
+        max_bytes = (
+            None
+            if self._max_buffered_audio is None
+            else int(self._max_buffered_audio * fmt.sample_rate * fmt.sample_width)
+        )
+        utterance = Utterance(
+            self, uuid.uuid4().hex, fmt, audio_timeout=self._audio_timeout, max_buffered_bytes=max_bytes
+        )
+        utterance._route = conn
+        conn.utterances[utterance.context_id] = utterance
+        try:
+            with trio.CancelScope() as scope:
+                utterance._cancel_scope = scope
+                yield utterance
+        finally:
+            utterance._cancel_scope = None
+            utterance._close()
+
+    @asynccontextmanager
+    async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
+        """Speak a whole text as one utterance; iterate it for the audio.
+
+        ::
+
+            async with synth.speak("Hello from trio.") as utterance:
+                async for chunk in utterance:
+                    sink.write(chunk.audio)
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise ConfigurationError("text must not be empty")
+        async with self.open_utterance() as utterance:
+            await utterance.finish(text)
+            yield utterance
+
+    def interrupt(self) -> None:
+        """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
+        conn = self._connection
+        for utterance in list(conn.utterances.values()) if conn is not None else []:
+            utterance.interrupt()
+
+    # ----------------------------------------------- the Utterance transport
+
+    def _conn_of(self, utterance: Utterance) -> _Connection:
+        conn = utterance._route
+        assert isinstance(conn, _Connection)
+        return conn
+
+    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
+        conn = self._conn_of(utterance)
+        await trio.lowlevel.checkpoint()
+        if not conn.alive:
+            raise ConnectionLostError("the connection was lost", utterance=utterance)
+        utterance._note_text(text, force=force)
+        conn.send_nowait(conn.protocol.send_text(utterance.context_id, text, force=force))
+
+    async def _finish(self, utterance: Utterance, text: str) -> None:
+        conn = self._conn_of(utterance)
+        await trio.lowlevel.checkpoint()
+        if not conn.alive:
+            raise ConnectionLostError("the connection was lost", utterance=utterance)
+        utterance._note_text(text, force=True)
+        message = conn.protocol.finish(utterance.context_id, text)
+        if message is not None:
+            conn.send_nowait(message)
+        utterance._note_finished()
+
+    def _abandon(self, utterance: Utterance) -> None:
+        conn = self._conn_of(utterance)
+        conn.forget(utterance)
+
+    # ---------------------------------------------------------------- close
+
+    async def aclose(self) -> None:
+        """Close the connection politely (terminate), then stop every task. Idempotent."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        conn = self._connection
+        if conn is not None and conn.alive:
+            for utterance in list(conn.utterances.values()):
+                utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
+            conn.utterances.clear()
+            conn.close()
+            with trio.move_on_after(self._close_timeout) as scope:
+                scope.shield = True
+                await conn.done.wait()
+        self._nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def open_synthesizer(
+    *,
+    api_key: str | None = None,
+    voice_id: str | None = None,
+    model: str = DEFAULT_MODEL,
+    language: Any = None,
+    output_format: OutputFormat | None = None,
+    sample_rate: int | None = None,
+    base_url: str | None = None,
+    keepalive_interval: float | None = 10.0,
+    connect_timeout: float = 10.0,
+    audio_timeout: float | None = 30.0,
+    close_timeout: float = 2.0,
+    max_buffered_audio: float | None = 600.0,
+    max_reconnect_attempts: int = 3,
+    reconnect_backoff: float = 0.5,
+) -> AsyncIterator[Synthesizer]:
+    """Open a :class:`Synthesizer`: speech over one persistent WebSocket.
+
+    :param api_key: the API key; default ``ASYNCAI_API_KEY``. Needed for the
+        real service, optional for a local server.
+    :param voice_id: the voice; default ``ASYNCAI_VOICE_ID``.
+    :param model: the model id (not checked client-side).
+    :param language: an ISO 639-1 code (``"en"``; ``"en-US"`` becomes ``"en"``),
+        a :class:`~trio_asyncai.Language`, or ``None`` for the voice's own.
+    :param output_format: the audio format; default raw ``pcm_s16le`` at
+        ``sample_rate`` (or 44100 Hz).
+    :param sample_rate: shorthand for the output format's sample rate.
+    :param base_url: the service; default ``ASYNCAI_BASE_URL`` or
+        ``https://api.async.com``. ``http(s)://`` becomes ``ws(s)://``.
+    :param keepalive_interval: seconds of silence after which a keepalive is
+        sent (``None``: never).
+    :param connect_timeout: seconds allowed for connecting.
+    :param audio_timeout: seconds an utterance waits for audio after its text
+        was flushed, or between chunks, before failing with
+        :exc:`~trio_asyncai.SynthesisTimeout` (``None``: forever).
+    :param close_timeout: seconds allowed for closing the connection politely.
+    :param max_buffered_audio: seconds of unread audio one utterance may hold
+        before it fails with :exc:`~trio_asyncai.SlowConsumerError`
+        (``None``: no limit).
+    :param max_reconnect_attempts: connection attempts after the first that
+        fails, for errors that may pass (network, 429, 5xx).
+    :param reconnect_backoff: the first delay between attempts; it doubles.
+
+    The connection is opened on entry, so a refused key or an unreachable
+    service raises here. Errors reach you as :exc:`~trio_asyncai.AsyncAIError`
+    subclasses, never wrapped in an ExceptionGroup.
+    """
+    key = resolve_api_key(api_key)
+    url = resolve_base_url(base_url)
+    host = urlsplit(url).hostname or ""
+    if key is None and host in _SERVICE_HOSTS:
+        raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
+    voice = resolve_voice_id(voice_id)
+    if voice is None:
+        raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
+    if output_format is None:
+        output_format = OutputFormat(sample_rate=sample_rate if sample_rate is not None else 44100)
+    elif sample_rate is not None and sample_rate != output_format.sample_rate:
+        raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
+    if output_format.container == "wav":
+        raise ConfigurationError("the WebSocket endpoint streams raw or mp3, not wav")
+    for name, value in (
+        ("keepalive_interval", keepalive_interval),
+        ("audio_timeout", audio_timeout),
+        ("max_buffered_audio", max_buffered_audio),
+    ):
+        if value is not None and not value > 0:
+            raise ConfigurationError(f"{name} must be positive or None")
+    settings = Settings(
+        voice_id=voice, model=model, language=normalize_language(language), output_format=output_format
+    )
+    # The nursery raises an ExceptionGroup when the block or a task fails;
+    # our tasks never raise on purpose, so a group holds the block's own
+    # exception (or a bug of ours): hand back that one exception as itself.
+    with single_exception():
+        async with trio.open_nursery() as nursery:
+            synth = Synthesizer(
+                nursery,
+                settings=settings,
+                api_key=key,
+                base_url=url,
+                keepalive_interval=keepalive_interval,
+                connect_timeout=connect_timeout,
+                audio_timeout=audio_timeout,
+                close_timeout=close_timeout,
+                max_buffered_audio=max_buffered_audio,
+                max_reconnect_attempts=max_reconnect_attempts,
+                reconnect_backoff=reconnect_backoff,
+            )
+            try:
+                synth._connection = await synth._connection_for(settings)
+                yield synth
+            finally:
+                await synth.aclose()
