@@ -156,7 +156,8 @@ class APIError(AsyncAIError):
         return f"{head}: {self.message}" if head else self.message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, status={self.status!r}, message={self.message!r})"
+        name = type(self).__name__
+        return f"{name}(code={self.code!r}, status={self.status!r}, message={self.message!r})"
 
 
 class AuthenticationError(APIError):
@@ -242,10 +243,7 @@ def error_from_code(
         if status is None:
             status = default_status
     elif status is not None:
-        if status >= 500:
-            cls = ServerError
-        else:
-            cls = _BY_STATUS.get(status, APIError)
+        cls = ServerError if status >= 500 else _BY_STATUS.get(status, APIError)
     return cls(
         message,
         code=code,

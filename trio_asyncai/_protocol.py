@@ -263,7 +263,9 @@ class ClientProtocol:
             return [self._error_event(data, context_id, message)]
 
         if "audio" not in data and "final" not in data:
-            raise ProtocolError("the server sent a message with neither audio nor error", raw=message)
+            raise ProtocolError(
+                "the server sent a message with neither audio nor error", raw=message
+            )
 
         audio_b64 = data.get("audio", "")
         if audio_b64 is None:

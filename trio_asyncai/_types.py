@@ -260,4 +260,6 @@ def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None)
 def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None) -> str | None:
     """The voice given, else ``ASYNCAI_VOICE_ID``, else ``None``."""
     env = os.environ if env is None else env
-    return _check_optional_str("voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID"))
+    return _check_optional_str(
+        "voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID")
+    )

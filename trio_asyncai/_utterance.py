@@ -104,7 +104,9 @@ class Utterance:
         """Time to first audio, processing time, characters and bytes so far."""
         start = self._t_first_text
         return UtteranceMetrics(
-            ttfb=None if start is None or self._t_first_audio is None else self._t_first_audio - start,
+            ttfb=None
+            if start is None or self._t_first_audio is None
+            else self._t_first_audio - start,
             processing_time=None if start is None or self._t_end is None else self._t_end - start,
             characters=self._characters,
             audio_bytes=self._audio_bytes,
@@ -252,7 +254,10 @@ class Utterance:
             container=fmt.container,
             context_id=self.context_id,
         )
-        if self._max_buffered_bytes is not None and self._buffered_bytes + len(audio) > self._max_buffered_bytes:
+        if (
+            self._max_buffered_bytes is not None
+            and self._buffered_bytes + len(audio) > self._max_buffered_bytes
+        ):
             self._fail(
                 SlowConsumerError(
                     f"more than {self._max_buffered_bytes} bytes of audio were waiting to be read",

@@ -56,7 +56,13 @@ _WS_PATH: Final = "/text_to_speech/websocket/ws"
 _SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 #: Errors about the connection's settings: reconnecting with the same settings won't help.
 _SETTINGS_ERRORS: Final = frozenset(
-    {"INVALID_API_KEY", "VOICE_NOT_FOUND", "VERSION_NOT_FOUND", "INVALID_LANGUAGE", "FORMAT_NOT_RECOGNIZED"}
+    {
+        "INVALID_API_KEY",
+        "VOICE_NOT_FOUND",
+        "VERSION_NOT_FOUND",
+        "INVALID_LANGUAGE",
+        "FORMAT_NOT_RECOGNIZED",
+    }
 )
 _KEY_IN_TEXT: Final = re.compile(r"(api_key=)[^&\s'\"]+")
 
@@ -134,7 +140,9 @@ def _rejection_error(exc: trio_websocket.ConnectionRejected) -> AsyncAIError:
 class _Connection:
     """One WebSocket connection and the contexts open on it."""
 
-    def __init__(self, synth: Synthesizer, settings: Settings, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(
+        self, synth: Synthesizer, settings: Settings, ws: trio_websocket.WebSocketConnection
+    ) -> None:
         self.synth = synth
         self.settings = settings
         self.ws = ws
@@ -226,7 +234,9 @@ class _Connection:
                 if self.closing and not self.utterances:
                     self.cancel_scope.cancel()
                 else:
-                    self.fail(ConnectionLostError(f"the service closed the connection ({_reason(exc)})"))
+                    self.fail(
+                        ConnectionLostError(f"the service closed the connection ({_reason(exc)})")
+                    )
                 return
             try:
                 events = self.protocol.receive(message)
@@ -237,7 +247,9 @@ class _Connection:
             for event in events:
                 self._dispatch(event)
 
-    def _dispatch(self, event: AudioReceived | ContextFinished | ServerErrorReceived | MessageIgnored) -> None:
+    def _dispatch(
+        self, event: AudioReceived | ContextFinished | ServerErrorReceived | MessageIgnored
+    ) -> None:
         if isinstance(event, MessageIgnored):
             self.synth._messages_ignored += 1
             logger.debug("ignored: %s (%s)", event.reason, event.context_id)
@@ -279,7 +291,11 @@ def _copy_error(error: AsyncAIError) -> AsyncAIError:
     """A fresh exception object per utterance (each carries its own ``utterance``)."""
     if isinstance(error, APIError):
         return type(error)(
-            error.message, code=error.code, status=error.status, extra=error.extra, retry_after=error.retry_after
+            error.message,
+            code=error.code,
+            status=error.status,
+            extra=error.extra,
+            retry_after=error.retry_after,
         )
     return type(error)(error.message)
 
@@ -332,7 +348,10 @@ class Synthesizer:
 
     def __repr__(self) -> str:
         s = self._settings
-        return f"<Synthesizer {self.base_url} voice={s.voice_id!r} model={s.model!r} language={s.language!r}>"
+        return (
+            f"<Synthesizer {self.base_url} voice={s.voice_id!r} model={s.model!r}"
+            f" language={s.language!r}>"
+        )
 
     # ------------------------------------------------------------ settings
 
@@ -378,7 +397,10 @@ class Synthesizer:
         return conn
 
     async def _run_connection(
-        self, settings: Settings, *, task_status: trio.TaskStatus[_Connection] = trio.TASK_STATUS_IGNORED
+        self,
+        settings: Settings,
+        *,
+        task_status: trio.TaskStatus[_Connection] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, report the connection, and run it; its tasks live in this task's nursery."""
         url = _websocket_url(self.base_url, self._api_key)
@@ -388,11 +410,15 @@ class Synthesizer:
                 with trio.fail_after(self._connect_timeout):
                     ws = await trio_websocket.connect_websocket_url(nursery, url)
             except trio.TooSlowError:
-                error = SynthesisTimeout(f"connecting to {self.base_url} took over {self._connect_timeout} s")
+                error = SynthesisTimeout(
+                    f"connecting to {self.base_url} took over {self._connect_timeout} s"
+                )
             except trio_websocket.ConnectionRejected as exc:
                 error = _rejection_error(exc)
             except trio_websocket.HandshakeError as exc:
-                error = ConnectError(f"the WebSocket handshake with {self.base_url} failed: {type(exc).__name__}")
+                error = ConnectError(
+                    f"the WebSocket handshake with {self.base_url} failed: {type(exc).__name__}"
+                )
             except OSError as exc:
                 error = ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}")
             if error is not None:
@@ -469,7 +495,11 @@ class Synthesizer:
             else int(self._max_buffered_audio * fmt.sample_rate * fmt.sample_width)
         )
         utterance = Utterance(
-            self, uuid.uuid4().hex, fmt, audio_timeout=self._audio_timeout, max_buffered_bytes=max_bytes
+            self,
+            uuid.uuid4().hex,
+            fmt,
+            audio_timeout=self._audio_timeout,
+            max_buffered_bytes=max_bytes,
         )
         utterance._route = conn
         conn.utterances[utterance.context_id] = utterance
@@ -627,7 +657,10 @@ async def open_synthesizer(
         if value is not None and not value > 0:
             raise ConfigurationError(f"{name} must be positive or None")
     settings = Settings(
-        voice_id=voice, model=model, language=normalize_language(language), output_format=output_format
+        voice_id=voice,
+        model=model,
+        language=normalize_language(language),
+        output_format=output_format,
     )
     # The nursery raises an ExceptionGroup when the block or a task fails;
     # our tasks never raise on purpose, so a group holds the block's own
