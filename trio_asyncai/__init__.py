@@ -31,6 +31,9 @@ from ._errors import SlowConsumerError as SlowConsumerError
 from ._errors import SynthesisTimeout as SynthesisTimeout
 from ._errors import SynthesizerClosedError as SynthesizerClosedError
 from ._errors import TransportError as TransportError
+from ._http import HttpSynthesizer as HttpSynthesizer
+from ._http import HttpSynthesizerStatistics as HttpSynthesizerStatistics
+from ._http import open_http_synthesizer as open_http_synthesizer
 from ._types import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._types import DEFAULT_MODEL as DEFAULT_MODEL
 from ._types import AudioChunk as AudioChunk

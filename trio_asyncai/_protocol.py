@@ -37,7 +37,9 @@ __all__ = [
     "ContextState",
     "Event",
     "MessageIgnored",
+    "QUOTA_MARKER",
     "ServerErrorReceived",
+    "StreamScanner",
 ]
 
 
@@ -104,6 +106,11 @@ _MAX_CONTEXT_ID: Final = 256
 class _Context:
     state: ContextState = ContextState.OPEN
     pending_finals: int = 0
+    # Text was sent without ``force`` since the last flush: finish() must
+    # flush it, even when an earlier flush's final is still pending, or the
+    # server may keep it buffered and its audio would arrive after the
+    # context completed (and be ignored).
+    unflushed: bool = False
 
 
 def _check_context_id(context_id: str | None) -> None:
@@ -179,6 +186,9 @@ class ClientProtocol:
         if force:
             message["force"] = True
             ctx.pending_finals += 1
+            ctx.unflushed = False
+        elif text:
+            ctx.unflushed = True
         return _dumps(message)
 
     def finish(self, context_id: str | None, text: str = "") -> str | None:
@@ -191,7 +201,7 @@ class ClientProtocol:
         if ctx is None or ctx.state is not ContextState.OPEN:
             raise ConfigurationError(f"context {context_id!r} is not open")
         message: str | None = None
-        if text or ctx.pending_finals == 0:
+        if text or ctx.pending_finals == 0 or ctx.unflushed:
             # A flush of nothing still asks for a final, so the context can end.
             message = self.send_text(context_id, text if text else " ", force=True)
         ctx.state = ContextState.FLUSHED
@@ -320,3 +330,52 @@ class ClientProtocol:
         if context_id is not None and context_id not in self._contexts:
             return MessageIgnored(context_id, f"error {code} for a context no longer tracked")
         return ServerErrorReceived(code=code, message=text, context_id=context_id, extra=extra)
+
+
+#: What the HTTP streaming endpoint writes into a 200 body when the quota runs out.
+QUOTA_MARKER: Final = b"--ERROR:QUOTA_EXCEEDED--"
+
+
+@final
+class StreamScanner:
+    """Splits an HTTP audio stream into whole frames and finds the quota marker.
+
+    Feed it the body as it arrives; it returns the bytes that are safe to
+    deliver as audio: whole sample frames that cannot be part of the marker.
+    Up to ``len(QUOTA_MARKER) - 1`` bytes are held back until the next piece
+    shows whether they start the marker, so the marker is found even when it
+    is split across chunks, and not one byte of it is delivered.
+    """
+
+    def __init__(self, frame_size: int = 1) -> None:
+        if frame_size < 1:
+            raise ConfigurationError("frame_size must be at least 1")
+        self._frame = frame_size
+        self._pending = b""
+        #: Whether the marker was seen; nothing after it is audio.
+        self.quota_exceeded = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Take a piece of the body; return the audio that is safe to deliver now."""
+        if self.quota_exceeded:
+            return b""
+        buf = self._pending + data
+        at = buf.find(QUOTA_MARKER)
+        if at >= 0:
+            self.quota_exceeded = True
+            self._pending = b""
+            return buf[: at - at % self._frame]
+        cut = len(buf) - (len(QUOTA_MARKER) - 1)
+        cut -= cut % self._frame
+        if cut <= 0:
+            self._pending = buf
+            return b""
+        self._pending = buf[cut:]
+        return buf[:cut]
+
+    def end(self) -> bytes:
+        """The body is over: the whole frames still held back."""
+        if self.quota_exceeded:
+            return b""
+        buf, self._pending = self._pending, b""
+        return buf[: len(buf) - len(buf) % self._frame]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any, Final, Literal, final
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -30,6 +31,8 @@ DEFAULT_BASE_URL: Final = "https://api.async.com"
 DEFAULT_MODEL: Final = "async_flash_v1.0"
 API_VERSION: Final = "v1"
 
+#: Hosts of the real service: a key is required there.
+SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 _CONTAINERS: Final = ("raw", "wav", "mp3")
 _ENCODINGS: Final = ("pcm_s16le", "pcm_f32le")
 MIN_SAMPLE_RATE: Final = 8000
@@ -172,7 +175,9 @@ class Settings:
 
     voice_id: str
     model: str = DEFAULT_MODEL
-    language: str | None = None
+    # Normalized here too, not only in with_changes(): Settings is public, and
+    # Settings(language="en-US") used to send "en-US" as is.
+    language: str | None = attrs.field(default=None, converter=normalize_language)
     output_format: OutputFormat = OutputFormat()
 
     def __attrs_post_init__(self) -> None:
@@ -263,3 +268,40 @@ def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None)
     return _check_optional_str(
         "voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID")
     )
+
+
+def resolve_common(
+    *,
+    api_key: str | None,
+    voice_id: str | None,
+    model: str,
+    language: Any,
+    output_format: OutputFormat | None,
+    sample_rate: int | None,
+    base_url: str | None,
+    allow_wav: bool,
+) -> tuple[Settings, ApiKey | None, str]:
+    """Check and resolve the arguments both synthesizers take (with the environment)."""
+    key = resolve_api_key(api_key)
+    url = resolve_base_url(base_url)
+    host = urlsplit(url).hostname or ""
+    if key is None and host in SERVICE_HOSTS:
+        raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
+    voice = resolve_voice_id(voice_id)
+    if voice is None:
+        raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
+    if output_format is None:
+        output_format = OutputFormat(sample_rate=sample_rate if sample_rate is not None else 44100)
+    elif not isinstance(output_format, OutputFormat):
+        raise ConfigurationError("output_format must be an OutputFormat")
+    elif sample_rate is not None and sample_rate != output_format.sample_rate:
+        raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
+    if output_format.container == "wav" and not allow_wav:
+        raise ConfigurationError("streaming gives raw or mp3 audio, not wav")
+    settings = Settings(
+        voice_id=voice,
+        model=model,
+        language=normalize_language(language),
+        output_format=output_format,
+    )
+    return settings, key, url

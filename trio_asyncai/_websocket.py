@@ -34,17 +34,7 @@ from ._protocol import (
     MessageIgnored,
     ServerErrorReceived,
 )
-from ._types import (
-    API_VERSION,
-    DEFAULT_MODEL,
-    ApiKey,
-    OutputFormat,
-    Settings,
-    normalize_language,
-    resolve_api_key,
-    resolve_base_url,
-    resolve_voice_id,
-)
+from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
 from ._utterance import Utterance
 
 __all__ = ["Synthesizer", "SynthesizerStatistics", "open_synthesizer"]
@@ -52,8 +42,6 @@ __all__ = ["Synthesizer", "SynthesizerStatistics", "open_synthesizer"]
 logger = logging.getLogger("trio_asyncai")
 
 _WS_PATH: Final = "/text_to_speech/websocket/ws"
-#: Hosts of the real service: a key is required there.
-_SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 #: Errors about the connection's settings: reconnecting with the same settings won't help.
 _SETTINGS_ERRORS: Final = frozenset(
     {
@@ -635,20 +623,16 @@ async def open_synthesizer(
     service raises here. Errors reach you as :exc:`~trio_asyncai.AsyncAIError`
     subclasses, never wrapped in an ExceptionGroup.
     """
-    key = resolve_api_key(api_key)
-    url = resolve_base_url(base_url)
-    host = urlsplit(url).hostname or ""
-    if key is None and host in _SERVICE_HOSTS:
-        raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
-    voice = resolve_voice_id(voice_id)
-    if voice is None:
-        raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
-    if output_format is None:
-        output_format = OutputFormat(sample_rate=sample_rate if sample_rate is not None else 44100)
-    elif sample_rate is not None and sample_rate != output_format.sample_rate:
-        raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
-    if output_format.container == "wav":
-        raise ConfigurationError("the WebSocket endpoint streams raw or mp3, not wav")
+    settings, key, url = resolve_common(
+        api_key=api_key,
+        voice_id=voice_id,
+        model=model,
+        language=language,
+        output_format=output_format,
+        sample_rate=sample_rate,
+        base_url=base_url,
+        allow_wav=False,
+    )
     for name, value in (
         ("keepalive_interval", keepalive_interval),
         ("audio_timeout", audio_timeout),
@@ -656,12 +640,6 @@ async def open_synthesizer(
     ):
         if value is not None and not value > 0:
             raise ConfigurationError(f"{name} must be positive or None")
-    settings = Settings(
-        voice_id=voice,
-        model=model,
-        language=normalize_language(language),
-        output_format=output_format,
-    )
     # The nursery raises an ExceptionGroup when the block or a task fails;
     # our tasks never raise on purpose, so a group holds the block's own
     # exception (or a bug of ours): hand back that one exception as itself.

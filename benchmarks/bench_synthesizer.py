@@ -1,0 +1,82 @@
+"""Time to first audio and audio throughput of the WebSocket Synthesizer.
+
+Runs against the local server with the instant signal engine, so what is
+measured is the SDK and the server's transport, not a voice model::
+
+    python benchmarks/bench_synthesizer.py            # defaults
+    python benchmarks/bench_synthesizer.py --rounds 200 --concurrency 8
+
+Prints one line per figure, ready to paste into docs/benchmarks.rst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import trio
+
+from trio_asyncai import Synthesizer, open_synthesizer
+from trio_asyncai.server import DEFAULT_VOICE_ID, open_local_server
+
+SHORT = "Hello there."
+LONG = " ".join(["The quick brown fox jumps over the lazy dog."] * 20)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def _ttfb(synth: Synthesizer, rounds: int) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        async with synth.speak(SHORT) as utterance:
+            await utterance.read_all()
+        assert utterance.metrics.ttfb is not None
+        out.append(utterance.metrics.ttfb)
+    return out
+
+
+async def _throughput(synth: Synthesizer, concurrency: int, sample_rate: int) -> tuple[float, float]:
+    total = 0
+
+    async def one() -> None:
+        nonlocal total
+        async with synth.speak(LONG) as utterance:
+            total += len(await utterance.read_all())
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(one)
+    elapsed = time.perf_counter() - start
+    audio_seconds = total / (2 * sample_rate)
+    return audio_seconds / elapsed, total / elapsed / 1e6
+
+
+async def main(rounds: int, concurrency: int, sample_rate: int) -> None:
+    async with open_local_server(engine="signal") as server:
+        async with open_synthesizer(
+            base_url=server.url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate
+        ) as synth:
+            await _ttfb(synth, 5)  # warm up
+            ttfbs = sorted(await _ttfb(synth, rounds))
+            rt1, mb1 = await _throughput(synth, 1, sample_rate)
+            rtn, mbn = await _throughput(synth, concurrency, sample_rate)
+    p95 = ttfbs[min(len(ttfbs) - 1, int(len(ttfbs) * 0.95))]
+    print(f"machine: {platform.machine()} {platform.python_implementation()} {platform.python_version()}")
+    print(f"engine: signal; format: raw pcm_s16le {sample_rate} Hz; rounds: {rounds}")
+    print(f"time to first audio: median {_ms(statistics.median(ttfbs))}, p95 {_ms(p95)}")
+    print(f"throughput, 1 utterance: {rt1:.0f}x real time ({mb1:.1f} MB/s)")
+    print(f"throughput, {concurrency} concurrent utterances: {rtn:.0f}x real time ({mbn:.1f} MB/s)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--sample-rate", type=int, default=24000)
+    args = parser.parse_args()
+    trio.run(main, args.rounds, args.concurrency, args.sample_rate)

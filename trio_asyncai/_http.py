@@ -1,0 +1,322 @@
+"""The HTTP synthesizer: the same utterances as the WebSocket one, over streaming HTTP."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final, final
+
+import attrs
+import httpx
+import trio
+
+from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
+from ._groups import single_exception
+from ._protocol import StreamScanner
+from ._rest import RestCore, map_transport_error
+from ._types import DEFAULT_MODEL, OutputFormat, Settings, resolve_common
+from ._utterance import Utterance
+
+__all__ = ["HttpSynthesizer", "HttpSynthesizerStatistics", "open_http_synthesizer"]
+
+_STREAM_PATH: Final = "/text_to_speech/streaming"
+# A sentence ends at . ! ? or … (with closing quotes or brackets) followed by white space.
+_SENTENCE_END: Final = re.compile(r"""[.!?\u2026]+["'\u201d\u2019)\]]*\s""")
+
+
+@final
+@attrs.frozen
+class HttpSynthesizerStatistics:
+    """A snapshot of an HTTP synthesizer's counters (see :meth:`HttpSynthesizer.statistics`)."""
+
+    #: Synthesis requests sent (retries included).
+    requests_sent: int
+    #: Utterances whose audio is still coming.
+    open_utterances: int
+
+
+@attrs.define
+class _Route:
+    """What the HTTP synthesizer keeps for one utterance."""
+
+    settings: Settings
+    segments_send: trio.MemorySendChannel[str]
+    segments_receive: trio.MemoryReceiveChannel[str]
+    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    buffer: str = ""
+
+
+@final
+class HttpSynthesizer:
+    """Speech over HTTP streaming requests. Made by :func:`open_http_synthesizer`.
+
+    It has the same utterance interface as :class:`~trio_asyncai.Synthesizer`:
+    code written against one runs against the other. Each utterance's text is
+    sent in pieces, one request per complete sentence (or per :meth:`~Utterance.flush`),
+    in order; audio streams back as each response body arrives.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        rest: RestCore,
+        *,
+        settings: Settings,
+        audio_timeout: float | None,
+        connect_timeout: float,
+        max_buffered_audio: float | None,
+    ) -> None:
+        self._nursery = nursery
+        self._rest = rest
+        self._settings = settings
+        self._timeout = httpx.Timeout(
+            connect_timeout, read=audio_timeout, write=connect_timeout, pool=None
+        )
+        self._max_buffered_audio = max_buffered_audio
+        self._utterances: dict[str, Utterance] = {}
+        self._closed = False
+        self._requests_sent = 0
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return f"<HttpSynthesizer {self._rest.base_url} voice={s.voice_id!r} model={s.model!r}>"
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL."""
+        return self._rest.base_url
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the next utterance will use."""
+        return self._settings
+
+    def update_settings(
+        self,
+        *,
+        voice_id: str | None = None,
+        model: str | None = None,
+        language: object = None,
+        output_format: OutputFormat | None = None,
+    ) -> None:
+        """Change voice, model, language or output format from the next utterance on."""
+        self._settings = self._settings.with_changes(
+            voice_id=voice_id, model=model, language=language, output_format=output_format
+        )
+
+    def statistics(self) -> HttpSynthesizerStatistics:
+        """Counters for monitoring and tests."""
+        return HttpSynthesizerStatistics(
+            requests_sent=self._requests_sent, open_utterances=len(self._utterances)
+        )
+
+    # ---------------------------------------------------------- utterances
+
+    @asynccontextmanager
+    async def open_utterance(self) -> AsyncGenerator[Utterance, None]:
+        """Open an utterance to stream text into; see :meth:`Synthesizer.open_utterance`."""
+        if self._closed:
+            raise SynthesizerClosedError("the synthesizer is closed")
+        await trio.lowlevel.checkpoint()
+        settings = self._settings
+        fmt = settings.output_format
+        max_bytes = (
+            None
+            if self._max_buffered_audio is None or fmt.container == "mp3"
+            else int(self._max_buffered_audio * fmt.sample_rate * fmt.sample_width)
+        )
+        utterance = Utterance(
+            self, uuid.uuid4().hex, fmt, audio_timeout=None, max_buffered_bytes=max_bytes
+        )
+        send, receive = trio.open_memory_channel[str](math.inf)
+        route = _Route(settings, send, receive)
+        utterance._route = route
+        self._utterances[utterance.context_id] = utterance
+        self._nursery.start_soon(self._run_utterance, utterance, route)
+        try:
+            with trio.CancelScope() as scope:
+                utterance._cancel_scope = scope
+                yield utterance
+        finally:
+            utterance._cancel_scope = None
+            utterance._close()
+
+    @asynccontextmanager
+    async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
+        """Speak a whole text as one utterance (one request); iterate it for the audio."""
+        if not isinstance(text, str):
+            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise ConfigurationError("text must not be empty")
+        async with self.open_utterance() as utterance:
+            await utterance.finish(text)
+            yield utterance
+
+    def interrupt(self) -> None:
+        """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
+        for utterance in list(self._utterances.values()):
+            utterance.interrupt()
+
+    # ----------------------------------------------- the Utterance transport
+
+    @staticmethod
+    def _route_of(utterance: Utterance) -> _Route:
+        route = utterance._route
+        assert isinstance(route, _Route)
+        return route
+
+    def _dispatch(self, route: _Route, text: str) -> None:
+        if text.strip():
+            route.segments_send.send_nowait(text)
+
+    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        route = self._route_of(utterance)
+        utterance._note_text(text, force=force)
+        route.buffer += text
+        if force:
+            self._dispatch(route, route.buffer)
+            route.buffer = ""
+            return
+        last_end = None
+        for match in _SENTENCE_END.finditer(route.buffer):
+            last_end = match.end()
+        if last_end is not None:
+            self._dispatch(route, route.buffer[:last_end])
+            route.buffer = route.buffer[last_end:]
+
+    async def _finish(self, utterance: Utterance, text: str) -> None:
+        await trio.lowlevel.checkpoint()
+        route = self._route_of(utterance)
+        utterance._note_text(text, force=True)
+        self._dispatch(route, route.buffer + text)
+        route.buffer = ""
+        route.segments_send.close()
+        utterance._note_finished()
+
+    def _abandon(self, utterance: Utterance) -> None:
+        route = self._route_of(utterance)
+        route.cancel_scope.cancel()
+        route.segments_send.close()
+        self._utterances.pop(utterance.context_id, None)
+
+    # ---------------------------------------------------------------- work
+
+    async def _run_utterance(self, utterance: Utterance, route: _Route) -> None:
+        with route.cancel_scope:
+            try:
+                async for segment in route.segments_receive:
+                    await self._stream_segment(utterance, route.settings, segment)
+            except AsyncAIError as exc:
+                utterance._fail(exc)
+            else:
+                utterance._complete()
+            finally:
+                self._utterances.pop(utterance.context_id, None)
+
+    async def _stream_segment(self, utterance: Utterance, settings: Settings, text: str) -> None:
+        body = settings.request_body()
+        body["transcript"] = text
+        fmt = settings.output_format
+        scanner = StreamScanner(1 if fmt.container == "mp3" else fmt.sample_width)
+        self._requests_sent += 1
+        async with self._rest.stream(
+            "POST", _STREAM_PATH, json_body=body, timeout=self._timeout, what="streaming synthesis"
+        ) as response:
+            try:
+                async for data in response.aiter_raw():
+                    utterance._deliver(scanner.feed(data))
+                    if scanner.quota_exceeded:
+                        raise QuotaExceededError(
+                            "the usage quota ran out during synthesis",
+                            code="USAGE_LIMIT_EXCEEDED",
+                            status=429,
+                        )
+            except httpx.HTTPError as exc:
+                raise map_transport_error(exc, "streaming synthesis") from None
+        utterance._deliver(scanner.end())
+
+    async def aclose(self) -> None:
+        """Stop every request and close. Idempotent."""
+        self._closed = True
+        for utterance in list(self._utterances.values()):
+            utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
+            self._abandon(utterance)
+        self._nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def open_http_synthesizer(
+    *,
+    api_key: str | None = None,
+    voice_id: str | None = None,
+    model: str = DEFAULT_MODEL,
+    language: Any = None,
+    output_format: OutputFormat | None = None,
+    sample_rate: int | None = None,
+    base_url: str | None = None,
+    client: httpx.AsyncClient | None = None,
+    connect_timeout: float = 10.0,
+    audio_timeout: float | None = 30.0,
+    max_buffered_audio: float | None = 600.0,
+    max_retries: int = 3,
+    retry_backoff: float = 0.5,
+) -> AsyncIterator[HttpSynthesizer]:
+    """Open an :class:`HttpSynthesizer`: speech over streaming HTTP requests.
+
+    Takes the same arguments as :func:`~trio_asyncai.open_synthesizer`, and:
+
+    :param client: an :class:`httpx.AsyncClient` to send requests with; it is
+        left open. Without one, the synthesizer makes and closes its own.
+    :param audio_timeout: seconds of silence allowed between body chunks.
+    :param max_retries: retries for 429, 5xx and failed connections, before
+        any audio of a request has arrived (never after).
+    :param retry_backoff: the first delay between retries; it doubles, and
+        ``Retry-After`` wins when the service sends it.
+    """
+    settings, key, url = resolve_common(
+        api_key=api_key,
+        voice_id=voice_id,
+        model=model,
+        language=language,
+        output_format=output_format,
+        sample_rate=sample_rate,
+        base_url=base_url,
+        allow_wav=False,
+    )
+    if client is not None and not isinstance(client, httpx.AsyncClient):
+        raise ConfigurationError("client must be an httpx.AsyncClient")
+    with single_exception():
+        async with _client_or_own(client) as http, trio.open_nursery() as nursery:
+            rest = RestCore(
+                http,
+                base_url=url,
+                api_key=key,
+                max_retries=max_retries,
+                retry_backoff=retry_backoff,
+            )
+            synth = HttpSynthesizer(
+                nursery,
+                rest,
+                settings=settings,
+                audio_timeout=audio_timeout,
+                connect_timeout=connect_timeout,
+                max_buffered_audio=max_buffered_audio,
+            )
+            try:
+                yield synth
+            finally:
+                await synth.aclose()
+
+
+@asynccontextmanager
+async def _client_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    if client is not None:
+        yield client
+        return
+    async with httpx.AsyncClient() as own:
+        yield own
