@@ -42,6 +42,12 @@ from ._types import Settings as Settings
 from ._types import UtteranceMetrics as UtteranceMetrics
 from ._utterance import Utterance as Utterance
 from ._version import __version__ as __version__
+from ._voices import AsyncAIClient as AsyncAIClient
+from ._voices import TimestampedAudio as TimestampedAudio
+from ._voices import Voice as Voice
+from ._voices import Voices as Voices
+from ._voices import WordTimestamp as WordTimestamp
+from ._voices import open_client as open_client
 from ._websocket import Synthesizer as Synthesizer
 from ._websocket import SynthesizerStatistics as SynthesizerStatistics
 from ._websocket import open_synthesizer as open_synthesizer
