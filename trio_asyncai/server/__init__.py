@@ -1,0 +1,71 @@
+"""A local server that speaks the Async text-to-speech API, on trio.
+
+A real ASGI app (Starlette) on Hypercorn's trio worker, serving the WebSocket
+``/text_to_speech/websocket/ws`` and ``POST /text_to_speech/streaming``
+exactly as ASYNC_API.md describes them, with an offline voice (piper, from
+the ``[voice]`` extra) or a generated signal. Tests use it through
+:func:`open_local_server`, with fault switches (:class:`Faults`) and a log of
+what clients sent (:class:`ServerLog`); ``trio-asyncai serve`` runs
+:func:`serve`.
+
+Needs the ``[server]`` extra; the voice extra is optional and imported only
+when the piper engine first speaks.
+"""
+
+from __future__ import annotations
+
+from ._app import LocalServer as LocalServer
+from ._app import create_app as create_app
+from ._app import open_local_server as open_local_server
+from ._app import serve as serve
+from ._engines import JOE_MODEL_SHA256 as JOE_MODEL_SHA256
+from ._engines import Engine as Engine
+from ._engines import EngineError as EngineError
+from ._engines import PiperEngine as PiperEngine
+from ._engines import SignalEngine as SignalEngine
+from ._engines import load_engine as load_engine
+from ._engines import piper_available as piper_available
+from ._http import QUOTA_MARKER as QUOTA_MARKER
+from ._requests import DEFAULT_OUTPUT_FORMAT as DEFAULT_OUTPUT_FORMAT
+from ._requests import SUPPORTED_LANGUAGES as SUPPORTED_LANGUAGES
+from ._requests import OutputFormat as OutputFormat
+from ._requests import RequestError as RequestError
+from ._state import ConnectionLog as ConnectionLog
+from ._state import Faults as Faults
+from ._state import HTTPRequestLog as HTTPRequestLog
+from ._state import ServerLog as ServerLog
+from ._state import ServerState as ServerState
+from ._voices import DEFAULT_VOICE_ID as DEFAULT_VOICE_ID
+from ._voices import PREDEFINED_VOICES as PREDEFINED_VOICES
+from ._voices import Voice as Voice
+from ._voices import VoiceLibrary as VoiceLibrary
+from ._voices import VoiceParams as VoiceParams
+
+__all__ = [
+    "DEFAULT_OUTPUT_FORMAT",
+    "DEFAULT_VOICE_ID",
+    "JOE_MODEL_SHA256",
+    "PREDEFINED_VOICES",
+    "QUOTA_MARKER",
+    "SUPPORTED_LANGUAGES",
+    "ConnectionLog",
+    "Engine",
+    "EngineError",
+    "Faults",
+    "HTTPRequestLog",
+    "LocalServer",
+    "OutputFormat",
+    "PiperEngine",
+    "RequestError",
+    "ServerLog",
+    "ServerState",
+    "SignalEngine",
+    "Voice",
+    "VoiceLibrary",
+    "VoiceParams",
+    "create_app",
+    "load_engine",
+    "open_local_server",
+    "piper_available",
+    "serve",
+]

@@ -1,0 +1,195 @@
+"""The ASGI app and running it on Hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, cast, final
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from ._engines import Engine, load_engine
+from ._http import streaming_endpoint
+from ._state import Faults, ServerLog, ServerState
+from ._voices import VoiceLibrary
+from ._websocket import handle_websocket
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
+__all__ = ["LocalServer", "create_app", "open_local_server", "serve"]
+
+logger = logging.getLogger("trio_asyncai.server")
+
+WEBSOCKET_PATH = "/text_to_speech/websocket/ws"
+STREAMING_PATH = "/text_to_speech/streaming"
+
+
+def create_app(state: ServerState) -> Starlette:
+    """The plain ASGI (Starlette) app serving the Async API from ``state``.
+
+    Run it on any ASGI server whose event loop is trio (Hypercorn's trio
+    worker; :func:`serve` and :func:`open_local_server` do that for you).
+    ``app.state.server`` is ``state``.
+    """
+    app = Starlette(
+        routes=[
+            WebSocketRoute(WEBSOCKET_PATH, functools.partial(handle_websocket, state)),
+            Route(STREAMING_PATH, functools.partial(streaming_endpoint, state), methods=["POST"]),
+        ]
+    )
+    app.state.server = state
+    return app
+
+
+@final
+@attrs.frozen(eq=False)
+class LocalServer:
+    """A running local server. Built by :func:`open_local_server` and :func:`serve`.
+
+    ``url`` is the base URL to hand to clients (``http://127.0.0.1:PORT``);
+    ``ws_url`` the WebSocket endpoint without query. ``faults`` and ``log`` are
+    live objects: flip faults and read the log while the server runs.
+    """
+
+    url: str
+    host: str
+    port: int
+    faults: Faults
+    log: ServerLog
+    engine: Engine
+    voices: VoiceLibrary
+    state: ServerState = attrs.field(repr=False)
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT/text_to_speech/websocket/ws`` (add ``?api_key=...&version=v1``)."""
+        return "ws" + self.url.removeprefix("http") + WEBSOCKET_PATH
+
+
+def _make_state(*, api_key: str | None, engine: Engine | str, idle_timeout: float | None) -> ServerState:
+    engine_obj = load_engine(engine) if isinstance(engine, str) else engine
+    return ServerState(engine=engine_obj, api_key=api_key, idle_timeout=idle_timeout)
+
+
+def _hypercorn_config(host: str, port: int) -> Config:
+    config = Config()
+    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    config.bind = [f"{bind_host}:{port}"]
+    # No access log: the WebSocket URL's query string holds the API key.
+    config.accesslog = None
+    # Hand Hypercorn a logger rather than "-" so it adds no handler of its own.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 1.0
+    return config
+
+
+async def _run(
+    state: ServerState,
+    host: str,
+    port: int,
+    task_status: trio.TaskStatus[LocalServer],
+) -> None:
+    app = create_app(state)
+    config = _hypercorn_config(host, port)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            functools.partial(hypercorn_serve, cast("ASGIFramework", app), config)
+        )
+        url = binds[0]
+        bound_host, _, bound_port = url.removeprefix("http://").rpartition(":")
+        server = LocalServer(
+            url=url,
+            host=bound_host.strip("[]"),
+            port=int(bound_port),
+            faults=state.faults,
+            log=state.log,
+            engine=state.engine,
+            voices=state.voices,
+            state=state,
+        )
+        logger.info("serving the Async API on %s (engine: %s)", url, state.engine.name)
+        task_status.started(server)
+
+
+@asynccontextmanager
+async def open_local_server(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    engine: Engine | str = "auto",
+    idle_timeout: float | None = 60.0,
+) -> AsyncIterator[LocalServer]:
+    """Run an Async-compatible server in the background for the duration of the block.
+
+    ``port=0`` picks a free port: read it from the yielded
+    :class:`LocalServer`. With ``api_key`` set, requests must carry that key;
+    without, any key (or none) is accepted. ``engine`` is an :class:`Engine`
+    or a name for :func:`load_engine` (``"auto"``, ``"piper"``, ``"signal"``);
+    a piper model is loaded on first use. ``idle_timeout`` is how long a
+    WebSocket connection may stay silent (``None``: forever).
+
+    Exceptions from the block come out as they are, never wrapped in an
+    exception group: the block's exception is held while the server task is
+    cancelled, then re-raised.
+    """
+    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout)
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            server: LocalServer = await nursery.start(_run, state, host, port)
+            try:
+                yield server
+            except BaseException as exc:
+                # Held until the nursery is closed, so that it is not wrapped.
+                error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+    if error is not None:
+        raise error
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+async def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    api_key: str | None = None,
+    engine: Engine | str = "auto",
+    idle_timeout: float | None = 60.0,
+    task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the Async API until cancelled (the ``trio-asyncai serve`` command).
+
+    Same options as :func:`open_local_server`; a piper model is verified and
+    loaded (in a worker thread) before the server starts listening, so the
+    first request is not slow. ``task_status.started()`` gets the
+    :class:`LocalServer`.
+    """
+    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout)
+    preload = getattr(state.engine, "preload", None)
+    if callable(preload):
+        await trio.to_thread.run_sync(preload)
+    await _run(state, host, port, task_status)

@@ -1,0 +1,164 @@
+"""From text to encoded audio: sentences, ``<break>`` markup, resampling, encoding.
+
+The pipeline is a synchronous generator, :func:`render`, driven one step at a
+time from a worker thread by :func:`stream_audio`, so the event loop never
+waits on the engine and a cancelled request stops at the next step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, Generator, Iterator
+from typing import Final
+
+import numpy as np
+import soxr
+import trio
+
+from ._engines import Engine, FloatArray
+from ._requests import OutputFormat
+from ._voices import Voice
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "MAX_BREAK_SECONDS",
+    "encode",
+    "render",
+    "split_breaks",
+    "split_complete_sentences",
+    "stream_audio",
+]
+
+#: Longest stretch of audio in one WebSocket message or HTTP body chunk.
+CHUNK_SECONDS: Final = 0.08
+#: A ``<break>`` longer than this is cut to it.
+MAX_BREAK_SECONDS: Final = 10.0
+
+# A sentence ends with . ! or ? (perhaps closed by quotes or brackets) followed
+# by whitespace, or with a full-width CJK terminator.
+_SENTENCE_END: Final = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*\s+|[\u3002\uff01\uff1f]+\s*")
+
+_BREAK: Final = re.compile(
+    r"""<break\s+time\s*=\s*(["']?)\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*\1\s*/?\s*>""",
+    re.IGNORECASE,
+)
+
+
+def split_complete_sentences(buffer: str) -> tuple[str, str]:
+    """Split ``buffer`` into (its complete sentences, the unfinished rest)."""
+    end = 0
+    for match in _SENTENCE_END.finditer(buffer):
+        end = match.end()
+    return buffer[:end], buffer[end:]
+
+
+def split_breaks(text: str) -> list[str | float]:
+    """Split text at ``<break time="..."/>`` tags: text pieces and pause lengths in seconds.
+
+    Whitespace-only pieces are dropped. Other markup stays in the text.
+    """
+    parts: list[str | float] = []
+    position = 0
+    for match in _BREAK.finditer(text):
+        piece = text[position : match.start()]
+        if piece.strip():
+            parts.append(piece)
+        seconds = float(match.group(2))
+        if match.group(3).lower() == "ms":
+            seconds /= 1000.0
+        parts.append(min(seconds, MAX_BREAK_SECONDS))
+        position = match.end()
+    rest = text[position:]
+    if rest.strip():
+        parts.append(rest)
+    return parts
+
+
+def encode(samples: FloatArray, encoding: str) -> bytes:
+    """Mono float samples -> little-endian ``pcm_s16le`` or ``pcm_f32le`` bytes."""
+    clipped = np.clip(samples, -1.0, 1.0)
+    if encoding == "pcm_f32le":
+        return bytes(clipped.astype("<f4").tobytes())
+    return bytes(np.rint(clipped * 32767.0).astype("<i2").tobytes())
+
+
+def render(
+    engine: Engine, text: str, voice: Voice, output_format: OutputFormat
+) -> Generator[bytes, None, None]:
+    """Synthesize ``text`` and yield it as encoded bytes, a piece per engine step.
+
+    Blocking: meant to be stepped from a worker thread. ``<break>`` pauses
+    become exact digital silence of the asked length at the output rate.
+    """
+    out_rate = output_format.sample_rate
+    in_rate = engine.native_sample_rate * voice.params.pitch
+    resampler: soxr.ResampleStream | None = None
+
+    def resampled(samples: FloatArray, *, last: bool = False) -> FloatArray:
+        nonlocal resampler
+        if in_rate == out_rate:
+            return samples
+        if resampler is None:
+            resampler = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
+        result: FloatArray = resampler.resample_chunk(samples, last=last)
+        if last:
+            resampler = None
+        return result
+
+    for part in split_breaks(text):
+        if isinstance(part, float):
+            if resampler is not None:
+                tail = resampled(np.zeros(0, dtype=np.float32), last=True)
+                if tail.size:
+                    yield encode(tail, output_format.encoding)
+            silence = np.zeros(round(part * out_rate), dtype=np.float32)
+            if silence.size:
+                yield encode(silence, output_format.encoding)
+            continue
+        for samples in engine.synthesize(part, voice):
+            out = resampled(np.asarray(samples, dtype=np.float32).reshape(-1))
+            if out.size:
+                yield encode(out, output_format.encoding)
+    if resampler is not None:
+        tail = resampled(np.zeros(0, dtype=np.float32), last=True)
+        if tail.size:
+            yield encode(tail, output_format.encoding)
+
+
+def _next_piece(pieces: Iterator[bytes]) -> bytes | None:
+    return next(pieces, None)
+
+
+async def stream_audio(
+    engine: Engine,
+    limiter: trio.CapacityLimiter,
+    text: str,
+    voice: Voice,
+    output_format: OutputFormat,
+    *,
+    chunk_seconds: float = CHUNK_SECONDS,
+) -> AsyncGenerator[bytes, None]:
+    """Yield the encoded audio of ``text`` in chunks of at most ``chunk_seconds``.
+
+    Each engine step runs in a worker thread under ``limiter``. Cancellation
+    takes effect at once: a step in progress is abandoned (its thread finishes
+    on its own, still holding its limiter token until then). Use with
+    :func:`contextlib.aclosing`.
+    """
+    width = output_format.sample_width
+    chunk_bytes = max(1, round(output_format.sample_rate * chunk_seconds)) * width
+    pieces = render(engine, text, voice, output_format)
+    stepping = False
+    try:
+        while True:
+            stepping = True
+            data = await trio.to_thread.run_sync(_next_piece, pieces, limiter=limiter, abandon_on_cancel=True)
+            stepping = False
+            if data is None:
+                return
+            for start in range(0, len(data), chunk_bytes):
+                yield data[start : start + chunk_bytes]
+    finally:
+        if not stepping:
+            # Not running in a thread: safe to release the engine's generator.
+            pieces.close()

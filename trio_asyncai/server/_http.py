@@ -1,0 +1,187 @@
+"""The HTTP endpoints. Today: ``POST /text_to_speech/streaming``.
+
+Every endpoint starts with :func:`admit` (log the request, apply the
+``http_statuses`` fault, check the key and the version) and answers errors
+with :func:`error_response`, so that endpoints added later (the whole-file
+``/text_to_speech``, ``/with_timestamps``, ``/voices``...) behave alike.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from contextlib import aclosing
+from typing import Any, Final
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ._audio import stream_audio
+from ._requests import (
+    API_VERSION,
+    CODE_FOR_STATUS,
+    RequestError,
+    SynthesisRequest,
+    error_body,
+    parse_synthesis_request,
+)
+from ._state import HTTPRequestLog, ServerState
+
+__all__ = ["QUOTA_MARKER", "admit", "error_response", "streaming_endpoint"]
+
+logger = logging.getLogger("trio_asyncai.server")
+
+#: What a streamed body carries when the quota runs out mid-stream.
+QUOTA_MARKER: Final = b"--ERROR:QUOTA_EXCEEDED--"
+
+
+def error_response(record: HTTPRequestLog | None, status: int, code: str, message: str) -> JSONResponse:
+    """A JSON error ``{"error_code", "message"}``; 429 and 503 carry ``Retry-After: 0``."""
+    if record is not None:
+        record.status = status
+    headers = {"Retry-After": "0"} if status in (429, 503) else None
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+async def admit(state: ServerState, request: Request) -> tuple[HTTPRequestLog, Any, Response | None]:
+    """Log a request and run the checks every endpoint shares.
+
+    Returns the log record, the parsed JSON body (``None`` when there is no
+    body or it is not JSON) and, if the request is refused, the response to
+    send: the next ``http_statuses`` fault, 401 ``INVALID_API_KEY``, or
+    404 ``VERSION_NOT_FOUND``.
+    """
+    raw = await request.body()
+    body: Any = None
+    if raw:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+    headers = {k: ("***" if k.lower() == "x-api-key" else v) for k, v in request.headers.items()}
+    record = HTTPRequestLog(method=request.method, path=request.url.path, headers=headers, body=body)
+    state.log.http.append(record)
+    state.log.notify()
+
+    faults = state.faults
+    if faults.http_statuses:
+        status = faults.http_statuses.pop(0)
+        fallback = "INTERNAL_SERVER_ERROR" if status >= 500 else "INVALID_REQUEST"
+        code = CODE_FOR_STATUS.get(status, fallback)
+        refused = error_response(record, status, code, "error injected by the local server's faults")
+        return record, body, refused
+    if state.api_key is not None:
+        key = request.headers.get("x-api-key")
+        if key is None or not hmac.compare_digest(key.encode(), state.api_key.encode()):
+            return (
+                record,
+                body,
+                error_response(record, 401, "INVALID_API_KEY", "the API key is missing or invalid"),
+            )
+    for header in ("version", "api-version"):
+        version = request.headers.get(header)
+        if version is not None and version != API_VERSION:
+            return (
+                record,
+                body,
+                error_response(
+                    record, 404, "VERSION_NOT_FOUND", f"API version {version!r} not found; use v1"
+                ),
+            )
+    return record, body, None
+
+
+async def streaming_endpoint(state: ServerState, request: Request) -> Response:
+    """``POST /text_to_speech/streaming``: raw audio, streamed as it is made."""
+    record, body, refused = await admit(state, request)
+    if refused is not None:
+        return refused
+    if body is None:
+        return error_response(record, 400, "INVALID_REQUEST", "the body must be JSON")
+    try:
+        synthesis = parse_synthesis_request(body, state.voices, streaming=True)
+    except RequestError as exc:
+        return error_response(record, exc.status, exc.code, exc.message)
+    record.status = 200
+    return AudioStreamResponse(state, synthesis)
+
+
+class AudioStreamResponse(Response):
+    """A 200 ``application/octet-stream`` body written chunk by chunk as audio is made.
+
+    Stops synthesizing when the client goes away. Applies the ``chunk_delay``
+    and ``http_quota_after_bytes`` faults.
+    """
+
+    media_type = "application/octet-stream"
+
+    def __init__(self, state: ServerState, synthesis: SynthesisRequest) -> None:
+        # No content: no content-length, the body is chunked.
+        self.status_code = 200
+        self.background = None
+        self._state = state
+        self._synthesis = synthesis
+        self.init_headers(
+            {
+                "content-type": "application/octet-stream",
+                "x-sample-rate": str(synthesis.output_format.sample_rate),
+                "x-encoding": synthesis.output_format.encoding,
+            }
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            await self._stream(send)
+            nursery.cancel_scope.cancel()
+
+    async def _stream(self, send: Send) -> None:
+        state = self._state
+        synthesis = self._synthesis
+        faults = state.faults
+        quota = faults.http_quota_after_bytes
+        sent = 0
+
+        async def body(data: bytes, more: bool = True) -> None:
+            message: Message = {"type": "http.response.body", "body": data, "more_body": more}
+            await send(message)
+
+        async with aclosing(
+            stream_audio(
+                state.engine,
+                state.limiter,
+                synthesis.transcript,
+                synthesis.voice,
+                synthesis.output_format,
+            )
+        ) as chunks:
+            async for chunk in chunks:
+                if faults.chunk_delay > 0:
+                    await trio.sleep(faults.chunk_delay)
+                if quota is not None and sent + len(chunk) >= quota:
+                    if quota > sent:
+                        await body(chunk[: quota - sent])
+                    half = len(QUOTA_MARKER) // 2
+                    await body(QUOTA_MARKER[:half])
+                    await body(QUOTA_MARKER[half:], more=False)
+                    return
+                await body(chunk)
+                sent += len(chunk)
+        if quota is not None and sent >= quota:
+            half = len(QUOTA_MARKER) // 2
+            await body(QUOTA_MARKER[:half])
+            await body(QUOTA_MARKER[half:], more=False)
+            return
+        await body(b"", more=False)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return

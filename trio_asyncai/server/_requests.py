@@ -1,0 +1,285 @@
+"""Validation of what clients send, shared by the WebSocket and HTTP endpoints.
+
+Every check raises :exc:`RequestError` with the service's error code and the
+HTTP status that goes with it; the endpoints turn it into a JSON error body
+(HTTP) or an error message (WebSocket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal, final
+
+import attrs
+
+from ._voices import Voice, VoiceLibrary
+
+__all__ = [
+    "DEFAULT_OUTPUT_FORMAT",
+    "ERROR_STATUS",
+    "SUPPORTED_LANGUAGES",
+    "ConnectionSettings",
+    "OutputFormat",
+    "RequestError",
+    "SynthesisRequest",
+    "error_body",
+    "parse_connection_settings",
+    "parse_language",
+    "parse_output_format",
+    "parse_synthesis_request",
+    "parse_voice",
+]
+
+#: The HTTP status of each error code the server uses.
+ERROR_STATUS: Final[Mapping[str, int]] = {
+    "INVALID_REQUEST": 400,
+    "INVALID_LANGUAGE": 400,
+    "FORMAT_NOT_RECOGNIZED": 400,
+    "SHORT_SPEECH_DURATION": 400,
+    "BAD_SPEECH_QUALITY": 400,
+    "INVALID_API_KEY": 401,
+    "VOICE_NOT_FOUND": 404,
+    "VERSION_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "FILE_TOO_LARGE": 413,
+    "TOO_MANY_CONCURRENT_REQUESTS": 429,
+    "RATE_LIMIT_EXCEEDED": 429,
+    "USAGE_LIMIT_EXCEEDED": 429,
+    "VOICE_CLONE_LIMIT_EXCEEDED": 429,
+    "INTERNAL_SERVER_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 503,
+}
+
+#: The error code the server gives an HTTP status it is told to answer with.
+CODE_FOR_STATUS: Final[Mapping[int, str]] = {
+    400: "INVALID_REQUEST",
+    401: "INVALID_API_KEY",
+    403: "INVALID_API_KEY",
+    404: "VERSION_NOT_FOUND",
+    413: "FILE_TOO_LARGE",
+    429: "RATE_LIMIT_EXCEEDED",
+    500: "INTERNAL_SERVER_ERROR",
+    502: "SERVICE_UNAVAILABLE",
+    503: "SERVICE_UNAVAILABLE",
+    504: "SERVICE_UNAVAILABLE",
+}
+
+#: Language codes the service takes (ISO 639-1). A regional tag (``en-US``)
+#: falls back to its base code.
+SUPPORTED_LANGUAGES: Final = frozenset(
+    ["en", "fr", "es", "de", "it", "pt", "nl", "ar", "ru", "ro", "ja", "he", "hy", "tr", "hi", "zh"]
+)
+
+API_VERSION: Final = "v1"
+
+Container = Literal["raw", "wav", "mp3"]
+Encoding = Literal["pcm_s16le", "pcm_f32le"]
+
+_CONTAINERS: Final = ("raw", "wav", "mp3")
+_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le")
+#: Containers this server can produce today (mp3 needs an encoder it lacks).
+_PRODUCIBLE: Final = frozenset({"raw", "wav"})
+MIN_SAMPLE_RATE: Final = 8000
+MAX_SAMPLE_RATE: Final = 48000
+MIN_BIT_RATE: Final = 32000
+MAX_BIT_RATE: Final = 320000
+
+
+class RequestError(Exception):
+    """A request the service refuses: ``code`` (``"VOICE_NOT_FOUND"``...), ``status``, ``message``."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else ERROR_STATUS.get(code, 400)
+
+    def to_json(self) -> dict[str, Any]:
+        """The error body: ``{"error_code": ..., "message": ...}``."""
+        return error_body(self.code, self.message)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The JSON error object the service sends, on HTTP and WebSocket alike."""
+    return {"error_code": code, "message": message}
+
+
+@final
+@attrs.frozen
+class OutputFormat:
+    """A validated ``output_format``. Audio is mono."""
+
+    container: Container = "raw"
+    encoding: Encoding = "pcm_s16le"
+    sample_rate: int = 44100
+    bit_rate: int | None = None
+
+    @property
+    def sample_width(self) -> int:
+        """Bytes per sample of pcm audio (2 or 4)."""
+        return 4 if self.encoding == "pcm_f32le" else 2
+
+
+#: What a WebSocket connection gets when ``output_format`` is omitted.
+DEFAULT_OUTPUT_FORMAT: Final = OutputFormat()
+
+
+def _int_field(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError("FORMAT_NOT_RECOGNIZED", f"{name} must be an integer, not {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise RequestError("FORMAT_NOT_RECOGNIZED", f"{name} must be an integer, not {value!r}")
+        value = int(value)
+    return value
+
+
+def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
+    """Validate an ``output_format`` object; ``None`` gives the default format.
+
+    Missing fields take their defaults (raw, pcm_s16le, 44100 Hz). ``wav`` is
+    refused on the streaming endpoints, and ``mp3`` everywhere for now: the
+    local server has no mp3 encoder.
+    """
+    if value is None:
+        return DEFAULT_OUTPUT_FORMAT
+    if not isinstance(value, Mapping):
+        raise RequestError("FORMAT_NOT_RECOGNIZED", "output_format must be an object")
+    container = value.get("container", "raw")
+    if container not in _CONTAINERS:
+        raise RequestError(
+            "FORMAT_NOT_RECOGNIZED", f"container must be one of {_CONTAINERS}, not {container!r}"
+        )
+    if streaming and container == "wav":
+        raise RequestError("FORMAT_NOT_RECOGNIZED", "the wav container is not available when streaming")
+    if container not in _PRODUCIBLE:
+        raise RequestError(
+            "FORMAT_NOT_RECOGNIZED", f"the {container} container is not available on this server"
+        )
+    encoding = value.get("encoding", "pcm_s16le")
+    if encoding not in _ENCODINGS:
+        raise RequestError("FORMAT_NOT_RECOGNIZED", f"encoding must be one of {_ENCODINGS}, not {encoding!r}")
+    sample_rate = _int_field(value.get("sample_rate", 44100), "sample_rate")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise RequestError(
+            "FORMAT_NOT_RECOGNIZED",
+            f"sample_rate must be from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz, not {sample_rate}",
+        )
+    bit_rate_value = value.get("bit_rate")
+    bit_rate: int | None = None
+    if bit_rate_value is not None:
+        bit_rate = _int_field(bit_rate_value, "bit_rate")
+        if not MIN_BIT_RATE <= bit_rate <= MAX_BIT_RATE:
+            raise RequestError(
+                "FORMAT_NOT_RECOGNIZED",
+                f"bit_rate must be from {MIN_BIT_RATE} to {MAX_BIT_RATE}, not {bit_rate}",
+            )
+    return OutputFormat(
+        container=container,
+        encoding=encoding,
+        sample_rate=sample_rate,
+        bit_rate=bit_rate,
+    )
+
+
+def parse_language(value: object) -> str | None:
+    """The base language code of ``value`` (``"en-US"`` -> ``"en"``); ``None``/``""`` -> ``None``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RequestError("INVALID_LANGUAGE", f"language must be a string, not {value!r}")
+    base = value.strip().replace("_", "-").split("-", 1)[0].lower()
+    if base not in SUPPORTED_LANGUAGES:
+        raise RequestError(
+            "INVALID_LANGUAGE",
+            f"language {value!r} is not supported; use one of {sorted(SUPPORTED_LANGUAGES)}",
+        )
+    return base
+
+
+def parse_voice(value: object, voices: VoiceLibrary) -> Voice:
+    """The voice named by a ``{"mode": "id", "id": ...}`` object."""
+    if not isinstance(value, Mapping):
+        raise RequestError("INVALID_REQUEST", 'voice must be an object {"mode": "id", "id": ...}')
+    mode = value.get("mode", "id")
+    if mode != "id":
+        raise RequestError("INVALID_REQUEST", f'voice mode must be "id", not {mode!r}')
+    voice_id = value.get("id")
+    if not isinstance(voice_id, str) or not voice_id:
+        raise RequestError("INVALID_REQUEST", "voice.id must be a non-empty string")
+    voice = voices.get(voice_id)
+    if voice is None:
+        raise RequestError("VOICE_NOT_FOUND", f"voice {voice_id!r} not found")
+    return voice
+
+
+def _model_id(body: Mapping[str, Any]) -> str:
+    model_id = body.get("model_id")
+    if not isinstance(model_id, str) or not model_id:
+        raise RequestError("INVALID_REQUEST", "model_id must be a non-empty string")
+    return model_id
+
+
+@final
+@attrs.frozen
+class ConnectionSettings:
+    """What a WebSocket's initializeConnection fixes for the whole connection."""
+
+    model_id: str
+    voice: Voice
+    output_format: OutputFormat
+    language: str | None
+
+
+def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionSettings:
+    """Validate an initializeConnection message (streaming formats only)."""
+    if not isinstance(body, Mapping):
+        raise RequestError("INVALID_REQUEST", "the message must be a JSON object")
+    if "model_id" not in body and "voice" not in body:
+        raise RequestError(
+            "INVALID_REQUEST",
+            "the first message must be initializeConnection: {model_id, voice, output_format}",
+        )
+    model_id = _model_id(body)
+    if "voice" not in body:
+        raise RequestError("INVALID_REQUEST", "voice is required")
+    voice = parse_voice(body["voice"], voices)
+    output_format = parse_output_format(body.get("output_format"), streaming=True)
+    language = parse_language(body.get("language"))
+    return ConnectionSettings(model_id=model_id, voice=voice, output_format=output_format, language=language)
+
+
+@final
+@attrs.frozen
+class SynthesisRequest:
+    """A validated HTTP synthesis request body."""
+
+    model_id: str
+    transcript: str
+    voice: Voice
+    output_format: OutputFormat
+    language: str | None
+
+
+def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bool) -> SynthesisRequest:
+    """Validate the JSON body of the HTTP synthesis endpoints."""
+    if not isinstance(body, Mapping):
+        raise RequestError("INVALID_REQUEST", "the body must be a JSON object")
+    model_id = _model_id(body)
+    transcript = body.get("transcript")
+    if not isinstance(transcript, str):
+        raise RequestError("INVALID_REQUEST", "transcript must be a string")
+    if not transcript.strip():
+        raise RequestError("INVALID_REQUEST", "transcript is empty")
+    if "voice" not in body:
+        raise RequestError("INVALID_REQUEST", "voice is required")
+    voice = parse_voice(body["voice"], voices)
+    output_format = parse_output_format(body.get("output_format"), streaming=streaming)
+    language = parse_language(body.get("language"))
+    return SynthesisRequest(
+        model_id=model_id,
+        transcript=transcript,
+        voice=voice,
+        output_format=output_format,
+        language=language,
+    )

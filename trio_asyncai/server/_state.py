@@ -1,0 +1,222 @@
+"""A server's mutable state: fault switches, the log of what clients sent, settings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, final
+
+import attrs
+import trio
+
+from ._engines import Engine
+from ._voices import VoiceLibrary
+
+__all__ = ["ConnectionLog", "Faults", "HTTPRequestLog", "ServerLog", "ServerState"]
+
+
+@final
+@attrs.define
+class Faults:
+    """Switches that make the server misbehave on purpose, for clients' failure tests.
+
+    All are off by default and may be flipped at any time; a change applies to
+    what the server does next (counts such as ``drop_after_audio_messages`` are
+    per WebSocket connection). :meth:`reset` turns everything off.
+
+    WebSocket:
+
+    * ``drop_after_audio_messages``: after sending this many audio messages on
+      a connection, end it abruptly with close code 1011.
+    * ``garbage_before_audio``: send a non-JSON text frame and a binary frame
+      before every audio message.
+    * ``late_audio_after_close``: after a closeContext, still send one audio
+      message and a final for that context.
+    * ``stall_after_audio_messages``: after this many audio messages on a
+      connection, send nothing more (no audio, finals or errors) while keeping
+      the connection open.
+    * ``chunk_delay``: seconds (trio's clock) to wait before each audio message
+      and each HTTP audio chunk.
+    * ``reject_handshake_status``: refuse every WebSocket handshake with this
+      HTTP status and a JSON error body.
+    * ``error_on_text``: answer the next sendText with an error message of
+      this code (with its ``context_id``) instead of audio; then switches off.
+
+    HTTP:
+
+    * ``http_statuses``: the next requests are answered with these statuses,
+      in order (each is popped), with a JSON error body and, for 429 and 503,
+      ``Retry-After: 0``.
+    * ``http_quota_after_bytes``: streamed bodies stop after this many audio
+      bytes with ``--ERROR:QUOTA_EXCEEDED--``, split over two body chunks.
+    """
+
+    drop_after_audio_messages: int | None = None
+    garbage_before_audio: bool = False
+    late_audio_after_close: bool = False
+    stall_after_audio_messages: int | None = None
+    chunk_delay: float = 0.0
+    reject_handshake_status: int | None = None
+    error_on_text: str | None = None
+    http_statuses: list[int] = attrs.field(factory=list)
+    http_quota_after_bytes: int | None = None
+
+    def reset(self) -> None:
+        """Switch every fault off."""
+        fresh = Faults()
+        for field in attrs.fields(Faults):
+            setattr(self, field.name, getattr(fresh, field.name))
+
+
+@final
+@attrs.define(eq=False)
+class ConnectionLog:
+    """What happened on one accepted WebSocket connection.
+
+    ``messages`` holds every client message that parsed as a JSON object, in
+    order (the initializeConnection first); ``rejected`` every frame that did
+    not. ``contexts_opened`` lists context ids (``None`` = the default context)
+    each time one came into being by receiving text, ``contexts_closed`` the
+    ids of closeContext messages. ``jobs`` records each piece of text handed to
+    synthesis as ``(context_id, text, forced)``, at the moment the message
+    that caused it was processed.
+    """
+
+    index: int
+    query: dict[str, str] = attrs.field(factory=dict)
+    messages: list[dict[str, Any]] = attrs.field(factory=list)
+    rejected: list[str | bytes] = attrs.field(factory=list)
+    contexts_opened: list[str | None] = attrs.field(factory=list)
+    contexts_closed: list[str | None] = attrs.field(factory=list)
+    jobs: list[tuple[str | None, str, bool]] = attrs.field(factory=list)
+    keepalives: int = 0
+    audio_messages_sent: int = 0
+    finals_sent: int = 0
+    errors_sent: list[dict[str, Any]] = attrs.field(factory=list)
+    stalled: bool = False
+    closed: bool = False
+    close_code: int | None = None
+    close_reason: str | None = None
+
+    def unclosed_contexts(self) -> list[str]:
+        """Named contexts that received text but were never closed with closeContext."""
+        still_open: list[str] = []
+        closed = list(self.contexts_closed)
+        for context_id in self.contexts_opened:
+            if context_id is None:
+                continue
+            if context_id in closed:
+                closed.remove(context_id)
+            else:
+                still_open.append(context_id)
+        return still_open
+
+
+@final
+@attrs.define(eq=False)
+class HTTPRequestLog:
+    """One HTTP request: method, path, JSON body (``None`` if it had none or bad JSON), headers.
+
+    The ``x-api-key`` header's value is replaced by ``"***"``.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+    status: int | None = None
+
+
+@final
+@attrs.define(eq=False)
+class ServerLog:
+    """What clients did to the server, for tests.
+
+    Counters: ``connections_opened`` / ``connections_closed`` (accepted
+    WebSocket connections), ``handshakes_rejected``, ``http_requests``; and,
+    summed over connections, ``contexts_opened``, ``contexts_closed`` and
+    ``keepalives`` (whitespace-only sendTexts without ``force``).
+
+    :meth:`wait_for` waits (without polling) until a condition on the log
+    holds, e.g. ``await log.wait_for(lambda log: log.contexts_closed >= 1)``.
+    """
+
+    connections: list[ConnectionLog] = attrs.field(factory=list)
+    http: list[HTTPRequestLog] = attrs.field(factory=list)
+    connections_opened: int = 0
+    connections_closed: int = 0
+    handshakes_rejected: int = 0
+    _changed: trio.Event = attrs.field(factory=trio.Event, repr=False)
+
+    @property
+    def http_requests(self) -> int:
+        """How many HTTP requests arrived (any endpoint)."""
+        return len(self.http)
+
+    @property
+    def contexts_opened(self) -> int:
+        """Contexts that came into being by receiving text, over all connections."""
+        return sum(len(c.contexts_opened) for c in self.connections)
+
+    @property
+    def contexts_closed(self) -> int:
+        """closeContext messages received, over all connections."""
+        return sum(len(c.contexts_closed) for c in self.connections)
+
+    @property
+    def keepalives(self) -> int:
+        """Whitespace-only sendText messages (without force) received, over all connections."""
+        return sum(c.keepalives for c in self.connections)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every client message of every connection, connection by connection."""
+        return [m for c in self.connections for m in c.messages]
+
+    def unclosed_contexts(self) -> list[str]:
+        """Named contexts, over all connections, that got text but no closeContext."""
+        return [ctx for c in self.connections for ctx in c.unclosed_contexts()]
+
+    def notify(self) -> None:
+        """Wake :meth:`wait_for` callers (the server calls this after every change)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, condition: Callable[[ServerLog], bool]) -> None:
+        """Wait until ``condition(self)`` is true. Bound it with ``trio.fail_after``."""
+        while not condition(self):
+            await self._changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    def clear(self) -> None:
+        """Forget everything logged so far."""
+        self.connections.clear()
+        self.http.clear()
+        self.connections_opened = self.connections_closed = self.handshakes_rejected = 0
+        self.notify()
+
+
+@attrs.define(eq=False)
+class ServerState:
+    """Everything the ASGI app needs: engine, voices, settings, faults and log.
+
+    ``api_key`` is never shown in a repr. ``limiter`` bounds how many synthesis
+    steps run in worker threads at once.
+    """
+
+    engine: Engine
+    api_key: str | None = attrs.field(default=None, repr=False)
+    idle_timeout: float | None = 60.0
+    voices: VoiceLibrary = attrs.field(factory=VoiceLibrary)
+    faults: Faults = attrs.field(factory=Faults)
+    log: ServerLog = attrs.field(factory=ServerLog)
+    limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
+
+    def __attrs_post_init__(self) -> None:
+        if self.idle_timeout is not None and not (
+            self.idle_timeout > 0 and not math.isinf(self.idle_timeout)
+        ):
+            if math.isinf(self.idle_timeout):
+                self.idle_timeout = None
+            else:
+                raise ValueError(f"idle_timeout must be positive or None, not {self.idle_timeout}")

@@ -1,0 +1,478 @@
+"""The streaming WebSocket endpoint, ``/text_to_speech/websocket/ws``.
+
+One connection is one :class:`_Connection`: a receive loop (this task), a
+sender task that owns every write to the socket, and one task per open
+context that turns its text into audio. All of them live in one nursery.
+
+What the server does, beyond ASYNC_API.md:
+
+* Handshake refusals (bad key 401, unknown version 404, the
+  ``reject_handshake_status`` fault) are HTTP responses with a JSON body
+  ``{"error_code", "message"}``, sent through the ASGI denial-response extension.
+* Errors in the initializeConnection (unknown voice, bad format or language,
+  missing fields, a first message that is not JSON or not an init): an error
+  message ``{"error_code", "message"}``, then close code 1008, reason = the code.
+* Malformed messages after the init (not JSON, not an object, wrong types, an
+  unknown kind): an error message with code ``INVALID_REQUEST`` (and the
+  ``context_id`` when one could be read); the connection stays open, since
+  the other contexts on it are fine.
+* A failing engine: an error message ``INTERNAL_SERVER_ERROR`` with the
+  ``context_id``; that request gets no final.
+* Idle timeout: when no client message arrived for ``idle_timeout`` seconds
+  (trio's clock) and no synthesis or sending is under way, the server closes
+  with code 1008, reason ``"idle timeout"``.
+* ``{"terminate": true}`` (or ``{"text": ""}``): close code 1000 at once;
+  pending audio is dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import math
+from contextlib import aclosing, suppress
+from typing import Any, Final, final
+
+import attrs
+import numpy as np
+import trio
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ._audio import encode, split_complete_sentences, stream_audio
+from ._requests import (
+    API_VERSION,
+    CODE_FOR_STATUS,
+    ConnectionSettings,
+    RequestError,
+    error_body,
+    parse_connection_settings,
+)
+from ._state import ConnectionLog, ServerState
+
+__all__ = ["handle_websocket"]
+
+logger = logging.getLogger("trio_asyncai.server")
+
+#: Close codes the server uses.
+CLOSE_NORMAL: Final = 1000
+CLOSE_POLICY: Final = 1008
+CLOSE_INTERNAL: Final = 1011
+
+_SEND_ERRORS: Final = (OSError, RuntimeError, WebSocketDisconnect)
+
+
+def redact_query(params: dict[str, str]) -> dict[str, str]:
+    """A copy of query parameters with the API key hidden."""
+    return {k: ("***" if k.lower() == "api_key" else v) for k, v in params.items()}
+
+
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    headers = {"Retry-After": "0"} if status in (429, 503) else None
+    await websocket.send_denial_response(
+        JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    )
+
+
+async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
+    """Serve one WebSocket connection: handshake checks, then the protocol."""
+    log = state.log
+    faults = state.faults
+    status = faults.reject_handshake_status
+    params = dict(websocket.query_params)
+    refusal: tuple[int, str, str] | None = None
+    if status is not None:
+        code = CODE_FOR_STATUS.get(status, "INTERNAL_SERVER_ERROR" if status >= 500 else "INVALID_REQUEST")
+        refusal = (status, code, "the handshake was refused (fault injected)")
+    elif state.api_key is not None:
+        key = params.get("api_key") or websocket.headers.get("x-api-key")
+        if key is None or not hmac.compare_digest(key.encode(), state.api_key.encode()):
+            refusal = (401, "INVALID_API_KEY", "the API key is missing or invalid")
+    if refusal is None:
+        version = params.get("version")
+        if version not in (None, "", API_VERSION):
+            refusal = (404, "VERSION_NOT_FOUND", f"API version {version!r} not found; use v1")
+    if refusal is not None:
+        log.handshakes_rejected += 1
+        log.notify()
+        logger.debug("refused a WebSocket handshake: %s %s", refusal[0], refusal[1])
+        await _deny(websocket, *refusal)
+        return
+
+    await websocket.accept()
+    record = ConnectionLog(index=len(log.connections), query=redact_query(params))
+    log.connections.append(record)
+    log.connections_opened += 1
+    log.notify()
+    logger.debug("WebSocket connection %d opened", record.index)
+    try:
+        await _Connection(state, websocket, record).run()
+    finally:
+        record.closed = True
+        log.connections_closed += 1
+        log.notify()
+        logger.debug("WebSocket connection %d ended (close code %s)", record.index, record.close_code)
+
+
+@final
+@attrs.frozen
+class _Job:
+    text: str
+    final: bool
+
+
+@final
+@attrs.define(eq=False)
+class _Context:
+    id: str | None
+    jobs_send: trio.MemorySendChannel[_Job]
+    jobs_receive: trio.MemoryReceiveChannel[_Job]
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    buffer: str = ""
+    pending: int = 0
+    closed: bool = False
+
+
+@final
+@attrs.frozen
+class _Outgoing:
+    message: dict[str, Any]
+    #: Dropped if this context was closed before the message goes out.
+    context: _Context | None = None
+    kind: str = "other"  # "audio", "final", "error" or "other"
+
+
+def _with_context(message: dict[str, Any], context_id: str | None) -> dict[str, Any]:
+    if context_id is not None:
+        message["context_id"] = context_id
+    return message
+
+
+class _Connection:
+    def __init__(self, state: ServerState, websocket: WebSocket, record: ConnectionLog) -> None:
+        self.state = state
+        self.ws = websocket
+        self.record = record
+        self.settings: ConnectionSettings | None = None
+        self.contexts: dict[str | None, _Context] = {}
+        self.out_send, self.out_receive = trio.open_memory_channel[_Outgoing](math.inf)
+        self.out_pending = 0
+        self.idle_scope: trio.CancelScope | None = None
+        self.nursery: trio.Nursery | None = None
+        self.close: tuple[int, str] | None = None
+        self.client_gone = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        with trio.CancelScope() as idle_scope:
+            self.idle_scope = idle_scope
+            self._activity()
+            init = await self._initialize()
+            if init is not None:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    nursery.start_soon(self._sender)
+                    if "transcript" in init:
+                        self._send_text(init)
+                    await self._receive_loop()
+                    nursery.cancel_scope.cancel()
+        if idle_scope.cancelled_caught and self.close is None:
+            self.close = (CLOSE_POLICY, "idle timeout")
+        if self.close is not None and not self.client_gone:
+            code, reason = self.close
+            self.record.close_code, self.record.close_reason = code, reason
+            with suppress(*_SEND_ERRORS):
+                await self.ws.close(code, reason)
+
+    async def _initialize(self) -> dict[str, Any] | None:
+        """Read and check the initializeConnection; on error, answer it and return None."""
+        message = await self._receive_json()
+        if message is None:
+            return None
+        try:
+            if not isinstance(message, dict):
+                raise RequestError("INVALID_REQUEST", "the first message must be a JSON initializeConnection")
+            self.settings = parse_connection_settings(message, self.state.voices)
+        except RequestError as exc:
+            await self._send_direct(exc.to_json())
+            self.record.errors_sent.append(exc.to_json())
+            self.close = (CLOSE_POLICY, exc.code)
+            return None
+        return message
+
+    async def _receive_json(self) -> object:
+        """The next client frame, parsed; a frame that is not JSON comes back as ``_BAD``.
+
+        Returns None when the client went away.
+        """
+        message = await self.ws.receive()
+        self._activity()
+        if message["type"] == "websocket.disconnect":
+            self.client_gone = True
+            return None
+        raw: str | bytes | None = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            self.record.rejected.append(raw)
+            self.state.log.notify()
+            return _BAD
+        if isinstance(value, dict):
+            self.record.messages.append(value)
+        else:
+            self.record.rejected.append(raw)
+        self.state.log.notify()
+        return value
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self._receive_json()
+            if message is None:
+                return
+            if not isinstance(message, dict):
+                self._error("INVALID_REQUEST", "messages must be JSON objects")
+                continue
+            if not self._handle(message):
+                return
+
+    # ------------------------------------------------------------------ messages
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        """Act on one message after the init; False means: close the connection."""
+        if message.get("terminate") is True:
+            self.close = (CLOSE_NORMAL, "terminate")
+            return False
+        if message.get("close_context") is True:
+            self._close_context(message)
+        elif "transcript" in message:
+            self._send_text(message)
+        elif "text" in message:
+            if message["text"] == "":
+                # The older closeConnection.
+                self.close = (CLOSE_NORMAL, "terminate")
+                return False
+            self._send_text({**message, "transcript": message["text"]})
+        elif "model_id" in message or "voice" in message:
+            self._error(
+                "INVALID_REQUEST",
+                "the connection is already initialized: open a new one to change settings",
+            )
+        else:
+            self._error("INVALID_REQUEST", "unknown message: expected transcript, close_context or terminate")
+        return True
+
+    def _send_text(self, message: dict[str, Any]) -> None:
+        transcript = message.get("transcript")
+        context_id = message.get("context_id")
+        force = message.get("force")
+        if context_id is not None and not isinstance(context_id, str):
+            self._error("INVALID_REQUEST", "context_id must be a string")
+            return
+        key = context_id or None
+        if not isinstance(transcript, str):
+            self._error("INVALID_REQUEST", "transcript must be a string", key)
+            return
+        if force is not None and not isinstance(force, bool):
+            self._error("INVALID_REQUEST", "force must be a boolean", key)
+            return
+        context = self.contexts.get(key)
+        if not transcript.strip() and not force:
+            # A keepalive: never synthesized.
+            self.record.keepalives += 1
+            if context is not None:
+                context.buffer += transcript
+            self.state.log.notify()
+            return
+        if context is None:
+            context = self._open_context(key)
+        code = self.state.faults.error_on_text
+        if code is not None:
+            self.state.faults.error_on_text = None
+            self._error(code, "error injected by the local server's faults", key)
+            return
+        context.buffer += transcript
+        if force:
+            text, context.buffer = context.buffer, ""
+            self._enqueue(context, text, final=True)
+        else:
+            complete, rest = split_complete_sentences(context.buffer)
+            if complete.strip():
+                context.buffer = rest
+                self._enqueue(context, complete, final=False)
+
+    def _open_context(self, key: str | None) -> _Context:
+        assert self.nursery is not None
+        jobs_send, jobs_receive = trio.open_memory_channel[_Job](math.inf)
+        context = _Context(key, jobs_send, jobs_receive)
+        self.contexts[key] = context
+        self.record.contexts_opened.append(key)
+        self.state.log.notify()
+        self.nursery.start_soon(self._run_context, context)
+        return context
+
+    def _enqueue(self, context: _Context, text: str, *, final: bool) -> None:
+        self.record.jobs.append((context.id, text, final))
+        context.pending += 1
+        context.jobs_send.send_nowait(_Job(text, final))
+        self.state.log.notify()
+        self._activity()
+
+    def _close_context(self, message: dict[str, Any]) -> None:
+        context_id = message.get("context_id")
+        key = context_id if isinstance(context_id, str) and context_id else None
+        self.record.contexts_closed.append(key)
+        context = self.contexts.pop(key, None)
+        if context is not None:
+            context.closed = True
+            context.scope.cancel()
+            context.jobs_send.close()
+        if self.state.faults.late_audio_after_close:
+            assert self.settings is not None
+            fmt = self.settings.output_format
+            t = np.arange(round(fmt.sample_rate * 0.04)) / fmt.sample_rate
+            late = encode((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), fmt.encoding)
+            self._queue(_audio_message(late, key), kind="audio")
+            self._queue(_final_message(key), kind="final")
+        self.state.log.notify()
+        self._activity()
+
+    def _error(self, code: str, message: str, context_id: str | None = None) -> None:
+        self._queue(_with_context(error_body(code, message), context_id), kind="error")
+
+    # ------------------------------------------------------------------ synthesis
+
+    async def _run_context(self, context: _Context) -> None:
+        assert self.settings is not None
+        settings = self.settings
+        with context.scope:
+            async for job in context.jobs_receive:
+                try:
+                    if job.text.strip():
+                        async with aclosing(
+                            stream_audio(
+                                self.state.engine,
+                                self.state.limiter,
+                                job.text,
+                                settings.voice,
+                                settings.output_format,
+                            )
+                        ) as chunks:
+                            async for chunk in chunks:
+                                self._queue(_audio_message(chunk, context.id), context, "audio")
+                    if job.final:
+                        self._queue(_final_message(context.id), context, "final")
+                except Exception:
+                    logger.exception("synthesis failed")
+                    self._queue(
+                        _with_context(error_body("INTERNAL_SERVER_ERROR", "synthesis failed"), context.id),
+                        context,
+                        "error",
+                    )
+                finally:
+                    context.pending -= 1
+                    self._activity()
+
+    # ------------------------------------------------------------------ sending
+
+    def _queue(self, message: dict[str, Any], context: _Context | None = None, kind: str = "other") -> None:
+        self.out_pending += 1
+        self.out_send.send_nowait(_Outgoing(message, context, kind))
+        self._activity()
+
+    async def _sender(self) -> None:
+        async for item in self.out_receive:
+            try:
+                await self._send_item(item)
+            finally:
+                self.out_pending -= 1
+                self._activity()
+
+    async def _send_item(self, item: _Outgoing) -> None:
+        faults = self.state.faults
+        record = self.record
+        if record.stalled or (item.context is not None and item.context.closed):
+            return
+        if item.kind == "audio":
+            if self._audio_limit_reached():
+                return
+            if faults.chunk_delay > 0:
+                await trio.sleep(faults.chunk_delay)
+                if item.context is not None and item.context.closed:
+                    return
+            if faults.garbage_before_audio:
+                await self._send_raw("this is not JSON {")
+                await self._send_raw(b"\x00\xffnot json either")
+            await self._send_raw(json.dumps(item.message))
+            record.audio_messages_sent += 1
+            self.state.log.notify()
+            self._audio_limit_reached()
+            return
+        await self._send_raw(json.dumps(item.message))
+        if item.kind == "final":
+            record.finals_sent += 1
+        elif item.kind == "error":
+            record.errors_sent.append(item.message)
+        self.state.log.notify()
+
+    def _audio_limit_reached(self) -> bool:
+        """Apply the drop and stall faults; True if no more audio may be sent."""
+        faults = self.state.faults
+        sent = self.record.audio_messages_sent
+        if faults.drop_after_audio_messages is not None and sent >= faults.drop_after_audio_messages:
+            self.close = (CLOSE_INTERNAL, "connection dropped (fault injected)")
+            assert self.nursery is not None
+            self.nursery.cancel_scope.cancel()
+            return True
+        if faults.stall_after_audio_messages is not None and sent >= faults.stall_after_audio_messages:
+            self.record.stalled = True
+            self.state.log.notify()
+            return True
+        return False
+
+    async def _send_raw(self, data: str | bytes) -> None:
+        try:
+            if isinstance(data, bytes):
+                await self.ws.send_bytes(data)
+            else:
+                await self.ws.send_text(data)
+        except _SEND_ERRORS:
+            self.client_gone = True
+            assert self.nursery is not None
+            self.nursery.cancel_scope.cancel()
+
+    async def _send_direct(self, message: dict[str, Any]) -> None:
+        """Send outside the sender task (only before it exists)."""
+        try:
+            await self.ws.send_text(json.dumps(message))
+        except _SEND_ERRORS:
+            self.client_gone = True
+
+    # ------------------------------------------------------------------ idle timer
+
+    def _activity(self) -> None:
+        """Restart the idle timer, or hold it while work is under way."""
+        timeout = self.state.idle_timeout
+        if self.idle_scope is None or timeout is None:
+            return
+        busy = self.out_pending > 0 or any(c.pending > 0 for c in self.contexts.values())
+        self.idle_scope.deadline = math.inf if busy else trio.current_time() + timeout
+
+
+class _Bad:
+    """Marks a frame that was not JSON."""
+
+
+_BAD: Final = _Bad()
+
+
+def _audio_message(audio: bytes, context_id: str | None) -> dict[str, Any]:
+    return _with_context({"audio": base64.b64encode(audio).decode("ascii"), "final": False}, context_id)
+
+
+def _final_message(context_id: str | None) -> dict[str, Any]:
+    return _with_context({"audio": "", "final": True}, context_id)
