@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["single_exception"]
+__all__ = ["leaves", "single_exception"]
 
 
 @contextmanager
@@ -23,19 +23,20 @@ def single_exception() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) != 1:
+        found = leaves(group)
+        if len(found) != 1:
             raise
-        exc = leaves[0]
+        exc = found[0]
         # ``from`` keeps the exception's own cause and hides the group it sat in.
         raise exc from exc.__cause__
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in a group and its nested groups, flattened."""
     out: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
+            out.extend(leaves(exc))
         else:
             out.append(exc)
     return out

@@ -32,7 +32,7 @@ _SENTENCE_END: Final = re.compile(r"""[.!?\u2026]+["'\u201d\u2019)\]]*\s""")
 class HttpSynthesizerStatistics:
     """A snapshot of an HTTP synthesizer's counters (see :meth:`HttpSynthesizer.statistics`)."""
 
-    #: Synthesis requests sent (retries included).
+    #: Synthesis requests made: one per piece of text (retries of one are not counted).
     requests_sent: int
     #: Utterances whose audio is still coming.
     open_utterances: int
@@ -239,14 +239,12 @@ class HttpSynthesizer:
                 raise map_transport_error(exc, "streaming synthesis") from None
         utterance._deliver(scanner.end())
 
-    async def aclose(self) -> None:
-        """Stop every request and close. Idempotent."""
+    def _shutdown(self) -> None:
+        """Stop every request; the caller then cancels the nursery."""
         self._closed = True
         for utterance in list(self._utterances.values()):
             utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
             self._abandon(utterance)
-        self._nursery.cancel_scope.cancel()
-        await trio.lowlevel.checkpoint()
 
 
 @asynccontextmanager
@@ -310,7 +308,8 @@ async def open_http_synthesizer(
             try:
                 yield synth
             finally:
-                await synth.aclose()
+                synth._shutdown()
+                nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -197,9 +197,13 @@ class ClientProtocol:
         Nothing is sent when no text has come since the last flush: the
         finals already asked for end the context.
         """
+        self._require_live()
+        _check_context_id(context_id)
         ctx = self._contexts.get(context_id)
-        if ctx is None or ctx.state is not ContextState.OPEN:
-            raise ConfigurationError(f"context {context_id!r} is not open")
+        if ctx is None:
+            ctx = self._contexts[context_id] = _Context()
+        elif ctx.state is not ContextState.OPEN:
+            raise ConfigurationError(f"context {context_id!r} is {ctx.state.value}: no more text")
         message: str | None = None
         if text or ctx.pending_finals == 0 or ctx.unflushed:
             # A flush of nothing still asks for a final, so the context can end.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from typing import Protocol, final
 
 import trio
@@ -201,16 +200,14 @@ class Utterance:
             self._buffered_bytes -= len(chunk.audio)
             return chunk
 
-    def __aiter__(self) -> AsyncIterator[AudioChunk]:
-        return self._iterate()
+    def __aiter__(self) -> Utterance:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[AudioChunk]:
-        while True:
-            try:
-                chunk = await self.receive()
-            except trio.EndOfChannel:
-                return
-            yield chunk
+    async def __anext__(self) -> AudioChunk:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def read_all(self) -> bytes:
         """Collect the whole utterance's audio into one bytes object."""

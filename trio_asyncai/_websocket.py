@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import traceback
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from ._errors import (
     SynthesizerClosedError,
     error_from_code,
 )
+from ._groups import leaves as _leaves
 from ._groups import single_exception
 from ._protocol import (
     AudioReceived,
@@ -52,6 +54,11 @@ _SETTINGS_ERRORS: Final = frozenset(
         "FORMAT_NOT_RECOGNIZED",
     }
 )
+_KNOWN_CODES: Final = _SETTINGS_ERRORS | {
+    "TOO_MANY_CONCURRENT_REQUESTS",
+    "RATE_LIMIT_EXCEEDED",
+    "USAGE_LIMIT_EXCEEDED",
+}
 _KEY_IN_TEXT: Final = re.compile(r"(api_key=)[^&\s'\"]+")
 
 
@@ -201,8 +208,9 @@ class _Connection:
         try:
             async for message in self.outbox_receive:
                 await self.ws.send_message(message)
-        except trio_websocket.ConnectionClosed as exc:
-            self.fail(ConnectionLostError(f"the connection closed while sending ({_reason(exc)})"))
+        except trio_websocket.ConnectionClosed:
+            # The reader still holds what the server sent before it closed (an
+            # error message, say): let it hand that on, then fail what is left.
             return
         # The terminate message went out and the outbox is closed: we are done.
         self.cancel_scope.cancel()
@@ -259,10 +267,56 @@ class _Connection:
             # An error that names no context concerns the whole connection.
             logger.warning("the service reported an error for the connection: %s", error)
             if event.code in _SETTINGS_ERRORS:
+                # The service refuses these settings: the connection is useless.
                 self.synth._settings_error = (self.settings, error)
+                self.fail(error)
+                return
             for other in list(self.utterances.values()):
                 other._fail(_copy_error(error))
                 self.forget(other)
+
+
+async def _close_leaked_stream(exc: BaseException) -> None:
+    """Close the TCP stream trio-websocket leaves open when a handshake is rejected.
+
+    trio-websocket 0.12 raises ConnectionRejected from its reader task without
+    closing the connection's stream, and the socket is only found by the
+    garbage collector (a ResourceWarning). The connection object is the
+    ``self`` of a frame in the exception's traceback; close its stream.
+    """
+    if not isinstance(exc, trio_websocket.HandshakeError):
+        return
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, trio_websocket.WebSocketConnection):
+            await _close_transport(owner)
+            return
+
+
+async def _close_transport(ws: trio_websocket.WebSocketConnection) -> None:
+    """Make sure the socket under a finished WebSocket connection is closed.
+
+    trio-websocket closes it when the server closes TCP; if its reader task
+    was cancelled first (the server was slow to close), the socket would be
+    left to the garbage collector. Closing a stream twice is harmless.
+    """
+    stream = getattr(ws, "_stream", None)
+    if isinstance(stream, trio.abc.AsyncResource):
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
+    """The error for a connection the service closed while we still needed it.
+
+    A close reason that is one of the service's error codes becomes that
+    error; anything else is a lost connection.
+    """
+    reason = exc.reason.reason if exc.reason is not None else None
+    if reason and reason.split(":", 1)[0].strip() in _KNOWN_CODES:
+        code, _, message = reason.partition(":")
+        return error_from_code(code.strip(), message.strip() or f"the service closed the connection ({code})")
+    return ConnectionLostError(f"the service closed the connection ({_reason(exc)})")
 
 
 def _reason(exc: trio_websocket.ConnectionClosed) -> str:
@@ -381,7 +435,8 @@ class Synthesizer:
     # ---------------------------------------------------------- connection
 
     async def _connect(self, settings: Settings) -> _Connection:
-        conn: _Connection = await self._nursery.start(self._run_connection, settings)
+        with single_exception():
+            conn: _Connection = await self._nursery.start(self._run_connection, settings)
         return conn
 
     async def _run_connection(
@@ -392,34 +447,49 @@ class Synthesizer:
     ) -> None:
         """Connect, report the connection, and run it; its tasks live in this task's nursery."""
         url = _websocket_url(self.base_url, self._api_key)
-        error: AsyncAIError | None = None
-        async with trio.open_nursery() as nursery:
-            try:
+        ws: trio_websocket.WebSocketConnection | None = None
+        try:
+            async with trio.open_nursery() as nursery:
                 with trio.fail_after(self._connect_timeout):
                     ws = await trio_websocket.connect_websocket_url(nursery, url)
-            except trio.TooSlowError:
-                error = SynthesisTimeout(
-                    f"connecting to {self.base_url} took over {self._connect_timeout} s"
-                )
-            except trio_websocket.ConnectionRejected as exc:
-                error = _rejection_error(exc)
-            except trio_websocket.HandshakeError as exc:
-                error = ConnectError(
-                    f"the WebSocket handshake with {self.base_url} failed: {type(exc).__name__}"
-                )
-            except OSError as exc:
-                error = ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}")
-            if error is not None:
-                nursery.cancel_scope.cancel()
-            else:
                 conn = _Connection(self, settings, ws)
                 conn.send_nowait(conn.protocol.initialize())
                 self._connections_opened += 1
                 task_status.started(conn)
-                await conn.run()
-                nursery.cancel_scope.cancel()
-        if error is not None:
-            raise error
+                try:
+                    await conn.run()
+                finally:
+                    # trio-websocket's reader ends when the server closes TCP,
+                    # as a client should wait for; but not for longer than this.
+                    nursery.cancel_scope.deadline = trio.current_time() + self._close_timeout
+        except BaseExceptionGroup as group:
+            # A failed handshake is raised both here and by trio-websocket's
+            # reader task in the nursery: turn the first into our exception.
+            error = self._connect_error(group)
+            if error is None:
+                raise
+            for exc in _leaves(group):
+                await _close_leaked_stream(exc)
+            raise error from None
+        finally:
+            if ws is not None:
+                await _close_transport(ws)
+
+    def _connect_error(self, group: BaseExceptionGroup[BaseException]) -> AsyncAIError | None:
+        """Our exception for a group holding a connection failure, else ``None``."""
+        _, rest = group.split((trio.TooSlowError, trio_websocket.HandshakeError, OSError))
+        if rest is not None:
+            return None
+        for exc in _leaves(group):
+            if isinstance(exc, trio.TooSlowError):
+                return SynthesisTimeout(f"connecting to {self.base_url} took over {self._connect_timeout} s")
+            if isinstance(exc, trio_websocket.ConnectionRejected):
+                return _rejection_error(exc)
+            if isinstance(exc, trio_websocket.HandshakeError):
+                return ConnectError(f"the WebSocket handshake with {self.base_url} failed: {type(exc).__name__}")
+            if isinstance(exc, OSError):
+                return ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}")
+        return None
 
     async def _connection_for(self, settings: Settings) -> _Connection:
         """The live connection for these settings, (re)connecting as needed."""
@@ -555,23 +625,21 @@ class Synthesizer:
 
     # ---------------------------------------------------------------- close
 
-    async def aclose(self) -> None:
-        """Close the connection politely (terminate), then stop every task. Idempotent."""
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
+    async def _shutdown(self) -> None:
+        """Close the connection politely (terminate), within ``close_timeout``.
+
+        Called when the ``async with`` block is left; shielded, so that it runs
+        even when the block was cancelled. The caller then cancels the nursery.
+        """
         self._closed = True
         conn = self._connection
-        if conn is not None and conn.alive:
-            for utterance in list(conn.utterances.values()):
-                utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
-            conn.utterances.clear()
-            conn.close()
-            with trio.move_on_after(self._close_timeout) as scope:
-                scope.shield = True
+        with trio.move_on_after(self._close_timeout, shield=True):
+            if conn is not None and conn.alive:
+                for utterance in list(conn.utterances.values()):
+                    utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
+                conn.utterances.clear()
+                conn.close()
                 await conn.done.wait()
-        self._nursery.cancel_scope.cancel()
-        await trio.lowlevel.checkpoint()
 
 
 @asynccontextmanager
@@ -662,4 +730,7 @@ async def open_synthesizer(
                 synth._connection = await synth._connection_for(settings)
                 yield synth
             finally:
-                await synth.aclose()
+                await synth._shutdown()
+                # No checkpoint may follow: a Cancelled raised here would replace
+                # the exception the block is leaving with.
+                nursery.cancel_scope.cancel()
