@@ -1,0 +1,277 @@
+"""The exception tree: classes, codes, statuses, retryability, and no leaked keys."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import trio_asyncai
+from trio_asyncai import (
+    APIError,
+    AsyncAIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLostError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    SlowConsumerError,
+    SynthesisTimeout,
+    SynthesizerClosedError,
+    TransportError,
+)
+from trio_asyncai._errors import error_from_code
+from trio_asyncai._types import ApiKey, resolve_api_key
+
+# Every error code in ASYNC_API.md, with the class, status and retryability we promise.
+DOCUMENTED_CODES: list[tuple[str, type[APIError], int, bool]] = [
+    ("INVALID_API_KEY", AuthenticationError, 401, False),
+    ("VOICE_NOT_FOUND", NotFoundError, 404, False),
+    ("VERSION_NOT_FOUND", NotFoundError, 404, False),
+    ("INVALID_LANGUAGE", InvalidRequestError, 400, False),
+    ("FORMAT_NOT_RECOGNIZED", InvalidRequestError, 400, False),
+    ("SHORT_SPEECH_DURATION", InvalidRequestError, 400, False),
+    ("BAD_SPEECH_QUALITY", InvalidRequestError, 400, False),
+    ("FILE_TOO_LARGE", PayloadTooLargeError, 413, False),
+    ("TOO_MANY_CONCURRENT_REQUESTS", RateLimitError, 429, True),
+    ("RATE_LIMIT_EXCEEDED", RateLimitError, 429, True),
+    ("USAGE_LIMIT_EXCEEDED", QuotaExceededError, 429, False),
+    ("VOICE_CLONE_LIMIT_EXCEEDED", RateLimitError, 429, True),
+]
+
+
+# ------------------------------------------------------------------ the tree
+
+TREE: list[tuple[type[AsyncAIError], type[AsyncAIError]]] = [
+    (ConfigurationError, AsyncAIError),
+    (SynthesizerClosedError, AsyncAIError),
+    (ProtocolError, AsyncAIError),
+    (TransportError, AsyncAIError),
+    (ConnectError, TransportError),
+    (ConnectionLostError, TransportError),
+    (SynthesisTimeout, TransportError),
+    (SlowConsumerError, AsyncAIError),
+    (APIError, AsyncAIError),
+    (AuthenticationError, APIError),
+    (NotFoundError, APIError),
+    (InvalidRequestError, APIError),
+    (PayloadTooLargeError, APIError),
+    (RateLimitError, APIError),
+    (QuotaExceededError, RateLimitError),
+    (ServerError, APIError),
+]
+
+
+@pytest.mark.parametrize(("cls", "parent"), TREE, ids=[c.__name__ for c, _ in TREE])
+def test_tree(cls: type[AsyncAIError], parent: type[AsyncAIError]) -> None:
+    assert cls.__bases__[0] is parent
+    assert issubclass(cls, Exception)
+    assert getattr(trio_asyncai, cls.__name__) is cls
+
+
+def test_branches_are_kept_apart() -> None:
+    assert not issubclass(ProtocolError, TransportError)
+    assert not issubclass(SynthesizerClosedError, TransportError)
+    assert not issubclass(TransportError, APIError)
+    assert not issubclass(ServerError, RateLimitError)
+
+
+def test_configuration_error_is_a_value_error() -> None:
+    assert issubclass(ConfigurationError, ValueError)
+    with pytest.raises(ValueError, match="bad"):
+        raise ConfigurationError("bad")
+
+
+@pytest.mark.parametrize(
+    ("cls", "retryable"),
+    [
+        (AsyncAIError, False),
+        (ConfigurationError, False),
+        (SynthesizerClosedError, False),
+        (ProtocolError, False),
+        (TransportError, True),
+        (ConnectError, True),
+        (ConnectionLostError, True),
+        (SynthesisTimeout, True),
+        (SlowConsumerError, False),
+        (APIError, False),
+        (AuthenticationError, False),
+        (NotFoundError, False),
+        (InvalidRequestError, False),
+        (PayloadTooLargeError, False),
+        (RateLimitError, True),
+        (QuotaExceededError, False),
+        (ServerError, True),
+    ],
+)
+def test_retryable(cls: type[AsyncAIError], retryable: bool) -> None:
+    assert cls.retryable is retryable
+    assert cls("x").retryable is retryable
+
+
+def test_base_error_fields_and_repr() -> None:
+    err = SynthesisTimeout("no audio in 5 s")
+    assert err.message == "no audio in 5 s"
+    assert err.utterance is None
+    assert str(err) == "no audio in 5 s"
+    assert repr(err) == "SynthesisTimeout('no audio in 5 s')"
+
+
+def test_protocol_error_raw_is_a_prefix() -> None:
+    assert ProtocolError("x").raw is None
+    assert ProtocolError("x", raw="short").raw == "short"
+    assert ProtocolError("x", raw="y" * 500).raw == "y" * 200
+    assert ProtocolError("x", raw=b"\x01" * 500).raw == b"\x01" * 200
+
+
+def test_api_error_fields() -> None:
+    extra = {"field": "voice"}
+    err = APIError("nope", code="SOMETHING", status=418, extra=extra, retry_after=2.5)
+    extra["field"] = "changed"  # the error keeps its own copy
+    assert err.extra == {"field": "voice"}
+    assert err.code == "SOMETHING"
+    assert err.status == 418
+    assert err.retry_after == 2.5
+    assert err.utterance is None
+    assert str(err) == "418 SOMETHING: nope"
+    assert repr(err) == "APIError(code='SOMETHING', status=418, message='nope')"
+
+
+def test_api_error_str_without_code_or_status() -> None:
+    assert str(APIError("plain")) == "plain"
+    assert str(APIError("m", status=500)) == "500: m"
+    assert str(APIError("m", code="C")) == "C: m"
+    assert APIError("m").extra == {}
+
+
+# ----------------------------------------------------------- error_from_code
+
+
+@pytest.mark.parametrize(
+    ("code", "cls", "status", "retryable"), DOCUMENTED_CODES, ids=[c[0] for c in DOCUMENTED_CODES]
+)
+def test_every_documented_code(code: str, cls: type[APIError], status: int, retryable: bool) -> None:
+    err = error_from_code(code, "the message", extra={"k": 1}, retry_after=3.0)
+    assert type(err) is cls
+    assert err.code == code
+    assert err.status == status
+    assert err.retryable is retryable
+    assert err.message == "the message"
+    assert err.extra == {"k": 1}
+    assert err.retry_after == 3.0
+    assert str(err) == f"{status} {code}: the message"
+
+
+def test_code_wins_over_status_but_keeps_it() -> None:
+    err = error_from_code("VOICE_NOT_FOUND", "m", status=400)
+    assert type(err) is NotFoundError
+    assert err.status == 400
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, InvalidRequestError),
+        (401, AuthenticationError),
+        (403, AuthenticationError),
+        (404, NotFoundError),
+        (413, PayloadTooLargeError),
+        (422, InvalidRequestError),
+        (429, RateLimitError),
+        (418, APIError),
+        (302, APIError),
+    ],
+)
+def test_unknown_code_falls_back_to_status(status: int, cls: type[APIError]) -> None:
+    err = error_from_code("SOMETHING_NEW", "m", status=status)
+    assert type(err) is cls
+    assert err.code == "SOMETHING_NEW"
+    assert err.status == status
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 599])
+@pytest.mark.parametrize("code", [None, "INTERNAL"])
+def test_5xx_is_a_server_error(status: int, code: str | None) -> None:
+    err = error_from_code(code, "m", status=status)
+    assert type(err) is ServerError
+    assert err.retryable is True
+    assert err.status == status
+    assert err.code == code
+
+
+def test_unknown_code_and_status() -> None:
+    err = error_from_code("SOMETHING_NEW", "m")
+    assert type(err) is APIError
+    assert err.status is None
+    assert err.retryable is False
+    err = error_from_code(None, "m")
+    assert type(err) is APIError
+    assert (err.code, err.status) == (None, None)
+
+
+def test_errors_pickle() -> None:
+    # Errors cross thread/process boundaries in user code (and pytest-xdist).
+    err = error_from_code("RATE_LIMIT_EXCEEDED", "slow down")
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is RateLimitError
+    assert str(copy) == str(err)
+
+
+# ------------------------------------------------------------ no leaked keys
+
+keys = st.text(min_size=1, max_size=40).map(lambda s: "sk_" + s)
+
+
+def _texts(obj: Any) -> list[str]:
+    return [repr(obj), str(obj), format(obj)]
+
+
+@given(keys)
+def test_api_key_never_shows(key: str) -> None:
+    """Whatever is passed as a key: no repr, str or error message holds it."""
+    try:
+        resolved = resolve_api_key(key, env={})
+    except ConfigurationError as exc:
+        for text in [*_texts(exc), exc.message, *map(str, exc.args)]:
+            assert key.strip() not in text
+        return
+    assert resolved is not None
+    assert resolved.value == key.strip()
+    for text in _texts(resolved):
+        assert text == "ApiKey('***')"
+        assert "sk_" not in text
+
+
+@given(keys)
+def test_api_key_from_the_environment_never_shows(key: str) -> None:
+    outcome: object
+    try:
+        outcome = resolve_api_key(None, env={"ASYNCAI_API_KEY": key})
+    except ConfigurationError as exc:
+        outcome = exc
+    assert isinstance(outcome, ApiKey | ConfigurationError)
+    assert key.strip() not in repr(outcome)
+    assert key.strip() not in str(outcome)
+
+
+def test_api_key_inside_containers_is_redacted() -> None:
+    key = ApiKey("sk_secret_value")
+    assert "sk_secret_value" not in repr([key])
+    assert "sk_secret_value" not in repr({"key": key})
+    assert "sk_secret_value" not in f"{key}"
+
+
+def test_non_str_api_key_message_names_only_the_type() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve_api_key(12345678, env={})  # type: ignore[arg-type]
+    assert "12345678" not in str(info.value)
+    assert "int" in str(info.value)
