@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -191,8 +192,9 @@ class _Body(httpx.AsyncByteStream):
         self._parts = parts
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._parts():
-            yield part
+        async with aclosing(self._parts()) as parts:
+            async for part in parts:
+                yield part
 
 
 def mock_synth(handler: Callable[[httpx.Request], Any], **kwargs: Any) -> Any:

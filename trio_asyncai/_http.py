@@ -227,16 +227,20 @@ class HttpSynthesizer:
             "POST", _STREAM_PATH, json_body=body, timeout=self._timeout, what="streaming synthesis"
         ) as response:
             try:
-                async for data in response.aiter_raw():
-                    utterance._deliver(scanner.feed(data))
-                    if scanner.quota_exceeded:
-                        raise QuotaExceededError(
-                            "the usage quota ran out during synthesis",
-                            code="USAGE_LIMIT_EXCEEDED",
-                            status=429,
-                        )
+                # Always read the body to its end (the service ends it right
+                # after a quota marker): leaving httpx's stream iterators
+                # half-way would leave them to the garbage collector.
+                async for data in response.aiter_bytes():
+                    if not scanner.quota_exceeded:
+                        utterance._deliver(scanner.feed(data))
             except httpx.HTTPError as exc:
+                # Audio that arrived before the failure is still the caller's.
+                utterance._deliver(scanner.end())
                 raise map_transport_error(exc, "streaming synthesis") from None
+        if scanner.quota_exceeded:
+            raise QuotaExceededError(
+                "the usage quota ran out during synthesis", code="USAGE_LIMIT_EXCEEDED", status=429
+            )
         utterance._deliver(scanner.end())
 
     def _shutdown(self) -> None:
