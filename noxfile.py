@@ -1,0 +1,73 @@
+"""Development sessions: ``nox`` runs lint, typecheck, tests and docs; ``nox -s bench`` too.
+
+Each session installs what it needs from the extras in ``pyproject.toml``
+into its own virtual environment under ``.nox/``. Arguments after ``--`` go
+to the session's tool, e.g. ``nox -s tests -- -k interrupt -x``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.3"
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+
+
+def _requirement(extra: str, name: str) -> str:
+    """The requirement for ``name`` as the ``extra`` in pyproject.toml pins it."""
+    pyproject = tomllib.loads(Path(__file__).with_name("pyproject.toml").read_text("utf-8"))
+    for requirement in pyproject["project"]["optional-dependencies"][extra]:
+        if re.split(r"[^A-Za-z0-9._-]", requirement, maxsplit=1)[0].lower() == name:
+            return str(requirement)
+    raise LookupError(f"no {name!r} in the {extra!r} extra")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the local server (pytest-trio)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Lint with ruff (``ruff check``). Needs only ruff, not the project."""
+    session.install(_requirement("lint", "ruff"))
+    session.run("ruff", "check", *(session.posargs or ["."]))
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """Type-check with mypy --strict (the paths are in ``[tool.mypy]``)."""
+    session.install("-e", ".[lint]")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs with warnings as errors, into ``docs/_build/html``."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the synthesizer benchmarks against the local server (signal engine)."""
+    session.install("-e", ".[server]")
+    session.run("python", "benchmarks/bench_synthesizer.py", *session.posargs)
