@@ -1,0 +1,1 @@
+"""Tests of the local Async-compatible server, with raw WebSocket and HTTP clients."""

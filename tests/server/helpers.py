@@ -1,0 +1,172 @@
+"""Raw clients for the server tests: trio-websocket and httpx, no SDK code."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from urllib.parse import urlsplit
+
+import numpy as np
+import numpy.typing as npt
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
+
+from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine, Voice
+
+API_KEY: Final = "sk_test_local_server_key"
+#: Seconds of trio time that bound every test's I/O.
+TIMEOUT: Final = 10.0
+#: The signal engine's rate: asking for it means no resampling.
+SIGNAL_RATE: Final = 24000
+
+
+def ws_url(server: LocalServer, *, api_key: str | None = API_KEY, version: str | None = "v1") -> str:
+    """The WebSocket URL with the query string a client would send."""
+    query = []
+    if api_key is not None:
+        query.append(f"api_key={api_key}")
+    if version is not None:
+        query.append(f"version={version}")
+    return server.ws_url + ("?" + "&".join(query) if query else "")
+
+
+def init_message(
+    *,
+    voice_id: str = DEFAULT_VOICE_ID,
+    encoding: str = "pcm_s16le",
+    sample_rate: int = SIGNAL_RATE,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An initializeConnection message."""
+    message: dict[str, Any] = {
+        "model_id": "async_flash_v1.0",
+        "voice": {"mode": "id", "id": voice_id},
+        "output_format": {"container": "raw", "encoding": encoding, "sample_rate": sample_rate},
+    }
+    message.update(extra)
+    return message
+
+
+class Client:
+    """A thin JSON layer over a trio-websocket connection."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_message(json.dumps(message))
+
+    async def text(self, transcript: str, context_id: str | None = None, *, force: bool = False) -> None:
+        message: dict[str, Any] = {"transcript": transcript}
+        if context_id is not None:
+            message["context_id"] = context_id
+        if force:
+            message["force"] = True
+        await self.send(message)
+
+    async def close_context(self, context_id: str) -> None:
+        await self.send({"context_id": context_id, "close_context": True, "transcript": ""})
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message, which must be a JSON object."""
+        raw = await self.ws.get_message()
+        assert isinstance(raw, str), raw
+        value = json.loads(raw)
+        assert isinstance(value, dict), value
+        return value
+
+    async def until_finals(self, *context_ids: str | None) -> list[dict[str, Any]]:
+        """Every message up to and including one final for each of ``context_ids``."""
+        waiting = list(context_ids)
+        received: list[dict[str, Any]] = []
+        while waiting:
+            message = await self.receive()
+            assert "error_code" not in message, message
+            received.append(message)
+            if message.get("final") is True:
+                waiting.remove(message.get("context_id"))
+        return received
+
+
+@asynccontextmanager
+async def open_ws(url: str) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client connection over a TCP stream this helper owns.
+
+    trio-websocket 0.12's ``open_websocket_url`` never closes its socket when
+    the *server* closes the WebSocket (a ResourceWarning at the next gc), so
+    the tests bring their own stream and always close it.
+    """
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    resource = parts.path + (f"?{parts.query}" if parts.query else "")
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        try:
+            ws = await wrap_client_stream(nursery, stream, parts.hostname, resource)
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+        finally:
+            await stream.aclose()
+
+
+@asynccontextmanager
+async def connect(
+    server: LocalServer,
+    init: dict[str, Any] | None = None,
+    *,
+    api_key: str | None = API_KEY,
+    version: str | None = "v1",
+) -> AsyncIterator[Client]:
+    """Open a WebSocket to ``server`` and send ``init`` (the default init if None)."""
+    async with open_ws(ws_url(server, api_key=api_key, version=version)) as ws:
+        client = Client(ws)
+        await client.send(init if init is not None else init_message())
+        yield client
+
+
+def audio_of(messages: list[dict[str, Any]], context_id: str | None) -> bytes:
+    """The decoded audio of one context, in order."""
+    return b"".join(
+        base64.b64decode(m["audio"])
+        for m in messages
+        if m.get("context_id") == context_id and not m.get("final")
+    )
+
+
+def s16(data: bytes) -> npt.NDArray[np.int16]:
+    """Little-endian 16-bit samples."""
+    return np.frombuffer(data, dtype="<i2")
+
+
+def signal_bytes(text: str, *, width: int = 2) -> int:
+    """How many bytes the signal engine makes for ``text`` at its own rate."""
+    return SignalEngine(sample_rate=SIGNAL_RATE).samples_for(text) * width
+
+
+class GatedEngine:
+    """The signal engine, except that text containing "hold" stops after its
+    first piece of audio until :attr:`release` is set. Lets tests hold a
+    synthesis in the middle without any timing."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.inner = SignalEngine(sample_rate=SIGNAL_RATE)
+        self.native_sample_rate = self.inner.native_sample_rate
+        self.release = threading.Event()
+        self.held = threading.Event()
+
+    def synthesize(self, text: str, voice: Voice) -> Iterator[npt.NDArray[np.float32]]:
+        for samples in self.inner.synthesize(text, voice):
+            yield samples
+            if "hold" in text:
+                self.held.set()
+                self.release.wait(TIMEOUT)
