@@ -497,3 +497,23 @@ def test_runs_under_anyio_with_the_trio_backend() -> None:
 def test_public_names_are_exported() -> None:
     for name in ("open_synthesizer", "Synthesizer", "Utterance", "AudioChunk", "AsyncAIError"):
         assert hasattr(trio_asyncai, name)
+
+
+async def test_old_connection_finishes_its_utterance_then_closes(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    other_voice = next(v.voice_id for v in PREDEFINED_VOICES if v.voice_id != DEFAULT_VOICE_ID)
+    server.faults.chunk_delay = 0.2
+    with trio.fail_after(600):
+        async with synth_for(server) as synth:
+            async with synth.speak("On the first connection.") as first:
+                synth.update_settings(voice_id=other_voice)
+                async with synth.speak("On the second one.") as second:
+                    assert synth.statistics().open_utterances == 2
+                    synth.interrupt()  # interrupts both, on both connections
+            assert first.interrupted and second.interrupted
+            assert await speak_all(synth, "Still usable.")
+            await server.log.wait_for(lambda log: log.connections[0].closed)
+            assert synth.statistics().connections_opened == 2
+    assert server.log.connections[0].messages[-1] == {"terminate": True}
+    assert not server.log.unclosed_contexts()

@@ -378,7 +378,12 @@ class Synthesizer:
         self._max_buffered_audio = max_buffered_audio
         self._max_reconnect_attempts = max_reconnect_attempts
         self._reconnect_backoff = reconnect_backoff
+        #: The connection new utterances go to.
         self._connection: _Connection | None = None
+        #: Every connection still running (older ones finish their utterances).
+        self._connections: set[_Connection] = set()
+        #: Every utterance whose block is still open, on any connection.
+        self._utterances: dict[str, Utterance] = {}
         self._connect_lock = trio.Lock()
         self._closed = False
         self._failures_in_a_row = 0
@@ -426,7 +431,7 @@ class Synthesizer:
         return SynthesizerStatistics(
             connections_opened=self._connections_opened,
             connected=conn is not None and conn.alive,
-            open_utterances=len(conn.utterances) if conn is not None else 0,
+            open_utterances=len(self._utterances),
             keepalives_sent=self._keepalives_sent,
             protocol_errors=self._protocol_errors,
             messages_ignored=self._messages_ignored,
@@ -455,10 +460,12 @@ class Synthesizer:
                 conn = _Connection(self, settings, ws)
                 conn.send_nowait(conn.protocol.initialize())
                 self._connections_opened += 1
+                self._connections.add(conn)
                 task_status.started(conn)
                 try:
                     await conn.run()
                 finally:
+                    self._connections.discard(conn)
                     # trio-websocket's reader ends when the server closes TCP,
                     # as a client should wait for; but not for longer than this.
                     nursery.cancel_scope.deadline = trio.current_time() + self._close_timeout
@@ -519,6 +526,7 @@ class Synthesizer:
                             self._settings_error = (settings, exc)
                         raise
                     continue
+                self._failures_in_a_row = 0
                 self._connection = conn
                 return conn
 
@@ -561,11 +569,13 @@ class Synthesizer:
         )
         utterance._route = conn
         conn.utterances[utterance.context_id] = utterance
+        self._utterances[utterance.context_id] = utterance
         try:
             with trio.CancelScope() as scope:
                 utterance._cancel_scope = scope
                 yield utterance
         finally:
+            del self._utterances[utterance.context_id]
             utterance._cancel_scope = None
             utterance._close()
 
@@ -589,8 +599,7 @@ class Synthesizer:
 
     def interrupt(self) -> None:
         """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
-        conn = self._connection
-        for utterance in list(conn.utterances.values()) if conn is not None else []:
+        for utterance in list(self._utterances.values()):
             utterance.interrupt()
 
     # ----------------------------------------------- the Utterance transport
@@ -632,13 +641,13 @@ class Synthesizer:
         even when the block was cancelled. The caller then cancels the nursery.
         """
         self._closed = True
-        conn = self._connection
         with trio.move_on_after(self._close_timeout, shield=True):
-            if conn is not None and conn.alive:
+            for conn in list(self._connections):
                 for utterance in list(conn.utterances.values()):
                     utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
                 conn.utterances.clear()
                 conn.close()
+            for conn in list(self._connections):
                 await conn.done.wait()
 
 
