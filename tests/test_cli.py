@@ -36,7 +36,12 @@ def test_speak_honours_sample_rate_and_local(tmp_path: Path, monkeypatch: pytest
     # is not sent there.
     monkeypatch.setenv("ASYNCAI_API_KEY", "sk_should_not_be_used")
     out = tmp_path / "x.wav"
-    assert main(["speak", "Rate check.", "-o", str(out), "--local", "--sample-rate", "8000", "--engine", "signal"]) == 0
+    assert (
+        main(
+            ["speak", "Rate check.", "-o", str(out), "--local", "--sample-rate", "8000", "--engine", "signal"]
+        )
+        == 0
+    )
     with wave.open(str(out), "rb") as wav:
         assert wav.getframerate() == 8000
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -256,7 +256,9 @@ async def test_retry_after_is_honoured(jump_clock: trio.testing.MockClock) -> No
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(trio.current_time())
         if len(calls) == 1:
-            return httpx.Response(429, headers={"Retry-After": "7"}, json={"error_code": "RATE_LIMIT_EXCEEDED"})
+            return httpx.Response(
+                429, headers={"Retry-After": "7"}, json={"error_code": "RATE_LIMIT_EXCEEDED"}
+            )
         return httpx.Response(200, content=b"\x00\x00" * 10)
 
     client, cm = mock_synth(handler, max_retries=1, retry_backoff=0.01)

@@ -109,7 +109,8 @@ async def test_streamed_text_equals_whole_text(server: LocalServer) -> None:
     # pieces, so compare the amount of speech, not the samples.
     assert streamed and abs(len(streamed) - len(whole)) <= 0.02 * len(whole)
     (conn,) = server.log.connections
-    sent = "".join(m.get("transcript", "") for m in conn.messages if m.get("context_id") == utterance.context_id)
+    mine = [m for m in conn.messages if m.get("context_id") == utterance.context_id]
+    sent = "".join(m.get("transcript", "") for m in mine)
     assert sent.strip() == text
 
 
@@ -199,18 +200,19 @@ async def test_interrupt_from_another_task_wakes_a_blocked_reader(
     with trio.fail_after(TIMEOUT * 10):
         async with synth_for(server, audio_timeout=None) as synth:
             got: list[int] = []
+            first = trio.Event()
+            listened = trio.Event()
             async with trio.open_nursery() as nursery:
 
                 async def listen() -> None:
                     async with synth.speak(LONG_TEXT) as utterance:
                         async for chunk in utterance:
                             got.append(len(chunk.audio))
+                            first.set()
                     listened.set()
 
-                listened = trio.Event()
                 nursery.start_soon(listen)
-                while not got:
-                    await trio.sleep(0.1)
+                await first.wait()
                 await trio.sleep(5)  # the reader is now blocked waiting for audio
                 synth.interrupt()
                 await listened.wait()
@@ -381,9 +383,9 @@ async def test_slow_consumer_gets_what_was_buffered_then_an_error(server: LocalS
     with trio.fail_after(TIMEOUT):
         async with synth_for(server, max_buffered_audio=0.25) as synth:
             async with synth.speak(LONG_TEXT) as utterance:
-                # Do not read until the service is done sending.
-                while utterance.state == "finished":
-                    await trio.sleep(0.01)
+                # Do not read: the buffer fills up, and the synthesizer gives
+                # up on the utterance and closes its context on the server.
+                await server.log.wait_for(lambda log: log.contexts_closed == 1)
                 assert utterance.state == "failed"
                 delivered = 0
                 with pytest.raises(SlowConsumerError):

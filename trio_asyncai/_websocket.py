@@ -493,7 +493,8 @@ class Synthesizer:
             if isinstance(exc, trio_websocket.ConnectionRejected):
                 return _rejection_error(exc)
             if isinstance(exc, trio_websocket.HandshakeError):
-                return ConnectError(f"the WebSocket handshake with {self.base_url} failed: {type(exc).__name__}")
+                name = type(exc).__name__
+                return ConnectError(f"the WebSocket handshake with {self.base_url} failed: {name}")
             if isinstance(exc, OSError):
                 return ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}")
         return None
