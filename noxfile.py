@@ -46,7 +46,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Type-check with mypy --strict (the paths are in ``[tool.mypy]``)."""
-    session.install("-e", ".[lint]")
+    # nox itself too: this file is among the paths mypy checks.
+    session.install("-e", ".[lint]", _requirement("dev", "nox"))
     session.run("mypy", *session.posargs)
 
 
