@@ -8,13 +8,12 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
-
 from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine, Voice
 
@@ -130,6 +129,12 @@ async def connect(
         client = Client(ws)
         await client.send(init if init is not None else init_message())
         yield client
+
+
+def close_of(exc: ConnectionClosed) -> tuple[int, str | None]:
+    """The (code, reason) a connection was closed with."""
+    assert exc.reason is not None
+    return exc.reason.code, exc.reason.reason
 
 
 def audio_of(messages: list[dict[str, Any]], context_id: str | None) -> bytes:

@@ -10,7 +10,7 @@ from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 
-from .helpers import TIMEOUT, Client, audio_of, connect, init_message, open_ws, signal_bytes, ws_url
+from .helpers import TIMEOUT, Client, audio_of, close_of, connect, init_message, open_ws, signal_bytes, ws_url
 
 
 async def expect_init_error(server: LocalServer, first: str | dict[str, Any], code: str) -> dict[str, Any]:
@@ -28,8 +28,7 @@ async def expect_init_error(server: LocalServer, first: str | dict[str, Any], co
     assert error["error_code"] == code
     assert isinstance(error["message"], str)
     assert error["message"]
-    assert closed.value.reason.code == 1008
-    assert closed.value.reason.reason == code
+    assert close_of(closed.value) == (1008, code)
     record = server.log.connections[-1]
     assert record.close_code == 1008
     return error
@@ -83,7 +82,9 @@ async def test_malformed_init(server: LocalServer, first: str | dict[str, Any]) 
 
 
 @pytest.mark.parametrize("language", [None, "en", "en-US", "fr", "pt_BR", "ZH"])
-async def test_known_languages_and_regional_tags_are_accepted(server: LocalServer, language: str | None) -> None:
+async def test_known_languages_and_regional_tags_are_accepted(
+    server: LocalServer, language: str | None
+) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(language=language)) as client:
             await client.text("Hi. ", "c", force=True)

@@ -1,0 +1,235 @@
+"""``POST /text_to_speech/streaming`` with httpx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from trio_asyncai.server import DEFAULT_VOICE_ID, QUOTA_MARKER, LocalServer
+
+from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, GatedEngine, s16, signal_bytes
+
+PATH = "/text_to_speech/streaming"
+
+
+def body(transcript: str = "Hello from the HTTP endpoint.", **output_format: Any) -> dict[str, Any]:
+    fmt: dict[str, Any] = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SIGNAL_RATE}
+    fmt.update(output_format)
+    return {
+        "model_id": "async_flash_v1.0",
+        "transcript": transcript,
+        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
+        "output_format": fmt,
+    }
+
+
+HEADERS = {"x-api-key": API_KEY, "version": "v1"}
+
+
+async def post(server: LocalServer, json: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        return await http.post(PATH, json=json, headers=HEADERS if headers is None else headers)
+
+
+async def test_streams_raw_audio(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        response = await post(server, body())
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert "content-length" not in response.headers
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert len(response.content) == signal_bytes("Hello from the HTTP endpoint.")
+    assert int(abs(s16(response.content)).max()) > 1000
+    record = server.log.http[0]
+    assert record.status == 200
+    assert record.body == body()
+    assert record.headers["x-api-key"] == "***"
+    assert server.log.http_requests == 1
+
+
+async def test_audio_arrives_while_it_is_made(gated_server: LocalServer, gate: GatedEngine) -> None:
+    text = "hold one two three four five six seven eight nine."
+    with trio.fail_after(TIMEOUT):
+        async with (
+            httpx.AsyncClient(base_url=gated_server.url) as http,
+            http.stream("POST", PATH, json=body(text), headers=HEADERS) as response,
+        ):
+            assert response.status_code == 200
+            chunks = response.aiter_raw()
+            first = await chunks.__anext__()
+            # The engine is still held: this chunk was streamed, not buffered.
+            assert not gate.release.is_set()
+            gate.release.set()
+            rest = b"".join([chunk async for chunk in chunks])
+    assert len(first) + len(rest) == signal_bytes(text)
+
+
+@pytest.mark.parametrize(("encoding", "width"), [("pcm_s16le", 2), ("pcm_f32le", 4)])
+@pytest.mark.parametrize("sample_rate", [8000, 22050, 48000])
+async def test_formats(server: LocalServer, encoding: str, width: int, sample_rate: int) -> None:
+    with trio.fail_after(TIMEOUT):
+        response = await post(
+            server, body("Four words right here.", encoding=encoding, sample_rate=sample_rate)
+        )
+    assert response.status_code == 200
+    samples = signal_bytes("Four words right here.") // 2 * sample_rate // SIGNAL_RATE
+    assert len(response.content) % width == 0
+    assert abs(len(response.content) // width - samples) <= 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-api-key": API_KEY, "api-version": "v1"},
+        {"x-api-key": API_KEY, "version": "v1", "api-version": "v1"},
+        {"x-api-key": API_KEY},
+    ],
+)
+async def test_version_headers(server: LocalServer, headers: dict[str, str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        response = await post(server, body("Hi."), headers)
+    assert response.status_code == 200
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()
+    assert set(error) == {"error_code", "message"}
+    assert error["error_code"] == code
+    assert error["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"version": "v1"}, 401, "INVALID_API_KEY"),
+        ({"x-api-key": "sk_wrong", "version": "v1"}, 401, "INVALID_API_KEY"),
+        ({"x-api-key": API_KEY, "version": "v7"}, 404, "VERSION_NOT_FOUND"),
+        ({"x-api-key": API_KEY, "api-version": "2020-01-01"}, 404, "VERSION_NOT_FOUND"),
+    ],
+)
+async def test_refused_requests(server: LocalServer, headers: dict[str, str], status: int, code: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        response = await post(server, body(), headers)
+    assert_error(response, status, code)
+    assert server.log.http[0].status == status
+
+
+def with_change(**changes: Any) -> dict[str, Any]:
+    value = body()
+    for key, new in changes.items():
+        if new is None:
+            del value[key]
+        else:
+            value[key] = new
+    return value
+
+
+@pytest.mark.parametrize(
+    ("json", "status", "code"),
+    [
+        (with_change(voice={"mode": "id", "id": "nobody"}), 404, "VOICE_NOT_FOUND"),
+        (
+            with_change(output_format={"container": "wav", "encoding": "pcm_s16le", "sample_rate": 24000}),
+            400,
+            "FORMAT_NOT_RECOGNIZED",
+        ),
+        (
+            with_change(output_format={"container": "mp3", "sample_rate": 24000, "bit_rate": 128000}),
+            400,
+            "FORMAT_NOT_RECOGNIZED",
+        ),
+        (
+            with_change(output_format={"container": "raw", "encoding": "pcm_s16le", "sample_rate": 96000}),
+            400,
+            "FORMAT_NOT_RECOGNIZED",
+        ),
+        (with_change(language="xx"), 400, "INVALID_LANGUAGE"),
+        (with_change(transcript="   "), 400, "INVALID_REQUEST"),
+        (with_change(transcript=None), 400, "INVALID_REQUEST"),
+        (with_change(model_id=None), 400, "INVALID_REQUEST"),
+        (with_change(voice=None), 400, "INVALID_REQUEST"),
+        ([1, 2, 3], 400, "INVALID_REQUEST"),
+    ],
+)
+async def test_invalid_bodies(server: LocalServer, json: object, status: int, code: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        response = await post(server, json)
+    assert_error(response, status, code)
+
+
+async def test_body_that_is_not_json(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post(PATH, content=b"{nope", headers=HEADERS)
+    assert_error(response, 400, "INVALID_REQUEST")
+
+
+async def test_language_null_and_regional_are_fine(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        for language in (None, "en-US", "de"):
+            response = await post(server, body() | {"language": language})
+            assert response.status_code == 200
+
+
+async def test_http_statuses_fault(server: LocalServer) -> None:
+    server.faults.http_statuses = [429, 503, 500]
+    with trio.fail_after(TIMEOUT):
+        responses = [await post(server, body("Hi.")) for _ in range(4)]
+    assert_error(responses[0], 429, "RATE_LIMIT_EXCEEDED")
+    assert responses[0].headers["retry-after"] == "0"
+    assert_error(responses[1], 503, "SERVICE_UNAVAILABLE")
+    assert responses[1].headers["retry-after"] == "0"
+    assert_error(responses[2], 500, "INTERNAL_SERVER_ERROR")
+    assert "retry-after" not in responses[2].headers
+    assert responses[3].status_code == 200
+    assert server.faults.http_statuses == []
+    assert server.log.http_requests == 4
+
+
+@pytest.mark.parametrize("quota", [0, 1000, 5000])
+async def test_quota_marker_mid_stream(server: LocalServer, quota: int) -> None:
+    server.faults.http_quota_after_bytes = quota
+    with trio.fail_after(TIMEOUT):
+        async with (
+            httpx.AsyncClient(base_url=server.url) as http,
+            http.stream(
+                "POST", PATH, json=body("A sentence long enough for the quota."), headers=HEADERS
+            ) as response,
+        ):
+            assert response.status_code == 200
+            chunks = [chunk async for chunk in response.aiter_raw()]
+    data = b"".join(chunks)
+    assert data[:quota] == data[:quota]
+    assert data.endswith(QUOTA_MARKER)
+    assert len(data) == quota + len(QUOTA_MARKER)
+    # The marker is split across two body chunks; no single chunk holds it whole.
+    assert not any(QUOTA_MARKER in chunk for chunk in chunks)
+
+
+async def test_quota_larger_than_the_audio_leaves_it_alone(server: LocalServer) -> None:
+    server.faults.http_quota_after_bytes = 10_000_000
+    with trio.fail_after(TIMEOUT):
+        response = await post(server, body("Hi."))
+    assert response.content.find(QUOTA_MARKER) == -1
+    assert len(response.content) == signal_bytes("Hi.")
+
+
+async def test_chunk_delay_applies_to_http(
+    server: LocalServer, small_jump_clock: trio.testing.MockClock
+) -> None:
+    server.faults.chunk_delay = 1.0
+    with trio.fail_after(10_000):
+        start = trio.current_time()
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=None) as http,
+            http.stream("POST", PATH, json=body("Hello."), headers=HEADERS) as response,
+        ):
+            chunks = [chunk async for chunk in response.aiter_raw()]
+    assert len(chunks) > 1
+    assert trio.current_time() - start >= 1.0 * len(chunks) - 1.0

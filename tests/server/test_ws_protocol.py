@@ -1,0 +1,285 @@
+"""The WebSocket protocol after the init: text, audio, finals, contexts, keepalives, closing."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from trio_asyncai.server import LocalServer
+
+from .helpers import TIMEOUT, GatedEngine, audio_of, close_of, connect, init_message, s16, signal_bytes
+
+
+async def test_text_audio_final(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("Hello there, how are you? ", "ctx-1", force=True)
+            messages = await client.until_finals("ctx-1")
+    *audio, final = messages
+    assert final == {"audio": "", "final": True, "context_id": "ctx-1"}
+    assert audio
+    for message in audio:
+        assert set(message) == {"audio", "final", "context_id"}
+        assert message["final"] is False
+        assert message["context_id"] == "ctx-1"
+        chunk = base64.b64decode(message["audio"])
+        # Whole samples, at most 80 ms each.
+        assert 0 < len(chunk) <= 0.08 * 24000 * 2
+        assert len(chunk) % 2 == 0
+    data = audio_of(messages, "ctx-1")
+    assert len(data) == signal_bytes("Hello there, how are you?")
+    assert int(abs(s16(data)).max()) > 1000
+
+
+async def test_default_context_has_no_context_id(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("Hi. ", force=True)
+            messages = await client.until_finals(None)
+    assert all("context_id" not in m for m in messages)
+    assert messages[-1] == {"audio": "", "final": True}
+    assert server.log.connections[0].contexts_opened == [None]
+
+
+@pytest.mark.parametrize("encoding", ["pcm_s16le", "pcm_f32le"])
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 24000, 44100, 48000])
+async def test_bytes_match_format(server: LocalServer, encoding: str, sample_rate: int) -> None:
+    text = "One two three four five. "
+    with trio.fail_after(TIMEOUT):
+        async with connect(server, init_message(encoding=encoding, sample_rate=sample_rate)) as client:
+            await client.text(text, "c", force=True)
+            data = audio_of(await client.until_finals("c"), "c")
+    width = 4 if encoding == "pcm_f32le" else 2
+    samples = signal_bytes(text) // 2 * sample_rate // 24000
+    assert len(data) % width == 0
+    assert abs(len(data) // width - samples) <= 2
+    if encoding == "pcm_f32le":
+        import numpy as np
+
+        values = np.frombuffer(data, dtype="<f4")
+        assert np.isfinite(values).all()
+        assert float(abs(values).max()) <= 1.0
+
+
+async def test_float_is_twice_the_bytes_of_int16(server: LocalServer) -> None:
+    sizes = []
+    with trio.fail_after(TIMEOUT):
+        for encoding in ("pcm_s16le", "pcm_f32le"):
+            async with connect(server, init_message(encoding=encoding, sample_rate=22050)) as client:
+                await client.text("The same text both times. ", "c", force=True)
+                sizes.append(len(audio_of(await client.until_finals("c"), "c")))
+    assert sizes[1] == 2 * sizes[0]
+
+
+async def test_complete_sentences_are_spoken_without_force(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("First sentence. Second ", "c")
+            await client.text("half", "c")
+            # Processed in order: when "other"'s final comes back, "c" was handled.
+            await client.text("Done. ", "other", force=True)
+            messages = await client.until_finals("other")
+            record = server.log.connections[0]
+            assert record.jobs[0] == ("c", "First sentence. ", False)
+            assert ("c", "Second half", False) not in record.jobs
+            await client.text(" sentence! And more", "c", force=True)
+            messages += await client.until_finals("c")
+    assert record.jobs[-1] == ("c", "Second half sentence! And more", True)
+    assert len(audio_of(messages, "c")) == signal_bytes("First sentence.") + signal_bytes(
+        "Second half sentence! And more"
+    )
+
+
+async def test_one_final_per_force(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("One. ", "c", force=True)
+            await client.text("Two. ", "c", force=True)
+            await client.text(" ", "c", force=True)  # a flush with nothing buffered
+            messages = await client.until_finals("c", "c", "c")
+            await client.text("Check. ", "z", force=True)
+            messages += await client.until_finals("z")
+    finals = [m for m in messages if m.get("final")]
+    assert finals == [{"audio": "", "final": True, "context_id": c} for c in ("c", "c", "c", "z")]
+    assert server.log.connections[0].finals_sent == 4
+    # Each final comes after all the audio of the text it flushed.
+    c_messages = [m for m in messages if m.get("context_id") == "c"]
+    assert c_messages[-1]["final"] is True
+    assert len(audio_of(messages, "c")) == signal_bytes("One.") + signal_bytes("Two.")
+
+
+async def test_contexts_run_concurrently(gated_server: LocalServer, gate: GatedEngine) -> None:
+    """A context held mid-synthesis does not hold up another one."""
+    with trio.fail_after(TIMEOUT):
+        async with connect(gated_server) as client:
+            await client.text("hold one two three four five six seven eight nine. ", "slow", force=True)
+            await trio.to_thread.run_sync(gate.held.wait)
+            await client.text("Quick. ", "fast", force=True)
+            before_release = await client.until_finals("fast")
+            gate.release.set()
+            after_release = await client.until_finals("slow")
+    assert [m for m in before_release if m.get("final")] == [
+        {"audio": "", "final": True, "context_id": "fast"}
+    ]
+    assert len(audio_of(before_release, "fast")) == signal_bytes("Quick.")
+    slow = audio_of(before_release, "slow") + audio_of(after_release, "slow")
+    assert len(slow) == signal_bytes("hold one two three four five six seven eight nine.")
+
+
+async def test_interleaved_contexts_keep_their_own_order(server: LocalServer) -> None:
+    texts = {f"ctx-{i}": " ".join(["word"] * (10 + 5 * i)) + ". " for i in range(4)}
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            for context_id, text in texts.items():
+                await client.text(text, context_id, force=True)
+            messages = await client.until_finals(*texts)
+    for context_id, text in texts.items():
+        data = audio_of(messages, context_id)
+        assert len(data) == signal_bytes(text)
+        # In order: identical to what the engine makes for the text alone.
+        async with connect(server) as client:
+            await client.text(text, "alone", force=True)
+            assert audio_of(await client.until_finals("alone"), "alone") == data
+    assert server.log.contexts_opened == 4 + 4
+
+
+async def test_close_context_stops_its_audio_at_once(gated_server: LocalServer, gate: GatedEngine) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(gated_server) as client:
+            await client.text("hold this one for a long long while. ", "a", force=True)
+            first = await client.receive()
+            assert first["context_id"] == "a"
+            assert first["final"] is False
+            await client.close_context("a")
+            await client.text("Next. ", "b", force=True)
+            rest = await client.until_finals("b")
+            gate.release.set()
+            await client.text("Last. ", "b", force=True)
+            rest += await client.until_finals("b")
+    # Nothing of "a" after "b" started, and never a final for "a".
+    first_b = next(i for i, m in enumerate(rest) if m.get("context_id") == "b")
+    assert all(m.get("context_id") == "b" for m in rest[first_b:])
+    assert not any(m.get("final") and m.get("context_id") == "a" for m in rest)
+    assert server_log_counts(gated_server) == (2, 1)
+    assert gated_server.log.unclosed_contexts() == ["b"]
+
+
+def server_log_counts(server: LocalServer) -> tuple[int, int]:
+    return server.log.contexts_opened, server.log.contexts_closed
+
+
+async def test_context_id_can_be_reused_after_close(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            for _ in range(3):
+                await client.text("Again. ", "same", force=True)
+                await client.until_finals("same")
+                await client.close_context("same")
+            await server.log.wait_for(lambda log: log.contexts_closed == 3)
+    assert server.log.contexts_opened == 3
+    assert server.log.unclosed_contexts() == []
+
+
+async def test_keepalive_is_never_synthesized(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.send({"transcript": " "})
+            await client.text("Start of a sentence", "c")
+            await client.send({"transcript": " ", "context_id": "c"})
+            await client.send({"transcript": "\n\t ", "context_id": "never-opened"})
+            await client.text("ends here. ", "c", force=True)
+            messages = await client.until_finals("c")
+    record = server.log.connections[0]
+    assert server.log.keepalives == 3
+    assert record.contexts_opened == ["c"]
+    assert record.jobs == [("c", "Start of a sentence ends here. ", True)]
+    assert len(audio_of(messages, "c")) == signal_bytes("Start of a sentence ends here.")
+
+
+@pytest.mark.parametrize("message", [{"terminate": True}, {"text": ""}])
+async def test_close_connection(server: LocalServer, message: dict[str, object]) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("A long sentence that will not be spoken in full. ", "c", force=True)
+            await client.send(message)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await client.receive()
+            await server.log.wait_for(lambda log: log.connections_closed == 1)
+    assert close_of(closed.value)[0] == 1000
+    assert server.log.connections[0].close_code == 1000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json at all",
+        "[1, 2]",
+        '{"transcript": 5, "context_id": "c"}',
+        '{"transcript": "x", "context_id": 5}',
+        '{"transcript": "x", "context_id": "c", "force": "yes"}',
+        '{"something": "else"}',
+        '{"model_id": "m", "voice": {"mode": "id", "id": "x"}}',
+    ],
+)
+async def test_malformed_message_is_answered_and_the_connection_survives(
+    server: LocalServer, bad: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.ws.send_message(bad)
+            error = await client.receive()
+            assert error["error_code"] == "INVALID_REQUEST"
+            assert isinstance(error["message"], str)
+            if '"context_id": "c"' in bad:
+                assert error["context_id"] == "c"
+            await client.text("Still here. ", "ok", force=True)
+            messages = await client.until_finals("ok")
+    assert len(audio_of(messages, "ok")) == signal_bytes("Still here.")
+
+
+async def test_binary_frame_with_json_is_read_like_text(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.ws.send_message(b'{"transcript": "Bytes. ", "context_id": "b", "force": true}')
+            messages = await client.until_finals("b")
+    assert audio_of(messages, "b")
+
+
+async def test_engine_failure_is_an_error_message(server: LocalServer) -> None:
+    class Broken:
+        name = "broken"
+        native_sample_rate = 24000
+
+        def synthesize(self, text: str, voice: object) -> list[object]:
+            raise RuntimeError("engine on fire")
+
+    server.state.engine = Broken()  # type: ignore[assignment]
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("Boom. ", "c", force=True)
+            error = await client.receive()
+            assert error == {
+                "error_code": "INTERNAL_SERVER_ERROR",
+                "message": "synthesis failed",
+                "context_id": "c",
+            }
+            await client.close_context("c")
+
+
+async def test_log_records_messages_in_order(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.text("Hi. ", "c", force=True)
+            await client.until_finals("c")
+            await client.close_context("c")
+            await client.send({"terminate": True})
+            await server.log.wait_for(lambda log: log.connections_closed == 1)
+    record = server.log.connections[0]
+    assert [next(iter(m)) for m in record.messages] == ["model_id", "transcript", "context_id", "terminate"]
+    assert record.query == {"api_key": "***", "version": "v1"}
+    assert record.audio_messages_sent >= 1
+    assert record.closed
