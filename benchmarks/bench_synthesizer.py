@@ -45,7 +45,10 @@ async def _throughput(synth: Synthesizer, concurrency: int, sample_rate: int) ->
     async def one() -> None:
         nonlocal total
         async with synth.speak(LONG) as utterance:
-            total += len(await utterance.read_all())
+            # Not `total += len(await ...)`: that reads `total` before the await,
+            # and concurrent utterances would overwrite each other's counts.
+            size = len(await utterance.read_all())
+        total += size
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -56,10 +59,10 @@ async def _throughput(synth: Synthesizer, concurrency: int, sample_rate: int) ->
     return audio_seconds / elapsed, total / elapsed / 1e6
 
 
-async def main(rounds: int, concurrency: int, sample_rate: int) -> None:
+async def main(rounds: int, concurrency: int, sample_rate: int, base_url: str | None) -> None:
     async with open_local_server(engine="signal") as server:
         async with open_synthesizer(
-            base_url=server.url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate
+            base_url=base_url or server.url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate
         ) as synth:
             await _ttfb(synth, 5)  # warm up
             ttfbs = sorted(await _ttfb(synth, rounds))
@@ -78,5 +81,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--sample-rate", type=int, default=24000)
+    parser.add_argument(
+        "--base-url", help="a server run separately (trio-asyncai serve --engine signal), to measure apart"
+    )
     args = parser.parse_args()
-    trio.run(main, args.rounds, args.concurrency, args.sample_rate)
+    trio.run(main, args.rounds, args.concurrency, args.sample_rate, args.base_url)
