@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -188,7 +188,7 @@ async def test_wav_is_refused_for_streaming(server: LocalServer) -> None:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, parts: Callable[[], AsyncIterator[bytes]]) -> None:
+    def __init__(self, parts: Callable[[], AsyncGenerator[bytes, None]]) -> None:
         self._parts = parts
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -208,7 +208,7 @@ def mock_synth(handler: Callable[[httpx.Request], Any], **kwargs: Any) -> Any:
 async def test_audio_is_delivered_as_the_body_arrives() -> None:
     first_seen = trio.Event()
 
-    async def parts() -> AsyncIterator[bytes]:
+    async def parts() -> AsyncGenerator[bytes, None]:
         yield b"\x01\x00" * 100
         await first_seen.wait()  # only once the caller has the first chunk
         yield b"\x02\x00" * 100
@@ -231,7 +231,7 @@ async def test_audio_is_delivered_as_the_body_arrives() -> None:
 async def test_quota_marker_split_across_chunks(split: int) -> None:
     audio = b"\x10\x00" * 50
 
-    async def parts() -> AsyncIterator[bytes]:
+    async def parts() -> AsyncGenerator[bytes, None]:
         yield audio + QUOTA_MARKER[:split]
         yield QUOTA_MARKER[split:]
         yield b"\x99" * 10
@@ -271,7 +271,7 @@ async def test_retry_after_is_honoured(jump_clock: trio.testing.MockClock) -> No
 async def test_no_retry_once_audio_has_started() -> None:
     calls = 0
 
-    async def parts() -> AsyncIterator[bytes]:
+    async def parts() -> AsyncGenerator[bytes, None]:
         yield b"\x00\x00" * 20
         raise httpx.ReadError("connection reset")
 

@@ -436,7 +436,7 @@ async def test_bad_arguments_are_configuration_errors(server: LocalServer) -> No
                 async with synth.speak("   "):
                     pass  # pragma: no cover
             with pytest.raises(ConfigurationError):
-                async with synth.speak(42):  # type: ignore[arg-type]
+                async with synth.speak(42):
                     pass  # pragma: no cover
 
 
@@ -472,7 +472,9 @@ def _tasks_named(fragment: str) -> list[str]:
             for child in nursery.child_tasks:
                 walk(child)
 
-    walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    walk(root)
     return found
 
 

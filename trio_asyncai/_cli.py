@@ -102,7 +102,9 @@ async def _maybe_local_server(use_local: bool, engine: str) -> AsyncIterator[Loc
 
 
 async def _speak(args: argparse.Namespace) -> int:
-    use_local = args.local or (resolve_api_key(None) is None and args.base_url is None)
+    use_local = args.local or (
+        resolve_api_key(None) is None and args.base_url is None and not os.environ.get("ASYNCAI_BASE_URL")
+    )
     async with _maybe_local_server(use_local, args.engine) as server:
         voice = args.voice
         if server is not None:
