@@ -59,8 +59,8 @@ async def _throughput(synth: Synthesizer, concurrency: int, sample_rate: int) ->
     return audio_seconds / elapsed, total / elapsed / 1e6
 
 
-async def main(rounds: int, concurrency: int, sample_rate: int, base_url: str | None) -> None:
-    async with open_local_server(engine="signal") as server:
+async def main(rounds: int, concurrency: int, sample_rate: int, base_url: str | None, engine: str) -> None:
+    async with open_local_server(engine=engine) as server:
         async with open_synthesizer(
             base_url=base_url or server.url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate
         ) as synth:
@@ -70,7 +70,7 @@ async def main(rounds: int, concurrency: int, sample_rate: int, base_url: str | 
             rtn, mbn = await _throughput(synth, concurrency, sample_rate)
     p95 = ttfbs[min(len(ttfbs) - 1, int(len(ttfbs) * 0.95))]
     print(f"machine: {platform.machine()} {platform.python_implementation()} {platform.python_version()}")
-    print(f"engine: signal; format: raw pcm_s16le {sample_rate} Hz; rounds: {rounds}")
+    print(f"engine: {engine}; format: raw pcm_s16le {sample_rate} Hz; rounds: {rounds}")
     print(f"time to first audio: median {_ms(statistics.median(ttfbs))}, p95 {_ms(p95)}")
     print(f"throughput, 1 utterance: {rt1:.0f}x real time ({mb1:.1f} MB/s)")
     print(f"throughput, {concurrency} concurrent utterances: {rtn:.0f}x real time ({mbn:.1f} MB/s)")
@@ -84,5 +84,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--base-url", help="a server run separately (trio-asyncai serve --engine signal), to measure apart"
     )
+    parser.add_argument(
+        "--engine", default="signal", choices=("signal", "piper"), help="the local server's voice engine"
+    )
     args = parser.parse_args()
-    trio.run(main, args.rounds, args.concurrency, args.sample_rate, args.base_url)
+    trio.run(main, args.rounds, args.concurrency, args.sample_rate, args.base_url, args.engine)
