@@ -6,7 +6,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, cast, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
 import trio
@@ -16,8 +16,16 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from ._engines import Engine, load_engine
-from ._http import streaming_endpoint
+from ._http import status_endpoint, streaming_endpoint, timestamps_endpoint, whole_file_endpoint
 from ._state import Faults, ServerLog, ServerState
+from ._voice_api import (
+    clone_voice_endpoint,
+    delete_voice_endpoint,
+    get_voice_endpoint,
+    list_voices_endpoint,
+    preview_voice_endpoint,
+    update_voice_endpoint,
+)
 from ._voices import VoiceLibrary
 from ._websocket import handle_websocket
 
@@ -35,14 +43,33 @@ STREAMING_PATH = "/text_to_speech/streaming"
 def create_app(state: ServerState) -> Starlette:
     """The plain ASGI (Starlette) app serving the Async API from ``state``.
 
+    Routes: the WebSocket ``/text_to_speech/websocket/ws``; ``POST``
+    ``/text_to_speech/streaming``, ``/text_to_speech``,
+    ``/text_to_speech/with_timestamps``; ``GET /status``; the voices
+    (``POST /voices``, ``GET|PUT|DELETE /voices/{id}``,
+    ``GET /voices/{id}/preview``, ``POST /voices/clone``).
+
     Run it on any ASGI server whose event loop is trio (Hypercorn's trio
     worker; :func:`serve` and :func:`open_local_server` do that for you).
     ``app.state.server`` is ``state``.
     """
+
+    def route(path: str, endpoint: Any, method: str) -> Route:
+        return Route(path, functools.partial(endpoint, state), methods=[method])
+
     app = Starlette(
         routes=[
             WebSocketRoute(WEBSOCKET_PATH, functools.partial(handle_websocket, state)),
-            Route(STREAMING_PATH, functools.partial(streaming_endpoint, state), methods=["POST"]),
+            route(STREAMING_PATH, streaming_endpoint, "POST"),
+            route("/text_to_speech", whole_file_endpoint, "POST"),
+            route("/text_to_speech/with_timestamps", timestamps_endpoint, "POST"),
+            route("/status", status_endpoint, "GET"),
+            route("/voices", list_voices_endpoint, "POST"),
+            route("/voices/clone", clone_voice_endpoint, "POST"),
+            route("/voices/{voice_id}", get_voice_endpoint, "GET"),
+            route("/voices/{voice_id}", update_voice_endpoint, "PUT"),
+            route("/voices/{voice_id}", delete_voice_endpoint, "DELETE"),
+            route("/voices/{voice_id}/preview", preview_voice_endpoint, "GET"),
         ]
     )
     app.state.server = state

@@ -8,6 +8,7 @@ waits on the engine and a cancelled request stops at the next step.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Final
 
@@ -22,12 +23,18 @@ from ._voices import Voice
 __all__ = [
     "CHUNK_SECONDS",
     "MAX_BREAK_SECONDS",
+    "WordTiming",
     "encode",
     "render",
+    "render_all",
     "split_breaks",
     "split_complete_sentences",
     "stream_audio",
+    "wav_file",
 ]
+
+#: One word and its (start, end) in seconds from the start of the audio.
+WordTiming = tuple[str, float, float]
 
 #: Longest stretch of audio in one WebSocket message or HTTP body chunk.
 CHUNK_SECONDS: Final = 0.08
@@ -82,13 +89,37 @@ def encode(samples: FloatArray, encoding: str) -> bytes:
     return bytes(np.rint(clipped * 32767.0).astype("<i2").tobytes())
 
 
+def _word_timings(text: str, start: float, duration: float, out: list[WordTiming]) -> None:
+    """Spread ``duration`` over the words of ``text`` in proportion to their characters.
+
+    Exact for the signal engine (a fixed time per character); an estimate for
+    others, whose speech is not so regular.
+    """
+    words = text.split()
+    if not words:
+        return
+    per_char = duration / len(" ".join(words))
+    position = 0
+    for word in words:
+        begin = start + position * per_char
+        out.append((word, begin, begin + len(word) * per_char))
+        position += len(word) + 1
+
+
 def render(
-    engine: Engine, text: str, voice: Voice, output_format: OutputFormat
+    engine: Engine,
+    text: str,
+    voice: Voice,
+    output_format: OutputFormat,
+    *,
+    timings: list[WordTiming] | None = None,
 ) -> Generator[bytes, None, None]:
     """Synthesize ``text`` and yield it as encoded bytes, a piece per engine step.
 
     Blocking: meant to be stepped from a worker thread. ``<break>`` pauses
     become exact digital silence of the asked length at the output rate.
+    With ``timings``, the time of each word (``<break>`` tags are not words)
+    is appended to it as its text is synthesized.
     """
     out_rate = output_format.sample_rate
     in_rate = engine.native_sample_rate * voice.params.pitch
@@ -105,6 +136,7 @@ def render(
             resampler = None
         return result
 
+    elapsed = 0.0  # seconds of audio so far
     for part in split_breaks(text):
         if isinstance(part, float):
             if resampler is not None:
@@ -112,17 +144,66 @@ def render(
                 if tail.size:
                     yield encode(tail, output_format.encoding)
             silence = np.zeros(round(part * out_rate), dtype=np.float32)
+            elapsed += silence.size / out_rate
             if silence.size:
                 yield encode(silence, output_format.encoding)
             continue
+        produced = 0
         for samples in engine.synthesize(part, voice):
-            out = resampled(np.asarray(samples, dtype=np.float32).reshape(-1))
+            samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+            produced += samples.size
+            out = resampled(samples)
             if out.size:
                 yield encode(out, output_format.encoding)
+        if timings is not None:
+            _word_timings(part, elapsed, produced / in_rate, timings)
+        elapsed += produced / in_rate
     if resampler is not None:
         tail = resampled(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
             yield encode(tail, output_format.encoding)
+
+
+def render_all(
+    engine: Engine,
+    text: str,
+    voice: Voice,
+    output_format: OutputFormat,
+    *,
+    timings: list[WordTiming] | None = None,
+) -> bytes:
+    """All of :func:`render` at once (blocking), the same bytes a stream would carry.
+
+    With ``timings``, word times are clamped to the length of the audio made.
+    """
+    audio = b"".join(render(engine, text, voice, output_format, timings=timings))
+    if timings is not None:
+        length = len(audio) / (output_format.sample_width * output_format.sample_rate)
+        timings[:] = [(w, min(s, length), min(e, length)) for w, s, e in timings]
+    return audio
+
+
+def wav_file(pcm: bytes, sample_rate: int, encoding: str) -> bytes:
+    """Mono pcm bytes in a WAV container (16-bit PCM, or 32-bit IEEE float)."""
+    float_samples = encoding == "pcm_f32le"
+    width = 4 if float_samples else 2
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        3 if float_samples else 1,  # WAVE_FORMAT_IEEE_FLOAT or WAVE_FORMAT_PCM
+        1,
+        sample_rate,
+        sample_rate * width,
+        width,
+        8 * width,
+        b"data",
+        len(pcm),
+    )
+    return header + pcm
 
 
 def _next_piece(pieces: Iterator[bytes]) -> bytes | None:

@@ -1,13 +1,20 @@
-"""The HTTP endpoints. Today: ``POST /text_to_speech/streaming``.
+"""The HTTP synthesis endpoints and the status check.
+
+* ``POST /text_to_speech/streaming``: raw audio, streamed as it is made.
+* ``POST /text_to_speech``: the whole file (raw or wav; mp3 is refused with
+  400 ``FORMAT_NOT_RECOGNIZED``: the local server has no mp3 encoder).
+* ``POST /text_to_speech/with_timestamps``: ``{"audio_base64", "alignment"}``.
+* ``GET /status``: ``{"status": "ok", ...}``.
 
 Every endpoint starts with :func:`admit` (log the request, apply the
 ``http_statuses`` fault, check the key and the version) and answers errors
-with :func:`error_response`, so that endpoints added later (the whole-file
-``/text_to_speech``, ``/with_timestamps``, ``/voices``...) behave alike.
+with :func:`error_response`, so all of them behave alike.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hmac
 import json
 import logging
@@ -19,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ._audio import stream_audio
+from ._audio import WordTiming, render_all, stream_audio, wav_file
 from ._requests import (
     API_VERSION,
     CODE_FOR_STATUS,
@@ -30,7 +37,15 @@ from ._requests import (
 )
 from ._state import HTTPRequestLog, ServerState
 
-__all__ = ["QUOTA_MARKER", "admit", "error_response", "streaming_endpoint"]
+__all__ = [
+    "QUOTA_MARKER",
+    "admit",
+    "error_response",
+    "status_endpoint",
+    "streaming_endpoint",
+    "timestamps_endpoint",
+    "whole_file_endpoint",
+]
 
 logger = logging.getLogger("trio_asyncai.server")
 
@@ -46,7 +61,9 @@ def error_response(record: HTTPRequestLog | None, status: int, code: str, messag
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
-async def admit(state: ServerState, request: Request) -> tuple[HTTPRequestLog, Any, Response | None]:
+async def admit(
+    state: ServerState, request: Request, *, parse_json: bool = True
+) -> tuple[HTTPRequestLog, Any, Response | None]:
     """Log a request and run the checks every endpoint shares.
 
     Returns the log record, the parsed JSON body (``None`` when there is no
@@ -56,7 +73,7 @@ async def admit(state: ServerState, request: Request) -> tuple[HTTPRequestLog, A
     """
     raw = await request.body()
     body: Any = None
-    if raw:
+    if raw and parse_json:
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -94,19 +111,105 @@ async def admit(state: ServerState, request: Request) -> tuple[HTTPRequestLog, A
     return record, body, None
 
 
-async def streaming_endpoint(state: ServerState, request: Request) -> Response:
-    """``POST /text_to_speech/streaming``: raw audio, streamed as it is made."""
+async def _synthesis_request(
+    state: ServerState, request: Request, *, streaming: bool
+) -> tuple[HTTPRequestLog, SynthesisRequest | Response]:
     record, body, refused = await admit(state, request)
     if refused is not None:
-        return refused
+        return record, refused
     if body is None:
-        return error_response(record, 400, "INVALID_REQUEST", "the body must be JSON")
+        return record, error_response(record, 400, "INVALID_REQUEST", "the body must be JSON")
     try:
-        synthesis = parse_synthesis_request(body, state.voices, streaming=True)
+        return record, parse_synthesis_request(body, state.voices, streaming=streaming)
     except RequestError as exc:
-        return error_response(record, exc.status, exc.code, exc.message)
+        return record, error_response(record, exc.status, exc.code, exc.message)
+
+
+async def streaming_endpoint(state: ServerState, request: Request) -> Response:
+    """``POST /text_to_speech/streaming``: raw audio, streamed as it is made."""
+    record, synthesis = await _synthesis_request(state, request, streaming=True)
+    if isinstance(synthesis, Response):
+        return synthesis
     record.status = 200
     return AudioStreamResponse(state, synthesis)
+
+
+async def _render_all(
+    state: ServerState, synthesis: SynthesisRequest, timings: list[WordTiming] | None = None
+) -> bytes:
+    render = functools.partial(
+        render_all,
+        state.engine,
+        synthesis.transcript,
+        synthesis.voice,
+        synthesis.output_format,
+        timings=timings,
+    )
+    return await trio.to_thread.run_sync(render, limiter=state.limiter, abandon_on_cancel=True)
+
+
+async def whole_file_endpoint(state: ServerState, request: Request) -> Response:
+    """``POST /text_to_speech``: the whole file, raw (octet-stream) or wav (audio/wav)."""
+    record, synthesis = await _synthesis_request(state, request, streaming=False)
+    if isinstance(synthesis, Response):
+        return synthesis
+    try:
+        pcm = await _render_all(state, synthesis)
+    except Exception:
+        logger.exception("synthesis failed")
+        return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
+    fmt = synthesis.output_format
+    record.status = 200
+    if fmt.container == "wav":
+        return Response(wav_file(pcm, fmt.sample_rate, fmt.encoding), media_type="audio/wav")
+    return Response(pcm, media_type="application/octet-stream")
+
+
+async def timestamps_endpoint(state: ServerState, request: Request) -> Response:
+    """``POST /text_to_speech/with_timestamps``: base64 audio and the time of each word.
+
+    Word times are exact for the signal engine and estimated (in proportion to
+    the words' lengths) for piper.
+    """
+    record, synthesis = await _synthesis_request(state, request, streaming=False)
+    if isinstance(synthesis, Response):
+        return synthesis
+    timings: list[WordTiming] = []
+    try:
+        pcm = await _render_all(state, synthesis, timings)
+    except Exception:
+        logger.exception("synthesis failed")
+        return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
+    fmt = synthesis.output_format
+    audio = wav_file(pcm, fmt.sample_rate, fmt.encoding) if fmt.container == "wav" else pcm
+    record.status = 200
+    return JSONResponse(
+        {
+            "audio_base64": base64.b64encode(audio).decode("ascii"),
+            "alignment": {
+                "words": [w for w, _, _ in timings],
+                "word_start_times_milliseconds": [round(s * 1000.0, 3) for _, s, _ in timings],
+                "word_end_times_milliseconds": [round(e * 1000.0, 3) for _, _, e in timings],
+            },
+        }
+    )
+
+
+async def status_endpoint(state: ServerState, request: Request) -> Response:
+    """``GET /status``: whether the service is up, and what it runs."""
+    record, _, refused = await admit(state, request, parse_json=False)
+    if refused is not None:
+        return refused
+    record.status = 200
+    return JSONResponse(
+        {
+            "status": "ok",
+            "server": "trio-asyncai local server",
+            "engine": state.engine.name,
+            "api_version": API_VERSION,
+            "voices": len(state.voices),
+        }
+    )
 
 
 class AudioStreamResponse(Response):

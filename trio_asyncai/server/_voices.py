@@ -48,11 +48,11 @@ class Voice:
 
     voice_id: str
     name: str
-    description: str
+    description: str | None
     language: str
-    gender: str
-    accent: str
-    style: str
+    gender: str | None
+    accent: str | None
+    style: str | None
     created_at: str
     updated_at: str
     voice_type: VoiceType = "PREDEFINED"
