@@ -1,0 +1,87 @@
+"""Running the server: ``serve`` (the CLI's entry), ``open_local_server``, ``create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+import trio
+
+from trio_asyncai.server import (
+    DEFAULT_VOICE_ID,
+    LocalServer,
+    ServerState,
+    SignalEngine,
+    Voice,
+    create_app,
+    open_local_server,
+    serve,
+)
+
+from .helpers import TIMEOUT
+
+
+async def test_serve_runs_until_cancelled() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server: LocalServer = await nursery.start(
+                lambda task_status: serve(port=0, engine="signal", idle_timeout=None, task_status=task_status)
+            )
+            assert server.host == "127.0.0.1"
+            assert server.url == f"http://127.0.0.1:{server.port}"
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get("/status")).json()["status"] == "ok"
+            nursery.cancel_scope.cancel()
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                await http.get("/status")
+
+
+async def test_exceptions_from_the_block_are_not_wrapped() -> None:
+    with trio.fail_after(TIMEOUT), pytest.raises(KeyError, match="plain"):
+        async with open_local_server(engine="signal"):
+            raise KeyError("plain")
+
+
+async def test_the_app_is_plain_asgi() -> None:
+    app = create_app(ServerState(engine=SignalEngine()))
+    transport = httpx.ASGITransport(app=app)
+    body = {
+        "model_id": "m",
+        "transcript": "In process.",
+        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
+        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
+    }
+    with trio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient(transport=transport, base_url="http://local") as http:
+            status = await http.get("/status")
+            audio = await http.post("/text_to_speech/streaming", json=body)
+    assert status.json()["engine"] == "signal"
+    assert audio.status_code == 200
+    assert len(audio.content) == SignalEngine().samples_for("In process.") * 2
+
+
+async def test_serve_preloads_the_engine_before_listening() -> None:
+    class Preloaded:
+        name = "preloaded"
+        native_sample_rate = 24000
+        loaded = False
+
+        def preload(self) -> None:
+            self.loaded = True
+
+        def synthesize(self, text: str, voice: Voice) -> Iterator[npt.NDArray[np.float32]]:
+            return iter(())
+
+    engine = Preloaded()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server: LocalServer = await nursery.start(
+                lambda task_status: serve(port=0, engine=engine, task_status=task_status)
+            )
+            assert engine.loaded
+            assert server.engine is engine
+            nursery.cancel_scope.cancel()
