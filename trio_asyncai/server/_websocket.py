@@ -6,6 +6,16 @@ context that turns its text into audio. All of them live in one nursery.
 
 What the server does, beyond ASYNC_API.md:
 
+* Text accumulates per context (no ``context_id``, or ``""``, is the default
+  context, whose messages carry no ``context_id``). Complete sentences (``.``,
+  ``!`` or ``?`` then whitespace) are synthesized as soon as they are there;
+  ``force: true`` synthesizes the rest and is answered, after the last audio
+  of that text, by exactly one final, even when nothing was buffered.
+* Whitespace-only text without ``force`` (the keepalive) is never synthesized
+  and opens no context; it only restarts the idle timer.
+* closeContext cancels the context's synthesis at once; audio of it not yet
+  written is dropped, and no final follows. The id may be used again later.
+* ``{"text": "..."}`` (older docs) is read as a sendText.
 * Handshake refusals (bad key 401, unknown version 404, the
   ``reject_handshake_status`` fault) are HTTP responses with a JSON body
   ``{"error_code", "message"}``, sent through the ASGI denial-response extension.
