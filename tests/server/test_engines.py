@@ -119,7 +119,14 @@ def test_server_imports_and_runs_without_piper(tmp_path: Path) -> None:
             assert "trio-asyncai[voice]" in str(exc)
         else:
             raise AssertionError("piper loaded")
-        assert "piper" not in [m for m in sys.modules if sys.modules[m] is not None and m.startswith("piper")]
+        import trio
+
+        async def main():
+            async with server.open_local_server(engine="auto") as srv:
+                assert srv.engine.name == "signal"
+
+        trio.run(main)
+        assert not [m for m in sys.modules if sys.modules[m] is not None and m.startswith("piper")]
         print("ok")
         """
     )
