@@ -221,25 +221,21 @@ async def stream_audio(
 ) -> AsyncGenerator[bytes, None]:
     """Yield the encoded audio of ``text`` in chunks of at most ``chunk_seconds``.
 
-    Each engine step runs in a worker thread under ``limiter``. Cancellation
-    takes effect at once: a step in progress is abandoned (its thread finishes
-    on its own, still holding its limiter token until then). Use with
-    :func:`contextlib.aclosing`.
+    Each engine step (a sentence or so) runs in a worker thread under
+    ``limiter``. Cancellation waits for the step in progress to finish: an
+    abandoned thread could still be inside the voice model when the process
+    exits, which crashes onnxruntime. Use with :func:`contextlib.aclosing`.
     """
     width = output_format.sample_width
     chunk_bytes = max(1, round(output_format.sample_rate * chunk_seconds)) * width
     pieces = render(engine, text, voice, output_format)
-    stepping = False
     try:
         while True:
-            stepping = True
-            data = await trio.to_thread.run_sync(_next_piece, pieces, limiter=limiter, abandon_on_cancel=True)
-            stepping = False
+            data = await trio.to_thread.run_sync(_next_piece, pieces, limiter=limiter)
             if data is None:
                 return
             for start in range(0, len(data), chunk_bytes):
                 yield data[start : start + chunk_bytes]
     finally:
-        if not stepping:
-            # Not running in a thread: safe to release the engine's generator.
-            pieces.close()
+        # No thread is running the generator now (steps are never abandoned).
+        pieces.close()

@@ -145,7 +145,7 @@ async def _render_all(
         synthesis.output_format,
         timings=timings,
     )
-    return await trio.to_thread.run_sync(render, limiter=state.limiter, abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(render, limiter=state.limiter)
 
 
 async def whole_file_endpoint(state: ServerState, request: Request) -> Response:

@@ -177,7 +177,7 @@ async def preview_voice_endpoint(state: ServerState, request: Request) -> Respon
     text = f"Hello! I am {voice.name}. This is how I sound."
     render = functools.partial(render_all, state.engine, text, voice, _PREVIEW_FORMAT)
     try:
-        pcm = await trio.to_thread.run_sync(render, limiter=state.limiter, abandon_on_cancel=True)
+        pcm = await trio.to_thread.run_sync(render, limiter=state.limiter)
     except Exception:
         return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
     record.status = 200
