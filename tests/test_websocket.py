@@ -521,3 +521,17 @@ async def test_old_connection_finishes_its_utterance_then_closes(
             assert synth.statistics().connections_opened == 2
     assert server.log.connections[0].messages[-1] == {"terminate": True}
     assert not server.log.unclosed_contexts()
+
+
+async def test_an_utterance_is_a_trio_receive_channel(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+            async with synth.speak(LONG_TEXT) as utterance:
+                assert isinstance(utterance, trio.abc.ReceiveChannel)
+                first = await utterance.receive()
+                assert first.audio
+                await utterance.aclose()  # stop reading: the context is abandoned
+                assert utterance.state == "closed"
+                with pytest.raises(trio.ClosedResourceError):
+                    await utterance.receive()
+            await wait_all_contexts_closed(server)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol, final
+from typing import Literal, Protocol, final
 
 import trio
 
@@ -23,12 +23,16 @@ class _Transport(Protocol):
     def _abandon(self, utterance: Utterance) -> None: ...
 
 
-UtteranceState = str  # "open" | "finished" | "complete" | "interrupted" | "failed" | "closed"
+#: Where an utterance stands; see :attr:`Utterance.state`.
+UtteranceState = Literal["open", "finished", "complete", "interrupted", "failed", "closed"]
 
 
 @final
-class Utterance:
-    """One piece of speech: the text you send and a channel of the audio that comes back.
+class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
+    """One piece of speech: the text you send, and a channel of the audio that comes back.
+
+    An utterance is a :class:`trio.abc.ReceiveChannel` of
+    :class:`~trio_asyncai.AudioChunk`, so code written for channels takes it.
 
     Made by a synthesizer's :meth:`~Synthesizer.speak` or
     :meth:`~Synthesizer.open_utterance`, never directly. Read its audio with
@@ -62,7 +66,7 @@ class Utterance:
         self._max_buffered_bytes = max_buffered_bytes
         self._send_channel, self._receive_channel = trio.open_memory_channel[AudioChunk](math.inf)
         self._buffered_bytes = 0
-        self._state = "open"
+        self._state: UtteranceState = "open"
         self._error: AsyncAIError | None = None
         self._interrupted = False
         self._cancel_scope: trio.CancelScope | None = None
@@ -200,14 +204,13 @@ class Utterance:
             self._buffered_bytes -= len(chunk.audio)
             return chunk
 
-    def __aiter__(self) -> Utterance:
-        return self
+    async def aclose(self) -> None:
+        """Stop reading: abandon the utterance if unfinished, and drop unread audio.
 
-    async def __anext__(self) -> AudioChunk:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        Leaving the ``async with`` block that opened the utterance does this too.
+        """
+        self._close()
+        await trio.lowlevel.checkpoint()
 
     async def read_all(self) -> bytes:
         """Collect the whole utterance's audio into one bytes object."""
