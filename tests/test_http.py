@@ -331,3 +331,17 @@ async def test_a_callers_client_is_left_open() -> None:
         async with cm as synth, synth.speak("Hi.") as u:
             await u.read_all()
         assert not client.is_closed
+
+
+async def test_connect_http_synthesizer_runs_in_the_callers_nursery(server: LocalServer) -> None:
+    from trio_asyncai import SynthesizerClosedError, connect_http_synthesizer
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            synth = await connect_http_synthesizer(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
+            async with synth.speak("Own nursery.") as u:
+                assert await u.read_all()
+            await synth.aclose()
+            with pytest.raises(SynthesizerClosedError):
+                async with synth.speak("Too late."):
+                    pass  # pragma: no cover

@@ -535,3 +535,28 @@ async def test_an_utterance_is_a_trio_receive_channel(server: LocalServer) -> No
                 with pytest.raises(trio.ClosedResourceError):
                     await utterance.receive()
             await wait_all_contexts_closed(server)
+
+
+async def test_connect_synthesizer_runs_in_the_callers_nursery(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            synth = await trio_asyncai.connect_synthesizer(
+                nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID, sample_rate=16000
+            )
+            assert await speak_all(synth, "Bring your own nursery.")
+            await synth.aclose()
+            await synth.aclose()  # idempotent
+            with pytest.raises(trio_asyncai.SynthesizerClosedError):
+                await speak_all(synth, "Too late.")
+        # The nursery could exit: nothing of the synthesizer was left running.
+    assert server.log.connections[0].messages[-1] == {"terminate": True}
+
+
+async def test_connect_synthesizer_reports_connection_errors(server: LocalServer) -> None:
+    server.faults.reject_handshake_status = 401
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(AuthenticationError):
+                await trio_asyncai.connect_synthesizer(
+                    nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID
+                )

@@ -33,6 +33,7 @@ from ._errors import SynthesizerClosedError as SynthesizerClosedError
 from ._errors import TransportError as TransportError
 from ._http import HttpSynthesizer as HttpSynthesizer
 from ._http import HttpSynthesizerStatistics as HttpSynthesizerStatistics
+from ._http import connect_http_synthesizer as connect_http_synthesizer
 from ._http import open_http_synthesizer as open_http_synthesizer
 from ._types import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._types import DEFAULT_MODEL as DEFAULT_MODEL
@@ -50,4 +51,5 @@ from ._voices import WordTimestamp as WordTimestamp
 from ._voices import open_client as open_client
 from ._websocket import Synthesizer as Synthesizer
 from ._websocket import SynthesizerStatistics as SynthesizerStatistics
+from ._websocket import connect_synthesizer as connect_synthesizer
 from ._websocket import open_synthesizer as open_synthesizer

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import TypeVar
 
-__all__ = ["leaves", "single_exception"]
+import trio
+
+__all__ = ["leaves", "single_exception", "start_in_nursery"]
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -40,3 +45,26 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
         else:
             out.append(exc)
     return out
+
+
+async def start_in_nursery(
+    nursery: trio.Nursery,
+    resource: AbstractAsyncContextManager[T],
+    closed: Callable[[T], trio.Event],
+) -> T:
+    """Run an ``async with`` resource in a task of the caller's nursery.
+
+    The ``connect_*(nursery, ...)`` twins of the ``open_*`` context managers
+    use this: the task enters ``resource``, hands back what it yields, and
+    leaves the block when ``closed(value)`` is set (by the value's
+    ``aclose()``) or when the nursery is cancelled.
+    """
+
+    async def run(*, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> None:
+        async with resource as value:
+            task_status.started(value)
+            await closed(value).wait()
+
+    with single_exception():
+        value: T = await nursery.start(run)
+    return value

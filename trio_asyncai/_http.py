@@ -14,13 +14,18 @@ import httpx
 import trio
 
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
-from ._groups import single_exception
+from ._groups import single_exception, start_in_nursery
 from ._protocol import StreamScanner
 from ._rest import RestCore, map_transport_error
 from ._types import DEFAULT_MODEL, OutputFormat, Settings, resolve_common
 from ._utterance import Utterance
 
-__all__ = ["HttpSynthesizer", "HttpSynthesizerStatistics", "open_http_synthesizer"]
+__all__ = [
+    "HttpSynthesizer",
+    "HttpSynthesizerStatistics",
+    "connect_http_synthesizer",
+    "open_http_synthesizer",
+]
 
 _STREAM_PATH: Final = "/text_to_speech/streaming"
 # A sentence ends at . ! ? or … (with closing quotes or brackets) followed by white space.
@@ -72,12 +77,11 @@ class HttpSynthesizer:
         self._nursery = nursery
         self._rest = rest
         self._settings = settings
-        self._timeout = httpx.Timeout(
-            connect_timeout, read=audio_timeout, write=connect_timeout, pool=None
-        )
+        self._timeout = httpx.Timeout(connect_timeout, read=audio_timeout, write=connect_timeout, pool=None)
         self._max_buffered_audio = max_buffered_audio
         self._utterances: dict[str, Utterance] = {}
         self._closed = False
+        self._close_requested = trio.Event()
         self._requests_sent = 0
 
     def __repr__(self) -> str:
@@ -128,9 +132,7 @@ class HttpSynthesizer:
             if self._max_buffered_audio is None or fmt.container == "mp3"
             else int(self._max_buffered_audio * fmt.sample_rate * fmt.sample_width)
         )
-        utterance = Utterance(
-            self, uuid.uuid4().hex, fmt, audio_timeout=None, max_buffered_bytes=max_bytes
-        )
+        utterance = Utterance(self, uuid.uuid4().hex, fmt, audio_timeout=None, max_buffered_bytes=max_bytes)
         send, receive = trio.open_memory_channel[str](math.inf)
         route = _Route(settings, send, receive)
         utterance._route = route
@@ -243,6 +245,16 @@ class HttpSynthesizer:
             )
         utterance._deliver(scanner.end())
 
+    async def aclose(self) -> None:
+        """Close the synthesizer now: stop every request. Idempotent.
+
+        Leaving the ``async with open_http_synthesizer(...)`` block does this
+        for you; call it to close one made by :func:`connect_http_synthesizer`.
+        """
+        self._shutdown()
+        self._close_requested.set()
+        await trio.lowlevel.checkpoint()
+
     def _shutdown(self) -> None:
         """Stop every request; the caller then cancels the nursery."""
         self._closed = True
@@ -323,3 +335,11 @@ async def _client_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[http
         return
     async with httpx.AsyncClient() as own:
         yield own
+
+
+async def connect_http_synthesizer(nursery: trio.Nursery, **options: Any) -> HttpSynthesizer:
+    """Open an :class:`HttpSynthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
+
+    The twin of :func:`open_http_synthesizer`, which takes the same keyword arguments.
+    """
+    return await start_in_nursery(nursery, open_http_synthesizer(**options), lambda s: s._close_requested)

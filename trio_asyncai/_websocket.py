@@ -28,7 +28,7 @@ from ._errors import (
     error_from_code,
 )
 from ._groups import leaves as _leaves
-from ._groups import single_exception
+from ._groups import single_exception, start_in_nursery
 from ._protocol import (
     AudioReceived,
     ClientProtocol,
@@ -39,7 +39,7 @@ from ._protocol import (
 from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
 from ._utterance import Utterance
 
-__all__ = ["Synthesizer", "SynthesizerStatistics", "open_synthesizer"]
+__all__ = ["Synthesizer", "SynthesizerStatistics", "connect_synthesizer", "open_synthesizer"]
 
 logger = logging.getLogger("trio_asyncai")
 
@@ -230,9 +230,7 @@ class _Connection:
                 if self.closing and not self.utterances:
                     self.cancel_scope.cancel()
                 else:
-                    self.fail(
-                        ConnectionLostError(f"the service closed the connection ({_reason(exc)})")
-                    )
+                    self.fail(ConnectionLostError(f"the service closed the connection ({_reason(exc)})"))
                 return
             try:
                 events = self.protocol.receive(message)
@@ -386,6 +384,7 @@ class Synthesizer:
         self._utterances: dict[str, Utterance] = {}
         self._connect_lock = trio.Lock()
         self._closed = False
+        self._close_requested = trio.Event()
         self._failures_in_a_row = 0
         self._settings_error: tuple[Settings, APIError] | None = None
         self._connections_opened = 0
@@ -395,10 +394,7 @@ class Synthesizer:
 
     def __repr__(self) -> str:
         s = self._settings
-        return (
-            f"<Synthesizer {self.base_url} voice={s.voice_id!r} model={s.model!r}"
-            f" language={s.language!r}>"
-        )
+        return f"<Synthesizer {self.base_url} voice={s.voice_id!r} model={s.model!r} language={s.language!r}>"
 
     # ------------------------------------------------------------ settings
 
@@ -635,6 +631,18 @@ class Synthesizer:
 
     # ---------------------------------------------------------------- close
 
+    async def aclose(self) -> None:
+        """Close the synthesizer now: terminate the connection politely. Idempotent.
+
+        Leaving the ``async with open_synthesizer(...)`` block does this for
+        you; call it to close one made by :func:`connect_synthesizer`, or to
+        close early. Open utterances fail with
+        :exc:`~trio_asyncai.SynthesizerClosedError`; new ones are refused.
+        """
+        await self._shutdown()
+        self._close_requested.set()
+        await trio.lowlevel.checkpoint()
+
     async def _shutdown(self) -> None:
         """Close the connection politely (terminate), within ``close_timeout``.
 
@@ -744,3 +752,17 @@ async def open_synthesizer(
                 # No checkpoint may follow: a Cancelled raised here would replace
                 # the exception the block is leaving with.
                 nursery.cancel_scope.cancel()
+
+
+async def connect_synthesizer(nursery: trio.Nursery, **options: Any) -> Synthesizer:
+    """Open a :class:`Synthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
+
+    The twin of :func:`open_synthesizer` (which takes the same keyword
+    arguments) for callers who bring their own nursery::
+
+        async with trio.open_nursery() as nursery:
+            synth = await trio_asyncai.connect_synthesizer(nursery, voice_id=VOICE)
+            ...
+            await synth.aclose()
+    """
+    return await start_in_nursery(nursery, open_synthesizer(**options), lambda s: s._close_requested)
