@@ -140,7 +140,8 @@ def with_change(**changes: Any) -> dict[str, Any]:
             "FORMAT_NOT_RECOGNIZED",
         ),
         (
-            with_change(output_format={"container": "mp3", "sample_rate": 24000, "bit_rate": 128000}),
+            # LAME makes at most 160 kbit/s at 24000 Hz.
+            with_change(output_format={"container": "mp3", "sample_rate": 24000, "bit_rate": 192000}),
             400,
             "FORMAT_NOT_RECOGNIZED",
         ),

@@ -42,7 +42,7 @@ async def test_unknown_voice(server: LocalServer) -> None:
     "output_format",
     [
         {"container": "wav", "encoding": "pcm_s16le", "sample_rate": 24000},
-        {"container": "mp3", "encoding": "pcm_s16le", "sample_rate": 24000, "bit_rate": 128000},
+        {"container": "mp3", "encoding": "pcm_s16le", "sample_rate": 24000, "bit_rate": 192000},
         {"container": "ogg", "encoding": "pcm_s16le", "sample_rate": 24000},
         {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 24000},
         {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 7999},

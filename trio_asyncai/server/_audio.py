@@ -2,7 +2,9 @@
 
 The pipeline is a synchronous generator, :func:`render`, driven one step at a
 time from a worker thread by :func:`stream_audio`, so the event loop never
-waits on the engine and a cancelled request stops at the next step.
+waits on the engine and a cancelled request stops at the next step. Each step
+synthesizes and encodes: to pcm bytes, or to mp3 frames through an
+:class:`~._mp3.Mp3Encoder` (which may hold audio back until it is flushed).
 """
 
 from __future__ import annotations
@@ -10,21 +12,27 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import AsyncGenerator, Generator, Iterator
-from typing import Final
+from typing import Final, Protocol, final
 
+import attrs
 import numpy as np
 import soxr
 import trio
 
 from ._engines import Engine, FloatArray
+from ._mp3 import Mp3Encoder, split_frames
 from ._requests import OutputFormat
 from ._voices import Voice
 
 __all__ = [
     "CHUNK_SECONDS",
     "MAX_BREAK_SECONDS",
+    "AudioEncoder",
+    "PcmEncoder",
     "WordTiming",
     "encode",
+    "encode_all",
+    "make_encoder",
     "render",
     "render_all",
     "split_breaks",
@@ -89,6 +97,58 @@ def encode(samples: FloatArray, encoding: str) -> bytes:
     return bytes(np.rint(clipped * 32767.0).astype("<i2").tobytes())
 
 
+class AudioEncoder(Protocol):
+    """Turns mono float samples at the output rate into the bytes of one output format."""
+
+    @property
+    def pending(self) -> bool:
+        """Whether :meth:`flush` has audio to give."""
+        ...
+
+    def encode(self, samples: FloatArray) -> bytes:
+        """The encoded bytes that are ready (perhaps fewer than ``samples`` make)."""
+        ...
+
+    def flush(self) -> bytes:
+        """The rest: everything held back, ending the stream."""
+        ...
+
+
+@final
+@attrs.frozen
+class PcmEncoder:
+    """Raw ``pcm_s16le`` or ``pcm_f32le`` bytes: nothing is ever held back."""
+
+    encoding: str
+
+    @property
+    def pending(self) -> bool:
+        """Always False."""
+        return False
+
+    def encode(self, samples: FloatArray) -> bytes:
+        """See :func:`encode`."""
+        return encode(samples, self.encoding)
+
+    def flush(self) -> bytes:
+        """Nothing."""
+        return b""
+
+
+def make_encoder(output_format: OutputFormat) -> AudioEncoder:
+    """A new encoder for ``output_format`` (an mp3 one starts a new mp3 stream)."""
+    if output_format.container == "mp3":
+        assert output_format.bit_rate is not None
+        return Mp3Encoder(output_format.sample_rate, output_format.bit_rate)
+    return PcmEncoder(output_format.encoding)
+
+
+def encode_all(samples: FloatArray, output_format: OutputFormat) -> bytes:
+    """``samples`` as a complete stream in ``output_format`` (blocking)."""
+    encoder = make_encoder(output_format)
+    return encoder.encode(samples) + encoder.flush()
+
+
 def _word_timings(text: str, start: float, duration: float, out: list[WordTiming]) -> None:
     """Spread ``duration`` over the words of ``text`` in proportion to their characters.
 
@@ -106,22 +166,14 @@ def _word_timings(text: str, start: float, duration: float, out: list[WordTiming
         position += len(word) + 1
 
 
-def render(
+def _samples(
     engine: Engine,
     text: str,
     voice: Voice,
-    output_format: OutputFormat,
-    *,
-    timings: list[WordTiming] | None = None,
-) -> Generator[bytes, None, None]:
-    """Synthesize ``text`` and yield it as encoded bytes, a piece per engine step.
-
-    Blocking: meant to be stepped from a worker thread. ``<break>`` pauses
-    become exact digital silence of the asked length at the output rate.
-    With ``timings``, the time of each word (``<break>`` tags are not words)
-    is appended to it as its text is synthesized.
-    """
-    out_rate = output_format.sample_rate
+    out_rate: int,
+    timings: list[WordTiming] | None,
+) -> Generator[FloatArray, None, None]:
+    """Synthesize ``text``: float samples at ``out_rate``, a piece per engine step."""
     in_rate = engine.native_sample_rate * voice.params.pitch
     resampler: soxr.ResampleStream | None = None
 
@@ -142,11 +194,11 @@ def render(
             if resampler is not None:
                 tail = resampled(np.zeros(0, dtype=np.float32), last=True)
                 if tail.size:
-                    yield encode(tail, output_format.encoding)
+                    yield tail
             silence = np.zeros(round(part * out_rate), dtype=np.float32)
             elapsed += silence.size / out_rate
             if silence.size:
-                yield encode(silence, output_format.encoding)
+                yield silence
             continue
         produced = 0
         for samples in engine.synthesize(part, voice):
@@ -154,14 +206,47 @@ def render(
             produced += samples.size
             out = resampled(samples)
             if out.size:
-                yield encode(out, output_format.encoding)
+                yield out
         if timings is not None:
             _word_timings(part, elapsed, produced / in_rate, timings)
         elapsed += produced / in_rate
     if resampler is not None:
         tail = resampled(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
-            yield encode(tail, output_format.encoding)
+            yield tail
+
+
+def render(
+    engine: Engine,
+    text: str,
+    voice: Voice,
+    output_format: OutputFormat,
+    *,
+    timings: list[WordTiming] | None = None,
+    encoder: AudioEncoder | None = None,
+    flush: bool = True,
+) -> Generator[bytes, None, None]:
+    """Synthesize ``text`` and yield it as encoded bytes, a piece per engine step.
+
+    Blocking: meant to be stepped from a worker thread. ``<break>`` pauses
+    become exact digital silence of the asked length at the output rate.
+    With ``timings``, the time of each word (``<break>`` tags are not words)
+    is appended to it as its text is synthesized.
+
+    ``encoder`` (a new one for ``output_format`` if None) may be shared by
+    the renderings of one stream; ``flush=False`` leaves what it holds back in
+    it (mp3) for the next rendering. Empty pieces are not yielded.
+    """
+    if encoder is None:
+        encoder = make_encoder(output_format)
+    for samples in _samples(engine, text, voice, output_format.sample_rate, timings):
+        data = encoder.encode(samples)
+        if data:
+            yield data
+    if flush:
+        data = encoder.flush()
+        if data:
+            yield data
 
 
 def render_all(
@@ -176,11 +261,17 @@ def render_all(
 
     With ``timings``, word times are clamped to the length of the audio made.
     """
-    audio = b"".join(render(engine, text, voice, output_format, timings=timings))
+    encoder = make_encoder(output_format)
+    pieces: list[bytes] = []
+    produced = 0
+    for samples in _samples(engine, text, voice, output_format.sample_rate, timings):
+        produced += samples.size
+        pieces.append(encoder.encode(samples))
+    pieces.append(encoder.flush())
     if timings is not None:
-        length = len(audio) / (output_format.sample_width * output_format.sample_rate)
+        length = produced / output_format.sample_rate
         timings[:] = [(w, min(s, length), min(e, length)) for w, s, e in timings]
-    return audio
+    return b"".join(pieces)
 
 
 def wav_file(pcm: bytes, sample_rate: int, encoding: str) -> bytes:
@@ -218,24 +309,35 @@ async def stream_audio(
     output_format: OutputFormat,
     *,
     chunk_seconds: float = CHUNK_SECONDS,
+    encoder: AudioEncoder | None = None,
+    flush: bool = True,
 ) -> AsyncGenerator[bytes, None]:
     """Yield the encoded audio of ``text`` in chunks of at most ``chunk_seconds``.
 
     Each engine step (a sentence or so) runs in a worker thread under
-    ``limiter``. Cancellation waits for the step in progress to finish: an
-    abandoned thread could still be inside the voice model when the process
-    exits, which crashes onnxruntime. Use with :func:`contextlib.aclosing`.
+    ``limiter``, and encodes what it made in that same thread. Cancellation
+    waits for the step in progress to finish: an abandoned thread could still
+    be inside the voice model when the process exits, which crashes
+    onnxruntime. Use with :func:`contextlib.aclosing`.
+
+    ``encoder`` and ``flush`` are as for :func:`render`. mp3 chunks are whole
+    frames (one at least, even when a frame lasts longer than ``chunk_seconds``).
     """
-    width = output_format.sample_width
-    chunk_bytes = max(1, round(output_format.sample_rate * chunk_seconds)) * width
-    pieces = render(engine, text, voice, output_format)
+    samples_per_chunk = max(1, round(output_format.sample_rate * chunk_seconds))
+    chunk_bytes = samples_per_chunk * output_format.sample_width
+    mp3 = output_format.container == "mp3"
+    pieces = render(engine, text, voice, output_format, encoder=encoder, flush=flush)
     try:
         while True:
             data = await trio.to_thread.run_sync(_next_piece, pieces, limiter=limiter)
             if data is None:
                 return
-            for start in range(0, len(data), chunk_bytes):
-                yield data[start : start + chunk_bytes]
+            if mp3:
+                for chunk in split_frames(data, samples_per_chunk):
+                    yield chunk
+            else:
+                for start in range(0, len(data), chunk_bytes):
+                    yield data[start : start + chunk_bytes]
     finally:
         # No thread is running the generator now (steps are never abandoned).
         pieces.close()

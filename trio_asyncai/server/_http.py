@@ -1,10 +1,15 @@
 """The HTTP synthesis endpoints and the status check.
 
-* ``POST /text_to_speech/streaming``: raw audio, streamed as it is made.
-* ``POST /text_to_speech``: the whole file (raw or wav; mp3 is refused with
-  400 ``FORMAT_NOT_RECOGNIZED``: the local server has no mp3 encoder).
-* ``POST /text_to_speech/with_timestamps``: ``{"audio_base64", "alignment"}``.
+* ``POST /text_to_speech/streaming``: raw or mp3 audio, streamed as it is made
+  (mp3 in whole frames).
+* ``POST /text_to_speech``: the whole file (raw, wav or mp3).
+* ``POST /text_to_speech/with_timestamps``: ``{"audio_base64", "alignment"}``
+  (the audio raw, wav or mp3).
 * ``GET /status``: ``{"status": "ok", ...}``.
+
+mp3 needs the ``lameenc`` package (the ``[server]`` extra); without it, and
+for a sample rate or bit rate LAME cannot make, the answer is 400
+``FORMAT_NOT_RECOGNIZED``.
 
 Every endpoint starts with :func:`admit` (log the request, apply the
 ``http_statuses`` fault, check the key and the version) and answers errors
@@ -126,7 +131,7 @@ async def _synthesis_request(
 
 
 async def streaming_endpoint(state: ServerState, request: Request) -> Response:
-    """``POST /text_to_speech/streaming``: raw audio, streamed as it is made."""
+    """``POST /text_to_speech/streaming``: raw or mp3 audio, streamed as it is made."""
     record, synthesis = await _synthesis_request(state, request, streaming=True)
     if isinstance(synthesis, Response):
         return synthesis
@@ -149,39 +154,44 @@ async def _render_all(
 
 
 async def whole_file_endpoint(state: ServerState, request: Request) -> Response:
-    """``POST /text_to_speech``: the whole file, raw (octet-stream) or wav (audio/wav)."""
+    """``POST /text_to_speech``: the whole file: raw (octet-stream), wav (audio/wav) or mp3 (audio/mpeg)."""
     record, synthesis = await _synthesis_request(state, request, streaming=False)
     if isinstance(synthesis, Response):
         return synthesis
     try:
-        pcm = await _render_all(state, synthesis)
+        audio = await _render_all(state, synthesis)
     except Exception:
         logger.exception("synthesis failed")
         return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
     fmt = synthesis.output_format
     record.status = 200
     if fmt.container == "wav":
-        return Response(wav_file(pcm, fmt.sample_rate, fmt.encoding), media_type="audio/wav")
-    return Response(pcm, media_type="application/octet-stream")
+        return Response(wav_file(audio, fmt.sample_rate, fmt.encoding), media_type="audio/wav")
+    if fmt.container == "mp3":
+        return Response(audio, media_type="audio/mpeg")
+    return Response(audio, media_type="application/octet-stream")
 
 
 async def timestamps_endpoint(state: ServerState, request: Request) -> Response:
     """``POST /text_to_speech/with_timestamps``: base64 audio and the time of each word.
 
     Word times are exact for the signal engine and estimated (in proportion to
-    the words' lengths) for piper.
+    the words' lengths) for piper. For mp3 they count from the first sample
+    encoded: a decoder that does not remove LAME's delay (about 1100 samples)
+    plays every word that much later.
     """
     record, synthesis = await _synthesis_request(state, request, streaming=False)
     if isinstance(synthesis, Response):
         return synthesis
     timings: list[WordTiming] = []
     try:
-        pcm = await _render_all(state, synthesis, timings)
+        audio = await _render_all(state, synthesis, timings)
     except Exception:
         logger.exception("synthesis failed")
         return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
     fmt = synthesis.output_format
-    audio = wav_file(pcm, fmt.sample_rate, fmt.encoding) if fmt.container == "wav" else pcm
+    if fmt.container == "wav":
+        audio = wav_file(audio, fmt.sample_rate, fmt.encoding)
     record.status = 200
     return JSONResponse(
         {
@@ -215,8 +225,9 @@ async def status_endpoint(state: ServerState, request: Request) -> Response:
 class AudioStreamResponse(Response):
     """A 200 ``application/octet-stream`` body written chunk by chunk as audio is made.
 
-    Stops synthesizing when the client goes away. Applies the ``chunk_delay``
-    and ``http_quota_after_bytes`` faults.
+    Raw samples, or mp3 frames (each chunk whole frames). Stops synthesizing
+    when the client goes away. Applies the ``chunk_delay`` and
+    ``http_quota_after_bytes`` faults.
     """
 
     media_type = "application/octet-stream"
@@ -227,13 +238,14 @@ class AudioStreamResponse(Response):
         self.background = None
         self._state = state
         self._synthesis = synthesis
-        self.init_headers(
-            {
-                "content-type": "application/octet-stream",
-                "x-sample-rate": str(synthesis.output_format.sample_rate),
-                "x-encoding": synthesis.output_format.encoding,
-            }
-        )
+        fmt = synthesis.output_format
+        headers = {"content-type": "application/octet-stream", "x-sample-rate": str(fmt.sample_rate)}
+        if fmt.container == "mp3":
+            headers["x-container"] = "mp3"
+            headers["x-bit-rate"] = str(fmt.bit_rate)
+        else:
+            headers["x-encoding"] = fmt.encoding
+        self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})

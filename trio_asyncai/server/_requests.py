@@ -12,6 +12,7 @@ from typing import Any, Final, Literal, final
 
 import attrs
 
+from ._mp3 import MP3_UNAVAILABLE, load_lameenc, mp3_bit_rate
 from ._voices import Voice, VoiceLibrary
 
 __all__ = [
@@ -77,8 +78,6 @@ Encoding = Literal["pcm_s16le", "pcm_f32le"]
 
 _CONTAINERS: Final = ("raw", "wav", "mp3")
 _ENCODINGS: Final = ("pcm_s16le", "pcm_f32le")
-#: Containers this server can produce today (mp3 needs an encoder it lacks).
-_PRODUCIBLE: Final = frozenset({"raw", "wav"})
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 48000
 MIN_BIT_RATE: Final = 32000
@@ -107,7 +106,11 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 @final
 @attrs.frozen
 class OutputFormat:
-    """A validated ``output_format``. Audio is mono."""
+    """A validated ``output_format``. Audio is mono.
+
+    ``bit_rate`` (bit/s) is always set for mp3 (:func:`parse_output_format`
+    fills in the default), and ``encoding`` is then meaningless.
+    """
 
     container: Container = "raw"
     encoding: Encoding = "pcm_s16le"
@@ -138,8 +141,10 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
     """Validate an ``output_format`` object; ``None`` gives the default format.
 
     Missing fields take their defaults (raw, pcm_s16le, 44100 Hz). ``wav`` is
-    refused on the streaming endpoints, and ``mp3`` everywhere for now: the
-    local server has no mp3 encoder.
+    refused on the streaming endpoints. ``mp3`` needs the ``lameenc`` package
+    and a sample rate and bit rate LAME can make (``_mp3.MP3_BIT_RATES``); its
+    ``bit_rate`` defaults to 192000 (lower at the MPEG-2 and MPEG-2.5 rates,
+    whose highest are 160000 and 64000), and its ``encoding`` is ignored.
     """
     if value is None:
         return DEFAULT_OUTPUT_FORMAT
@@ -152,12 +157,10 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
         )
     if streaming and container == "wav":
         raise RequestError("FORMAT_NOT_RECOGNIZED", "the wav container is not available when streaming")
-    if container not in _PRODUCIBLE:
-        raise RequestError(
-            "FORMAT_NOT_RECOGNIZED", f"the {container} container is not available on this server"
-        )
     encoding = value.get("encoding", "pcm_s16le")
-    if encoding not in _ENCODINGS:
+    if container == "mp3":
+        encoding = "pcm_s16le"  # ignored for mp3
+    elif encoding not in _ENCODINGS:
         raise RequestError("FORMAT_NOT_RECOGNIZED", f"encoding must be one of {_ENCODINGS}, not {encoding!r}")
     sample_rate = _int_field(value.get("sample_rate", 44100), "sample_rate")
     if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
@@ -174,6 +177,15 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
                 "FORMAT_NOT_RECOGNIZED",
                 f"bit_rate must be from {MIN_BIT_RATE} to {MAX_BIT_RATE}, not {bit_rate}",
             )
+    if container == "mp3":
+        try:
+            load_lameenc()
+        except ImportError:
+            raise RequestError("FORMAT_NOT_RECOGNIZED", MP3_UNAVAILABLE) from None
+        try:
+            bit_rate = mp3_bit_rate(sample_rate, bit_rate)
+        except ValueError as exc:
+            raise RequestError("FORMAT_NOT_RECOGNIZED", str(exc)) from None
     return OutputFormat(
         container=container,
         encoding=encoding,

@@ -13,6 +13,12 @@ What the server does, beyond ASYNC_API.md:
   of that text, by exactly one final, even when nothing was buffered.
 * Whitespace-only text without ``force`` (the keepalive) is never synthesized
   and opens no context; it only restarts the idle timer.
+* mp3 (``output_format.container == "mp3"``, which needs the ``lameenc``
+  package): each context has one mp3 stream, encoded as its text is
+  synthesized; every audio message carries whole frames. The encoder holds
+  back the last frame or two of each sentence until more text comes, and a
+  ``force`` flushes it: all of the audio comes before the final. A stream ends
+  at each final; the next text of the context starts a new one.
 * closeContext cancels the context's synthesis at once; audio of it not yet
   written is dropped, and no final follows. The id may be used again later.
 * ``{"text": "..."}`` (older docs) is read as a sendText.
@@ -51,7 +57,7 @@ import trio
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._audio import encode, split_complete_sentences, stream_audio
+from ._audio import AudioEncoder, encode_all, make_encoder, split_complete_sentences, stream_audio
 from ._requests import (
     API_VERSION,
     CODE_FOR_STATUS,
@@ -139,6 +145,9 @@ class _Context:
     id: str | None
     jobs_send: trio.MemorySendChannel[_Job]
     jobs_receive: trio.MemoryReceiveChannel[_Job]
+    #: The context's audio stream (mp3 keeps state between jobs; only the
+    #: context's own task, one thread step at a time, uses it).
+    encoder: AudioEncoder
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     buffer: str = ""
     pending: int = 0
@@ -317,8 +326,9 @@ class _Connection:
 
     def _open_context(self, key: str | None) -> _Context:
         assert self.nursery is not None
+        assert self.settings is not None
         jobs_send, jobs_receive = trio.open_memory_channel[_Job](math.inf)
-        context = _Context(key, jobs_send, jobs_receive)
+        context = _Context(key, jobs_send, jobs_receive, make_encoder(self.settings.output_format))
         self.contexts[key] = context
         self.record.contexts_opened.append(key)
         self.state.log.notify()
@@ -345,7 +355,7 @@ class _Connection:
             assert self.settings is not None
             fmt = self.settings.output_format
             t = np.arange(round(fmt.sample_rate * 0.04)) / fmt.sample_rate
-            late = encode((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), fmt.encoding)
+            late = encode_all((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), fmt)
             self._queue(_audio_message(late, key), kind="audio")
             self._queue(_final_message(key), kind="final")
         self.state.log.notify()
@@ -362,7 +372,8 @@ class _Connection:
         with context.scope:
             async for job in context.jobs_receive:
                 try:
-                    if job.text.strip():
+                    # A final flushes what an mp3 encoder holds back, even with no new text.
+                    if job.text.strip() or (job.final and context.encoder.pending):
                         async with aclosing(
                             stream_audio(
                                 self.state.engine,
@@ -370,6 +381,8 @@ class _Connection:
                                 job.text,
                                 settings.voice,
                                 settings.output_format,
+                                encoder=context.encoder,
+                                flush=job.final,
                             )
                         ) as chunks:
                             async for chunk in chunks:
@@ -378,6 +391,8 @@ class _Connection:
                         self._queue(_final_message(context.id), context, "final")
                 except Exception:
                     logger.exception("synthesis failed")
+                    # Start the next job on a clean stream.
+                    context.encoder = make_encoder(settings.output_format)
                     self._queue(
                         _with_context(error_body("INTERNAL_SERVER_ERROR", "synthesis failed"), context.id),
                         context,
