@@ -1,0 +1,192 @@
+"""The streaming sentence aggregator: whole sentences out of text that arrives in pieces."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sentencex  # type: ignore[import-untyped]
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trio_asyncai._aggregator import SentenceAggregator
+
+TRICKY = (
+    "Dr. Smith paid $3.50 at 10.30 a.m. today. "
+    "Then he e-mailed john.doe@example.com about the 2.5 kg parcel! "
+    "Was it 12:45 already? "
+    "Mr. Jones, e.g., said it cost £1,299.99 vs. $5.25 at St. Mary's. "
+    "Yes."
+)
+TRICKY_SENTENCES = [
+    "Dr. Smith paid $3.50 at 10.30 a.m. today.",
+    "Then he e-mailed john.doe@example.com about the 2.5 kg parcel!",
+    "Was it 12:45 already?",
+    "Mr. Jones, e.g., said it cost £1,299.99 vs. $5.25 at St. Mary's.",
+    "Yes.",
+]
+
+
+def tokens_of(text: str) -> list[str]:
+    """Cut a text the way an LLM streams it: words with their space, punctuation apart."""
+    return re.findall(r"\s*\w+|\s*[^\w\s]|\s+$", text)
+
+
+def stream(aggregator: SentenceAggregator, pieces: list[str]) -> tuple[list[str], str]:
+    released: list[str] = []
+    for piece in pieces:
+        released += aggregator.push(piece)
+    return released, aggregator.flush()
+
+
+def test_abbreviations_numbers_prices_times_and_emails_do_not_split_sentences() -> None:
+    released, rest = stream(SentenceAggregator("en"), tokens_of(TRICKY + " "))
+    assert [s.strip() for s in released] == TRICKY_SENTENCES[:-1]
+    assert rest == "Yes. "
+
+
+def test_a_sentence_is_released_once_the_next_one_has_begun() -> None:
+    agg = SentenceAggregator("en")
+    assert agg.push("It costs $3") == []
+    assert agg.push(".") == []  # "$3." might go on as "$3.50"
+    assert agg.push("50. ") == []  # the next sentence has not begun
+    assert agg.push("Then") == []  # its first word may still be "Then" or "Thence"...
+    assert agg.push(" we") == ["It costs $3.50. "]
+    assert agg.pending == "Then we"
+    assert agg.flush() == "Then we"
+    assert agg.pending == ""
+
+
+def test_the_word_after_an_abbreviation_decides() -> None:
+    agg = SentenceAggregator("en")
+    assert agg.push("I met Dr. ") == []
+    assert agg.push("the ") == []  # lower case: the sentence goes on
+    assert agg.push("doctor. It was ok. ") == ["I met Dr. the doctor. "]
+
+
+def test_joining_everything_gives_back_the_text() -> None:
+    text = "  Leading space.  Two spaces.\n\nA paragraph.\tA tab. The end"
+    released, rest = stream(SentenceAggregator("en"), list(text))
+    assert "".join(released) + rest == text
+
+
+def test_quotations_hold_sentences_until_they_close() -> None:
+    agg = SentenceAggregator("en")
+    assert agg.push('He asked "Really? Yes') == []
+    assert agg.push(', I did." Then he ') == ['He asked "Really? Yes, I did." ']
+
+
+def test_an_unclosed_quote_does_not_hold_a_whole_reply() -> None:
+    agg = SentenceAggregator("en")
+    assert agg.push('The pipe is 12" long. ') == []
+    released = []
+    for _ in range(40):
+        released += agg.push("This goes on and on. ")
+    assert released, "an inch sign held back every sentence"
+
+
+def test_languages_without_spaces() -> None:
+    agg = SentenceAggregator("ja")
+    assert agg.push("今日は晴れです。") == []
+    assert agg.push("明日") == ["今日は晴れです。"]
+
+
+def test_regional_tags_and_unknown_languages() -> None:
+    assert SentenceAggregator("de-AT").language == "de"
+    assert SentenceAggregator("").language == "en"
+    released, rest = stream(SentenceAggregator("xx"), tokens_of("One. Two. Three."))
+    assert released and "".join(released) + rest == "One. Two. Three."
+
+
+def test_reset_drops_what_is_held() -> None:
+    agg = SentenceAggregator("en")
+    agg.push("Half a sen")
+    agg.reset()
+    assert agg.pending == ""
+    assert agg.push("New text. An") == []
+    assert agg.push("d more") == ["New text. "]
+
+
+def test_white_space_alone_releases_nothing() -> None:
+    agg = SentenceAggregator("en")
+    assert agg.push("   ") == []
+    assert agg.push("") == []
+    assert agg.flush() == "   "
+
+
+# ------------------------------------------------------------- properties
+
+WORDS = [
+    "the", "Dr.", "Mr.", "e.g.", "i.e.", "U.S.", "$3.50", "3.14", "10:30", "p.m.", "a.m.", "etc.",
+    "john.doe@example.com", "www.example.com", "No.", "St.", "vs.", "Apple", "said", "it",
+    "1,299.99", "v2.0.1", "(aside)", "ok", "Yes", "Inc.",
+]  # fmt: skip
+ENDS = [".", "!", "?", "...", "?!"]
+WRAPS = [("", ""), ('"', '"'), ("(", ")"), ("\u201c", "\u201d"), ('He said, "', '"')]
+sentences = st.builds(
+    lambda words, end, wrap: wrap[0] + " ".join(words) + end + wrap[1],
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=8),
+    st.sampled_from(ENDS),
+    st.sampled_from(WRAPS),
+)
+texts = st.builds(
+    lambda parts, gaps: "".join(p + g for p, g in zip(parts, gaps, strict=False)),
+    st.lists(sentences, min_size=1, max_size=6),
+    st.lists(st.sampled_from([" ", "  ", "\n", "\n\n"]), min_size=6, max_size=6),
+)
+
+
+def split_at(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c for c in cuts if 0 < c < len(text)})
+    return [text[i:j] for i, j in zip([0, *points], [*points, len(text)], strict=True)]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=texts, cuts=st.lists(st.integers(0, 400), max_size=60))
+def test_any_split_into_pieces_gives_the_sentences_of_the_whole(text: str, cuts: list[int]) -> None:
+    released, rest = stream(SentenceAggregator("en"), split_at(text, cuts))
+    whole: list[str] = sentencex.segment("en", text)
+    # What was released is exactly the first sentences of the whole text;
+    # what is left is exactly the rest of it.
+    assert released == whole[: len(released)]
+    assert rest == "".join(whole[len(released) :])
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=texts)
+def test_token_by_token_equals_all_at_once(text: str) -> None:
+    by_token, rest_a = stream(SentenceAggregator("en"), tokens_of(text) or [text])
+    by_char, rest_b = stream(SentenceAggregator("en"), list(text))
+    assert "".join(by_token) + rest_a == "".join(by_char) + rest_b == text
+    whole: list[str] = sentencex.segment("en", text)
+    assert by_token == whole[: len(by_token)]
+    assert by_char == whole[: len(by_char)]
+
+
+JA_WORDS = ["今日は", "晴れ", "です", "明日", "東京", "3.5度", "「本当」", "（注）", "AI"]
+ja_texts = st.lists(
+    st.builds(
+        lambda words, end: "".join(words) + end,
+        st.lists(st.sampled_from(JA_WORDS), min_size=1, max_size=6),
+        st.sampled_from(["。", "！", "？"]),
+    ),
+    min_size=1,
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=ja_texts, cuts=st.lists(st.integers(0, 100), max_size=30))
+def test_japanese_splits_like_the_whole(text: str, cuts: list[int]) -> None:
+    released, rest = stream(SentenceAggregator("ja"), split_at(text, cuts))
+    whole: list[str] = sentencex.segment("ja", text)
+    assert released == whole[: len(released)]
+    assert rest == "".join(whole[len(released) :])
+
+
+@pytest.mark.parametrize("text", [TRICKY, "One. Two. Three. Four. Five. Six."])
+def test_sentences_come_out_before_the_end(text: str) -> None:
+    released, _ = stream(SentenceAggregator("en"), tokens_of(text))
+    # All but the last (whose end is the end of the text) and perhaps the
+    # one before it (whose following word never got a space after it).
+    assert len(released) >= len(sentencex.segment("en", text)) - 2 > 0

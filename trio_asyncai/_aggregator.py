@@ -1,0 +1,194 @@
+"""Streaming sentence aggregation: text arrives in pieces, sentences leave whole.
+
+The TTS stages hand text to the service a sentence at a time, because a
+sentence is what a voice can say with the right intonation, and because
+"Dr." or "3." alone must not be spoken as if a sentence ended there. Finding
+sentence ends is delegated to `sentencex <https://pypi.org/project/sentencex/>`__,
+which knows the abbreviations, numbers and quoting rules of some 300 languages.
+
+sentencex segments a whole text. Here the text grows piece by piece (LLM
+tokens), so :class:`SentenceAggregator` keeps the text not yet released and
+segments it again after each piece. A sentence is released only once the
+first word of the *following* sentence is complete: with ``"It costs $3."``
+in hand nobody can tell whether ``"50"`` comes next, and after ``"Dr."`` a
+following ``"the "`` or ``"Inc. "`` means no sentence ended, so the segmenter
+needs that word to decide. While a quotation or a parenthesis is open it
+cannot tell either, so nothing is released until it closes (unless it has
+been open for 600 characters: an inch sign must not hold up a whole reply).
+What precedes a boundary matters too, so the end of the text already
+released (up to 1000 characters, whole sentences) is segmented again with
+the new text, as it would be in the whole.
+The rest is released by :meth:`~SentenceAggregator.flush`, at the end of the
+response; it may hold more than one sentence.
+
+Cutting a text into pieces anywhere gives the same sentences as segmenting
+it whole (the tests check this with hypothesis), for text whose quotations
+close; an unclosed quotation leaves sentencex itself unsure.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final, final
+
+import sentencex  # type: ignore[import-untyped]  # no type information shipped
+
+__all__ = ["SentenceAggregator"]
+
+#: Quotation marks and brackets: closing character for each opening one.
+_PAIRS: Final = {
+    "\u201c": "\u201d",  # “ ”
+    "\u201e": "\u201c",  # „ “ (German)
+    "\u00ab": "\u00bb",  # « »
+    "\u2039": "\u203a",  # single angle quotes
+    "\u300c": "\u300d",  # 「 」
+    "\u300e": "\u300f",  # 『 』
+    "(": ")",
+    "[": "]",
+    "\uff08": "\uff09",  # fullwidth parentheses
+}
+_CLOSERS: Final = {close: open_ for open_, close in _PAIRS.items() if open_ != "\u201e"}
+#: A quotation open for more than this many characters no longer holds sentences back.
+_MAX_HOLD: Final = 600
+#: Characters of released text kept as context for the segmenter.
+_CONTEXT: Final = 1000
+
+
+def _first_word_complete(text: str) -> bool:
+    """Whether ``text`` holds a whole word: letters or digits, then white space.
+
+    In languages written without spaces (Japanese, Chinese) a word never
+    ends that way; there two characters of the next sentence are enough.
+    """
+    seen = 0
+    for char in text:
+        if char.isalnum():
+            seen += 1
+            if seen >= 2 and _unspaced(char):
+                return True
+        elif seen and char.isspace():
+            return True
+    return False
+
+
+def _unspaced(char: str) -> bool:
+    """Whether a character belongs to a script written without spaces between words."""
+    return "\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff"
+
+
+def _unclosed_since(text: str) -> int | None:
+    """Where the earliest quotation or bracket still open at the end of ``text`` begins.
+
+    Straight double quotes pair up in turn; the others pair with their own
+    closing character (``“`` with ``”``, ``(`` with ``)``, ...). Apostrophes
+    are not quotes here: "it's" would never close.
+    """
+    straight: int | None = None
+    stacks: dict[str, list[int]] = {}
+    for index, char in enumerate(text):
+        if char == '"':
+            straight = index if straight is None else None
+        elif char == "\u201c" and stacks.get("\u201e"):
+            stacks["\u201e"].pop()  # „...“ (German): here “ closes
+        elif char in _PAIRS:
+            stacks.setdefault(char, []).append(index)
+        elif char in _CLOSERS and stacks.get(_CLOSERS[char]):
+            stacks[_CLOSERS[char]].pop()
+    opened = [stack[0] for stack in stacks.values() if stack]
+    if straight is not None:
+        opened.append(straight)
+    return min(opened, default=None)
+
+
+@final
+class SentenceAggregator:
+    """Gathers text pieces into whole sentences, for one language.
+
+    ::
+
+        agg = SentenceAggregator("en")
+        agg.push("Dr. Smith paid $3")   # []
+        agg.push(".50. He left")        # ["Dr. Smith paid $3.50. "]
+        agg.flush()                     # "He left"
+
+    Sentences come back exactly as written, with their white space: joining
+    everything :meth:`push` and :meth:`flush` return gives back the text
+    pushed. Not thread-safe; one per utterance being aggregated.
+
+    :param language: an ISO 639-1 code for sentencex (``"en"``, ``"ja"``, ...);
+        a regional tag is reduced to its base code, and a language sentencex
+        does not know falls back to its generic rules.
+    """
+
+    def __init__(self, language: str = "en") -> None:
+        self.language = (language or "en").replace("_", "-").split("-", 1)[0].lower()
+        #: The end of the text already released, segmented again as context.
+        self._context = ""
+        self._buffer = ""
+
+    def __repr__(self) -> str:
+        return f"<SentenceAggregator {self.language} pending={self._buffer!r}>"
+
+    @property
+    def pending(self) -> str:
+        """The text received and not yet released."""
+        return self._buffer
+
+    def push(self, text: str) -> list[str]:
+        """Add a piece of text; return the sentences it completed (often none)."""
+        if not text:
+            return []
+        self._buffer += text
+        if not self._buffer.strip():
+            return []
+        # sentencex decides some boundaries by what precedes them ("the p.m.
+        # Dr." is cut after "p.m." in mid-text, not at the start of one), so
+        # it sees the end of the released text too, as it would the whole.
+        full = self._context + self._buffer
+        segments: list[str] = list(sentencex.segment(self.language, full))
+        if "".join(segments) != full:
+            return []  # defensively: the segmenter did not give back its text
+        start = len(self._context)
+        boundaries = [0, *itertools.accumulate(map(len, segments))]
+        # A boundary counts once the first word after it is complete: that
+        # word can decide it ("the" after "." goes on with the sentence, so
+        # does "Inc." after "Dr."). The end of the text is no boundary.
+        confirmed = [
+            end for end in boundaries if start < end < len(full) and _first_word_complete(full[end:])
+        ]
+        if not confirmed:
+            return []
+        opened = _unclosed_since(full)
+        if opened is not None and len(full) - opened <= _MAX_HOLD:
+            # Inside an open quotation sentencex cannot tell yet where
+            # sentences end ('Really? "Yes' is cut after the quote, '"Dr. t'
+            # after "Dr."): release nothing until it closes.
+            return []
+        released: list[str] = []
+        position = start
+        for end in boundaries:
+            if position < end <= confirmed[-1]:
+                released.append(full[position:end])
+                position = end
+        self._buffer = full[position:]
+        self._context = _tail(full[:position], [end for end in boundaries if end <= position])
+        return released
+
+    def flush(self) -> str:
+        """Release everything still held (the end of the text), and start afresh."""
+        rest, self._buffer = self._buffer, ""
+        self._context = ""
+        return rest
+
+    def reset(self) -> None:
+        """Drop everything still held (after an interruption)."""
+        self._buffer = ""
+        self._context = ""
+
+
+def _tail(text: str, boundaries: list[int]) -> str:
+    """The end of ``text``, cut at a sentence boundary, at most about :data:`_CONTEXT` long."""
+    for boundary in boundaries:
+        if len(text) - boundary <= _CONTEXT:
+            return text[boundary:]
+    return ""
