@@ -81,7 +81,7 @@ def test_initialize_sends_the_connection_settings() -> None:
 
 
 def test_initialize_carries_language_and_format() -> None:
-    fmt = OutputFormat(container="mp3", sample_rate=24000)
+    fmt = OutputFormat(container="mp3", sample_rate=24000, bit_rate=128000)
     proto = make_protocol(initialize=False, model="asyncflow_v2.0", language="en-US", output_format=fmt)
     body = loads(proto.initialize())
     assert body["model_id"] == "asyncflow_v2.0"
@@ -90,7 +90,7 @@ def test_initialize_carries_language_and_format() -> None:
         "container": "mp3",
         "encoding": "pcm_s16le",
         "sample_rate": 24000,
-        "bit_rate": 192000,
+        "bit_rate": 128000,
     }
 
 

@@ -71,12 +71,11 @@ def test_output_format_rejects_bad_sample_rates(rate: Any) -> None:
         OutputFormat(sample_rate=rate)
 
 
-def test_mp3_bit_rate_defaults_to_192k() -> None:
+def test_mp3_bit_rate_is_left_to_the_service_unless_given() -> None:
     assert OutputFormat(container="mp3").to_json() == {
         "container": "mp3",
         "encoding": "pcm_s16le",
         "sample_rate": 44100,
-        "bit_rate": 192000,
     }
 
 

@@ -527,7 +527,8 @@ async def test_an_utterance_is_a_trio_receive_channel(server: LocalServer) -> No
     with trio.fail_after(TIMEOUT):
         async with synth_for(server) as synth:
             async with synth.speak(LONG_TEXT) as utterance:
-                assert isinstance(utterance, trio.abc.ReceiveChannel)
+                channel: trio.abc.ReceiveChannel[trio_asyncai.AudioChunk] = utterance
+                assert isinstance(channel, trio.abc.ReceiveChannel)
                 first = await utterance.receive()
                 assert first.audio
                 await utterance.aclose()  # stop reading: the context is abandoned

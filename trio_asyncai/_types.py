@@ -73,7 +73,7 @@ class OutputFormat:
     ``container`` is ``"raw"`` (bare samples), ``"wav"`` or ``"mp3"`` (whole-file
     endpoints only; the streaming ones take ``"raw"`` and ``"mp3"``).
     ``encoding`` is the sample format of raw and wav audio. ``bit_rate`` applies
-    to mp3 only. Audio is always mono.
+    to mp3 only (``None``: the service's default, 192000 where the rate allows). Audio is mono.
     """
 
     container: Container = attrs.field(default="raw", validator=_check_container)
@@ -94,7 +94,10 @@ class OutputFormat:
             "sample_rate": self.sample_rate,
         }
         if self.container == "mp3":
-            out["bit_rate"] = self.bit_rate if self.bit_rate is not None else 192000
+            if self.bit_rate is not None:
+                # Left out otherwise: the service then picks its default
+                # (192 kbit/s where the sample rate allows it).
+                out["bit_rate"] = self.bit_rate
         return out
 
 
@@ -265,9 +268,7 @@ def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None)
 def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None) -> str | None:
     """The voice given, else ``ASYNCAI_VOICE_ID``, else ``None``."""
     env = os.environ if env is None else env
-    return _check_optional_str(
-        "voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID")
-    )
+    return _check_optional_str("voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID"))
 
 
 def resolve_common(
