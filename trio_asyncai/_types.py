@@ -93,11 +93,10 @@ class OutputFormat:
             "encoding": self.encoding,
             "sample_rate": self.sample_rate,
         }
-        if self.container == "mp3":
-            if self.bit_rate is not None:
-                # Left out otherwise: the service then picks its default
-                # (192 kbit/s where the sample rate allows it).
-                out["bit_rate"] = self.bit_rate
+        if self.container == "mp3" and self.bit_rate is not None:
+            # Left out otherwise: the service then picks its default
+            # (192 kbit/s where the sample rate allows it).
+            out["bit_rate"] = self.bit_rate
         return out
 
 
