@@ -70,6 +70,18 @@ async def test_http_streamed_text_is_sent_sentence_by_sentence(server: LocalServ
     assert audio
 
 
+async def test_http_does_not_cut_at_abbreviations_or_prices(server: LocalServer) -> None:
+    tokens = ["Dr. ", "Smith ", "paid ", "$3", ".50 ", "at ", "10:30. ", "Then ", "he ", "left."]
+    with trio.fail_after(TIMEOUT):
+        async with http_for(server) as synth, synth.open_utterance() as utterance:
+            for token in tokens:
+                await utterance.send(token)
+            await utterance.finish()
+            assert await utterance.read_all()
+    sent = [r.body["transcript"] for r in server.log.http]
+    assert sent == ["Dr. Smith paid $3.50 at 10:30. ", "Then he left."]
+
+
 async def test_http_errors_are_typed(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with http_for(server, voice_id="nobody") as synth:

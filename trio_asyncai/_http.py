@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +12,7 @@ import attrs
 import httpx
 import trio
 
+from ._aggregator import SentenceAggregator
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
 from ._groups import single_exception, start_in_nursery
 from ._protocol import StreamScanner
@@ -28,8 +28,6 @@ __all__ = [
 ]
 
 _STREAM_PATH: Final = "/text_to_speech/streaming"
-# A sentence ends at . ! ? or … (with closing quotes or brackets) followed by white space.
-_SENTENCE_END: Final = re.compile(r"""[.!?\u2026]+["'\u201d\u2019)\]]*\s""")
 
 
 @final
@@ -50,8 +48,8 @@ class _Route:
     settings: Settings
     segments_send: trio.MemorySendChannel[str]
     segments_receive: trio.MemoryReceiveChannel[str]
+    aggregator: SentenceAggregator
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    buffer: str = ""
 
 
 @final
@@ -60,8 +58,9 @@ class HttpSynthesizer:
 
     It has the same utterance interface as :class:`~trio_asyncai.Synthesizer`:
     code written against one runs against the other. Each utterance's text is
-    sent in pieces, one request per complete sentence (or per :meth:`~Utterance.flush`),
-    in order; audio streams back as each response body arrives.
+    sent one sentence per request, in order, as sentences complete (found by
+    sentencex, so "Dr." or "$3.50" do not end one; :meth:`~Utterance.flush`
+    sends what is held at once); audio streams back as each body arrives.
     """
 
     def __init__(
@@ -134,7 +133,7 @@ class HttpSynthesizer:
         )
         utterance = Utterance(self, uuid.uuid4().hex, fmt, audio_timeout=None, max_buffered_bytes=max_bytes)
         send, receive = trio.open_memory_channel[str](math.inf)
-        route = _Route(settings, send, receive)
+        route = _Route(settings, send, receive, SentenceAggregator(settings.language or "en"))
         utterance._route = route
         self._utterances[utterance.context_id] = utterance
         self._nursery.start_soon(self._run_utterance, utterance, route)
@@ -178,24 +177,18 @@ class HttpSynthesizer:
         await trio.lowlevel.checkpoint()
         route = self._route_of(utterance)
         utterance._note_text(text, force=force)
-        route.buffer += text
+        sentences = route.aggregator.push(text)
         if force:
-            self._dispatch(route, route.buffer)
-            route.buffer = ""
-            return
-        last_end = None
-        for match in _SENTENCE_END.finditer(route.buffer):
-            last_end = match.end()
-        if last_end is not None:
-            self._dispatch(route, route.buffer[:last_end])
-            route.buffer = route.buffer[last_end:]
+            sentences += route.aggregator.flush()
+        for sentence in sentences:
+            self._dispatch(route, sentence)
 
     async def _finish(self, utterance: Utterance, text: str) -> None:
         await trio.lowlevel.checkpoint()
         route = self._route_of(utterance)
         utterance._note_text(text, force=True)
-        self._dispatch(route, route.buffer + text)
-        route.buffer = ""
+        for sentence in [*route.aggregator.push(text), *route.aggregator.flush()]:
+            self._dispatch(route, sentence)
         route.segments_send.close()
         utterance._note_finished()
 
