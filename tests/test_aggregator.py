@@ -33,10 +33,11 @@ def tokens_of(text: str) -> list[str]:
 
 
 def stream(aggregator: SentenceAggregator, pieces: list[str]) -> tuple[list[str], str]:
+    """Push the pieces; return what was released on the way, and what the flush gave, joined."""
     released: list[str] = []
     for piece in pieces:
         released += aggregator.push(piece)
-    return released, aggregator.flush()
+    return released, "".join(aggregator.flush())
 
 
 def test_abbreviations_numbers_prices_times_and_emails_do_not_split_sentences() -> None:
@@ -53,7 +54,7 @@ def test_a_sentence_is_released_once_the_next_one_has_begun() -> None:
     assert agg.push("Then") == []  # its first word may still be "Then" or "Thence"...
     assert agg.push(" we") == ["It costs $3.50. "]
     assert agg.pending == "Then we"
-    assert agg.flush() == "Then we"
+    assert agg.flush() == ["Then we"]
     assert agg.pending == ""
 
 
@@ -111,7 +112,7 @@ def test_white_space_alone_releases_nothing() -> None:
     agg = SentenceAggregator("en")
     assert agg.push("   ") == []
     assert agg.push("") == []
-    assert agg.flush() == "   "
+    assert agg.flush() == ["   "]
 
 
 # ------------------------------------------------------------- properties
@@ -182,6 +183,17 @@ def test_japanese_splits_like_the_whole(text: str, cuts: list[int]) -> None:
     whole: list[str] = sentencex.segment("ja", text)
     assert released == whole[: len(released)]
     assert rest == "".join(whole[len(released) :])
+
+
+def test_the_flush_cuts_the_rest_into_sentences() -> None:
+    agg = SentenceAggregator("en")
+    assert agg.push("It was 10.30 a.m. on Jan") == []
+    assert agg.flush() == ["It was 10.30 a.m. on Jan"]
+    assert agg.push("First. Then Dr. Smith") == ["First. "]
+    assert agg.flush() == ["Then Dr. Smith"]
+    assert agg.push("One? Two! Three.") == ["One? "]  # "Three" may go on: "Three..."
+    assert agg.flush() == ["Two! ", "Three."]
+    assert agg.flush() == []
 
 
 @pytest.mark.parametrize("text", [TRICKY, "One. Two. Three. Four. Five. Six."])

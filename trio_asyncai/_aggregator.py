@@ -109,7 +109,7 @@ class SentenceAggregator:
         agg = SentenceAggregator("en")
         agg.push("Dr. Smith paid $3")   # []
         agg.push(".50. He left")        # ["Dr. Smith paid $3.50. "]
-        agg.flush()                     # "He left"
+        agg.flush()                     # ["He left"]
 
     Sentences come back exactly as written, with their white space: joining
     everything :meth:`push` and :meth:`flush` return gives back the text
@@ -174,11 +174,26 @@ class SentenceAggregator:
         self._context = _tail(full[:position], [end for end in boundaries if end <= position])
         return released
 
-    def flush(self) -> str:
-        """Release everything still held (the end of the text), and start afresh."""
+    def flush(self) -> list[str]:
+        """Release everything still held (the end of the text), cut into sentences; start afresh.
+
+        Nothing follows any more, so every boundary the segmenter sees counts.
+        """
         rest, self._buffer = self._buffer, ""
-        self._context = ""
-        return rest
+        context, self._context = self._context, ""
+        if not rest:
+            return []
+        full = context + rest
+        segments: list[str] = list(sentencex.segment(self.language, full))
+        if "".join(segments) != full:
+            return [rest]
+        sentences: list[str] = []
+        position = len(context)
+        for end in itertools.accumulate(map(len, segments)):
+            if end > position:
+                sentences.append(full[position:end])
+                position = end
+        return sentences
 
     def reset(self) -> None:
         """Drop everything still held (after an interruption)."""

@@ -793,12 +793,17 @@ class _TTSRun:
                 self.aggregator = SentenceAggregator(self._language())
         if self.aggregator is not None:
             for sentence in self.aggregator.push(text):
-                if sentence.strip():
-                    # Chunks of text end with a single space (the API's convention).
-                    job.text_send.send_nowait((sentence.strip() + " ", True))
-                    job.has_text = True
+                self._send_sentence(job, sentence)
         else:
             job.text_send.send_nowait((text, False))
+            job.has_text = True
+
+    @staticmethod
+    def _send_sentence(job: _Job, sentence: str) -> None:
+        if sentence.strip():
+            # Chunks of text end with a single space (the API's convention);
+            # each sentence is spoken as soon as it is complete.
+            job.text_send.send_nowait((sentence.strip() + " ", True))
             job.has_text = True
 
     async def _on_speak(self, text: object) -> None:
@@ -821,10 +826,8 @@ class _TTSRun:
         if job is None:
             return
         if aggregator is not None:
-            rest = aggregator.flush()
-            if rest.strip():
-                job.final_text = rest.strip() + " "
-                job.has_text = True
+            for sentence in aggregator.flush():
+                self._send_sentence(job, sentence)
         job.text_send.close()
 
     def _on_settings(self, frame: TTSUpdateSettingsFrame) -> None:
