@@ -164,12 +164,12 @@ def test_token_by_token_equals_all_at_once(text: str) -> None:
     assert by_char == whole[: len(by_char)]
 
 
-JA_WORDS = ["今日は", "晴れ", "です", "明日", "東京", "3.5度", "「本当」", "（注）", "AI"]
+JA_WORDS = ["今日は", "晴れ", "です", "明日", "東京", "3.5度", "「本当」", "\uff08注\uff09", "AI"]
 ja_texts = st.lists(
     st.builds(
         lambda words, end: "".join(words) + end,
         st.lists(st.sampled_from(JA_WORDS), min_size=1, max_size=6),
-        st.sampled_from(["。", "！", "？"]),
+        st.sampled_from(["。", "\uff01", "\uff1f"]),  # fullwidth ! and ?
     ),
     min_size=1,
     max_size=6,

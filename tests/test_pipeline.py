@@ -656,7 +656,9 @@ def _tasks_named(fragment: str) -> list[str]:
             for child in nursery.child_tasks:
                 walk(child)
 
-    walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    walk(root)
     return found
 
 
@@ -745,9 +747,9 @@ async def test_cancel_stops_a_pipeline_that_would_run_forever() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(task.run)
             await trio.testing.wait_all_tasks_blocked()
-            assert not task.finished
+            running = not task.finished
             task.cancel()
-    assert task.finished
+    assert running and task.finished
     assert _tasks_named("stage ") == []
 
     early = PipelineTask(Pipeline([forward]))
@@ -785,6 +787,8 @@ def test_frames_are_immutable_values() -> None:
     assert "480 bytes" in repr(frame)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         frame.sample_rate = 16000  # type: ignore[misc]
-    assert TextFrame("a") == TextFrame("a") != TTSSpeakFrame("a")
+    assert TextFrame("a") == TextFrame("a")
+    frames: list[Frame] = [TextFrame("a"), TTSSpeakFrame("a")]
+    assert frames[0] != frames[1]
     assert ErrorFrame(ValueError("boom")).message == "boom"
     assert isinstance(InterruptionFrame(), SystemFrame)
