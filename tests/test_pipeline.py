@@ -471,6 +471,32 @@ async def test_a_barge_in_stops_every_utterance_in_flight(
     await tts.all_closed()
 
 
+async def test_no_audio_is_handed_over_once_the_stage_has_the_interruption(tts: TTSFactory) -> None:
+    reference = await reference_audio(tts, [TTSSpeakFrame(SHORT)])
+    tts.server.log.clear()
+    task: PipelineTask | None = None
+
+    async def on_frame(frame: Frame) -> None:
+        if isinstance(frame, TTSAudioRawFrame) and len(sink.of(TTSAudioRawFrame)) == 1:
+            assert task is not None
+            await task.queue_frames([InterruptionFrame(), TTSSpeakFrame(SHORT), EndFrame()])
+            # A slow sink: it takes no frame until everything else has settled,
+            # the TTS stage's handling of the interruption included. Meanwhile
+            # its output was blocked handing over the next chunk, which must
+            # never arrive.
+            await trio.testing.wait_all_tasks_blocked()
+
+    sink = Sink(on_frame)
+    task = PipelineTask(Pipeline([tts(), sink]))
+    await task.queue_frame(TTSSpeakFrame(LONG))
+    with trio.fail_after(TIMEOUT):
+        await task.run()
+    check_nothing_stale(sink.frames, reference)
+    first_audio = next(i for i, f in enumerate(sink.frames) if isinstance(f, TTSAudioRawFrame))
+    cut = sink.frames.index(InterruptionFrame())
+    assert [type(f) for f in sink.frames[first_audio + 1 : cut]] == [TTSStoppedFrame]
+
+
 def check_nothing_stale(frames: Sequence[Frame], reference: bytes) -> None:
     """After the InterruptionFrame, only utterances begun after it, with just their own audio."""
     spoken = utterances(frames)

@@ -386,8 +386,6 @@ class _Job:
     error: AsyncAIError | None = None
     opened: trio.Event = attrs.field(factory=trio.Event)
     consumed: trio.Event = attrs.field(factory=trio.Event)
-    #: Whether any text went into the job.
-    has_text: bool = False
 
 
 @attrs.define(eq=False)
@@ -397,7 +395,8 @@ class _Generation:
     items_send: trio.MemorySendChannel[_Job | Frame]
     items_receive: trio.MemoryReceiveChannel[_Job | Frame]
     nursery: trio.Nursery | None = None
-    jobs: list[_Job] = attrs.field(factory=list)
+    #: Jobs whose task is still running (an interruption stops them).
+    jobs: set[_Job] = attrs.field(factory=set)
     #: The newest job's ``opened`` event: jobs open their utterances in order.
     last_opened: trio.Event | None = None
     interrupted: bool = False
@@ -768,10 +767,10 @@ class _TTSRun:
         text_send, text_receive = trio.open_memory_channel[tuple[str, bool]](math.inf)
         job = _Job(dict(self.changes), text_send, text_receive, after=gen.last_opened)
         gen.last_opened = job.opened
-        gen.jobs.append(job)
+        gen.jobs.add(job)
         self._queue(job)
         assert gen.nursery is not None
-        gen.nursery.start_soon(self._run_job, job, self.synth)
+        gen.nursery.start_soon(self._run_job, gen, job, self.synth)
         return job
 
     async def _on_text(self, text: object) -> None:
@@ -796,7 +795,6 @@ class _TTSRun:
                 self._send_sentence(job, sentence)
         else:
             job.text_send.send_nowait((text, False))
-            job.has_text = True
 
     @staticmethod
     def _send_sentence(job: _Job, sentence: str) -> None:
@@ -804,7 +802,6 @@ class _TTSRun:
             # Chunks of text end with a single space (the API's convention);
             # each sentence is spoken as soon as it is complete.
             job.text_send.send_nowait((sentence.strip() + " ", True))
-            job.has_text = True
 
     async def _on_speak(self, text: object) -> None:
         if not isinstance(text, str):
@@ -815,7 +812,6 @@ class _TTSRun:
         job = await self._new_job()
         if job is not None:
             job.final_text = text
-            job.has_text = True
             job.text_send.close()
 
     def _end_job(self) -> None:
@@ -874,7 +870,7 @@ class _TTSRun:
 
     # ---------------------------------------------------------- utterances
 
-    async def _run_job(self, job: _Job, synth: _Speaker) -> None:
+    async def _run_job(self, gen: _Generation, job: _Job, synth: _Speaker) -> None:
         try:
             with job.cancel_scope:
                 first = await _next_text(job)
@@ -902,6 +898,7 @@ class _TTSRun:
             job.error = exc
         finally:
             job.opened.set()
+            gen.jobs.discard(job)  # a long conversation keeps no finished ones
 
     # ---------------------------------------------------------- output side
 
