@@ -841,6 +841,7 @@ class _TTSRun:
         self.changes.update(changes)
 
     async def _interrupt(self, frame: InterruptionFrame) -> None:
+        """Stop the whole generation, let it deliver what it owes, forward the frame, start anew."""
         job, self.job = self.job, None
         self.aggregator = None
         self.dropping = False
