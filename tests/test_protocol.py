@@ -23,6 +23,7 @@ from trio_asyncai._protocol import (
     ContextFinished,
     ContextState,
     Event,
+    FlushesCompleted,
     MessageIgnored,
     ServerErrorReceived,
     StreamScanner,
@@ -221,7 +222,8 @@ def test_finish_sends_nothing_when_a_flush_is_pending() -> None:
 def test_finish_asks_again_when_the_pending_flush_was_answered() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ", force=True)
-    assert proto.receive(final_msg("a")) == []  # still open: no ContextFinished
+    # Still open: no ContextFinished, but nothing is owed any more.
+    assert proto.receive(final_msg("a")) == [FlushesCompleted("a")]
     assert proto.state("a") is ContextState.OPEN
     assert loads(proto.finish("a")) == {"transcript": " ", "context_id": "a", "force": True}
     assert proto.receive(final_msg("a")) == [ContextFinished("a")]
@@ -743,8 +745,10 @@ def check_receive(message: str | bytes) -> None:
         return
     assert isinstance(events, list)
     for event in events:
-        assert isinstance(event, AudioReceived | ContextFinished | ServerErrorReceived | MessageIgnored)
-        if isinstance(event, AudioReceived | ContextFinished):
+        assert isinstance(
+            event, AudioReceived | ContextFinished | FlushesCompleted | ServerErrorReceived | MessageIgnored
+        )
+        if isinstance(event, AudioReceived | ContextFinished | FlushesCompleted):
             # Only a context the protocol tracks gets audio or an end.
             assert event.context_id in {"open", "flushed", None}
         if isinstance(event, AudioReceived):
@@ -853,7 +857,8 @@ def test_a_context_completes_exactly_when_every_flush_is_answered(
             outstanding += bool(message.get("force"))
         elif outstanding:
             outstanding -= 1
-            assert proto.receive(final_msg("a")) == []
+            expected = [FlushesCompleted("a")] if outstanding == 0 else []
+            assert proto.receive(final_msg("a")) == expected
             assert proto.state("a") is ContextState.OPEN
     finish = proto.finish("a", last_text)
     if finish is not None:

@@ -561,3 +561,24 @@ async def test_connect_synthesizer_reports_connection_errors(server: LocalServer
                 await trio_asyncai.connect_synthesizer(
                     nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID
                 )
+
+
+async def test_a_pause_in_the_text_after_a_flush_is_not_a_timeout(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(600):
+        async with synth_for(server, audio_timeout=5) as synth:
+            async with synth.open_utterance() as utterance, trio.open_nursery() as nursery:
+                audio: list[bytes] = []
+
+                async def listen() -> None:  # reads all along, as a player would
+                    audio.append(await utterance.read_all())
+
+                nursery.start_soon(listen)
+                await utterance.send("First part. ")
+                await utterance.flush()
+                await server.log.wait_for(lambda log: log.connections[0].finals_sent == 1)
+                await trio.sleep(10)  # the LLM thinks for longer than audio_timeout
+                await utterance.finish("Second part.")
+    assert utterance.state == "complete"
+    assert audio[0]

@@ -43,9 +43,7 @@ def _build_parser() -> argparse.ArgumentParser:
     speak.add_argument(
         "-o", "--output", default="speech.wav", help="the WAV file to write (default: %(default)s)"
     )
-    speak.add_argument(
-        "--local", action="store_true", help="use the local server even if an API key is set"
-    )
+    speak.add_argument("--local", action="store_true", help="use the local server even if an API key is set")
     speak.add_argument(
         "--voice", help="voice id (default: ASYNCAI_VOICE_ID, or the local server's default voice)"
     )
@@ -75,12 +73,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)"
     )
-    serve.add_argument(
-        "--api-key", help="refuse every other key with 401 (default: accept any key)"
-    )
-    serve.add_argument(
-        "--engine", choices=("auto", "piper", "signal"), default="auto", help="voice engine"
-    )
+    serve.add_argument("--api-key", help="refuse every other key with 401 (default: accept any key)")
+    serve.add_argument("--engine", choices=("auto", "piper", "signal"), default="auto", help="voice engine")
     serve.add_argument(
         "--idle-timeout",
         type=float,
@@ -178,8 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_ERROR
     except ImportError as exc:
         print(
-            f"trio-asyncai: error: {exc}; "
-            "the local server needs: pip install 'trio-asyncai[voice]'",
+            f"trio-asyncai: error: {exc}; the local server needs: pip install 'trio-asyncai[voice]'",
             file=sys.stderr,
         )
         return _EXIT_ERROR

@@ -123,8 +123,8 @@ class HttpSynthesizer:
         """Open an utterance to stream text into; see :meth:`Synthesizer.open_utterance`."""
         if self._closed:
             raise SynthesizerClosedError("the synthesizer is closed")
+        settings = self._settings  # read before the checkpoint: the settings as of this call
         await trio.lowlevel.checkpoint()
-        settings = self._settings
         fmt = settings.output_format
         max_bytes = (
             None

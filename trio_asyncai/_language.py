@@ -73,6 +73,4 @@ class Language(enum.StrEnum):
             return cls(base)
         except ValueError:
             known = ", ".join(member.value for member in cls)
-            raise ConfigurationError(
-                f"the service does not speak {tag!r}; it speaks {known}"
-            ) from None
+            raise ConfigurationError(f"the service does not speak {tag!r}; it speaks {known}") from None

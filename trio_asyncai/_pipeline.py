@@ -940,9 +940,7 @@ class _TTSRun:
                 if not started:
                     await self.send.send(TTSStartedFrame(uid))
                     started = True
-                frame = TTSAudioRawFrame(
-                    chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid
-                )
+                frame = TTSAudioRawFrame(chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid)
                 with trio.CancelScope() as scope:
                     gen.send_scope = scope
                     if not gen.live():

@@ -36,6 +36,7 @@ __all__ = [
     "ContextFinished",
     "ContextState",
     "Event",
+    "FlushesCompleted",
     "MessageIgnored",
     "QUOTA_MARKER",
     "ServerErrorReceived",
@@ -75,6 +76,17 @@ class ContextFinished:
 
 @final
 @attrs.frozen
+class FlushesCompleted:
+    """Every flush of a still-open context has had its final: no audio is owed now.
+
+    More text may still come; the context completes after :meth:`ClientProtocol.finish`.
+    """
+
+    context_id: str | None
+
+
+@final
+@attrs.frozen
 class ServerErrorReceived:
     """The server sent an error message.
 
@@ -97,7 +109,7 @@ class MessageIgnored:
     reason: str
 
 
-Event: TypeAlias = AudioReceived | ContextFinished | ServerErrorReceived | MessageIgnored
+Event: TypeAlias = AudioReceived | ContextFinished | FlushesCompleted | ServerErrorReceived | MessageIgnored
 
 _MAX_CONTEXT_ID: Final = 256
 
@@ -277,9 +289,7 @@ class ClientProtocol:
             return [self._error_event(data, context_id, message)]
 
         if "audio" not in data and "final" not in data:
-            raise ProtocolError(
-                "the server sent a message with neither audio nor error", raw=message
-            )
+            raise ProtocolError("the server sent a message with neither audio nor error", raw=message)
 
         audio_b64 = data.get("audio", "")
         if audio_b64 is None:
@@ -305,10 +315,13 @@ class ClientProtocol:
         if audio:
             events.append(AudioReceived(context_id, audio))
         if is_final:
-            if ctx.pending_finals > 0:
+            answered = ctx.pending_finals > 0
+            if answered:
                 ctx.pending_finals -= 1
             if self.complete_if_done(context_id):
                 events.append(ContextFinished(context_id))
+            elif answered and ctx.pending_finals == 0 and ctx.state is ContextState.OPEN:
+                events.append(FlushesCompleted(context_id))
         return events
 
     def _error_event(

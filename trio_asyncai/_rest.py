@@ -199,9 +199,7 @@ class RestCore:
             else:
                 if response.is_success:
                     return response
-                error = error_from_body(
-                    response.status_code, response.content, _retry_after(response)
-                )
+                error = error_from_body(response.status_code, response.content, _retry_after(response))
             if not error.retryable or attempt >= self.max_retries:
                 raise error
             await self._delay(attempt, error)

@@ -107,9 +107,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         """Time to first audio, processing time, characters and bytes so far."""
         start = self._t_first_text
         return UtteranceMetrics(
-            ttfb=None
-            if start is None or self._t_first_audio is None
-            else self._t_first_audio - start,
+            ttfb=None if start is None or self._t_first_audio is None else self._t_first_audio - start,
             processing_time=None if start is None or self._t_end is None else self._t_end - start,
             characters=self._characters,
             audio_bytes=self._audio_bytes,
@@ -232,6 +230,10 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         if force:
             self._awaiting_audio = True
             self._t_last_activity = now
+
+    def _note_caught_up(self) -> None:
+        """Every flush so far has been answered: the service owes no audio until the next."""
+        self._awaiting_audio = False
 
     def _note_finished(self) -> None:
         if self._state == "open":

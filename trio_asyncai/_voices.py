@@ -141,11 +141,7 @@ class Voices:
         :param gender: only voices of this gender.
         :param my_voice: only your own (``True``) or only predefined (``False``) voices.
         """
-        if (
-            isinstance(page_size, bool)
-            or not isinstance(page_size, int)
-            or not 1 <= page_size <= _MAX_PAGE
-        ):
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= _MAX_PAGE:
             raise ConfigurationError("page_size must be an int from 1 to 100")
         cursor: str | None = None
         while True:
@@ -156,9 +152,7 @@ class Voices:
                 body["my_voice"] = my_voice
             if cursor is not None:
                 body["cursor"] = cursor
-            data = await self._rest.request_json(
-                "POST", "/voices", json_body=body, what="listing voices"
-            )
+            data = await self._rest.request_json("POST", "/voices", json_body=body, what="listing voices")
             if not isinstance(data, dict) or not isinstance(data.get("voices"), list):
                 raise ProtocolError("the voice list has no 'voices' array")
             for item in data["voices"]:
@@ -210,9 +204,7 @@ class Voices:
 
     async def delete(self, voice_id: str) -> None:
         """Delete one of your voices."""
-        await self._rest.request(
-            "DELETE", f"/voices/{_voice_path(voice_id)}", what="deleting a voice"
-        )
+        await self._rest.request("DELETE", f"/voices/{_voice_path(voice_id)}", what="deleting a voice")
 
     async def preview(self, voice_id: str) -> bytes:
         """A short sample of the voice (audio file bytes, as the service sends them)."""

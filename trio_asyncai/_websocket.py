@@ -33,8 +33,9 @@ from ._protocol import (
     AudioReceived,
     ClientProtocol,
     ContextFinished,
+    Event,
+    FlushesCompleted,
     MessageIgnored,
-    ServerErrorReceived,
 )
 from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
 from ._utterance import Utterance
@@ -230,7 +231,7 @@ class _Connection:
                 if self.closing and not self.utterances:
                     self.cancel_scope.cancel()
                 else:
-                    self.fail(ConnectionLostError(f"the service closed the connection ({_reason(exc)})"))
+                    self.fail(_closed_error(exc))
                 return
             try:
                 events = self.protocol.receive(message)
@@ -241,9 +242,7 @@ class _Connection:
             for event in events:
                 self._dispatch(event)
 
-    def _dispatch(
-        self, event: AudioReceived | ContextFinished | ServerErrorReceived | MessageIgnored
-    ) -> None:
+    def _dispatch(self, event: Event) -> None:
         if isinstance(event, MessageIgnored):
             self.synth._messages_ignored += 1
             logger.debug("ignored: %s (%s)", event.reason, event.context_id)
@@ -256,6 +255,9 @@ class _Connection:
             if utterance is not None:
                 utterance._complete()
                 self.forget(utterance)
+        elif isinstance(event, FlushesCompleted):
+            if utterance is not None:
+                utterance._note_caught_up()
         else:
             error = error_from_code(event.code, event.message, extra=event.extra)
             if utterance is not None:
