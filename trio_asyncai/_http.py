@@ -17,6 +17,7 @@ from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, Synth
 from ._groups import single_exception, start_in_nursery
 from ._protocol import StreamScanner
 from ._rest import RestCore, map_transport_error
+from ._speaker import SpeakerBase
 from ._types import DEFAULT_MODEL, OutputFormat, Settings, resolve_common
 from ._utterance import Utterance
 
@@ -53,7 +54,7 @@ class _Route:
 
 
 @final
-class HttpSynthesizer:
+class HttpSynthesizer(SpeakerBase):
     """Speech over HTTP streaming requests. Made by :func:`open_http_synthesizer`.
 
     It has the same utterance interface as :class:`~trio_asyncai.Synthesizer`:
@@ -92,24 +93,6 @@ class HttpSynthesizer:
         """The service's base URL."""
         return self._rest.base_url
 
-    @property
-    def settings(self) -> Settings:
-        """The settings the next utterance will use."""
-        return self._settings
-
-    def update_settings(
-        self,
-        *,
-        voice_id: str | None = None,
-        model: str | None = None,
-        language: object = None,
-        output_format: OutputFormat | None = None,
-    ) -> None:
-        """Change voice, model, language or output format from the next utterance on."""
-        self._settings = self._settings.with_changes(
-            voice_id=voice_id, model=model, language=language, output_format=output_format
-        )
-
     def statistics(self) -> HttpSynthesizerStatistics:
         """Counters for monitoring and tests."""
         return HttpSynthesizerStatistics(
@@ -144,22 +127,6 @@ class HttpSynthesizer:
         finally:
             utterance._cancel_scope = None
             utterance._close()
-
-    @asynccontextmanager
-    async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
-        """Speak a whole text as one utterance (one request); iterate it for the audio."""
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise ConfigurationError("text must not be empty")
-        async with self.open_utterance() as utterance:
-            await utterance.finish(text)
-            yield utterance
-
-    def interrupt(self) -> None:
-        """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
-        for utterance in list(self._utterances.values()):
-            utterance.interrupt()
 
     # ----------------------------------------------- the Utterance transport
 

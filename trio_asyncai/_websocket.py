@@ -37,6 +37,7 @@ from ._protocol import (
     FlushesCompleted,
     MessageIgnored,
 )
+from ._speaker import SpeakerBase
 from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
 from ._utterance import Utterance
 
@@ -343,7 +344,7 @@ def _copy_error(error: AsyncAIError) -> AsyncAIError:
 
 
 @final
-class Synthesizer:
+class Synthesizer(SpeakerBase):
     """Speech over one persistent WebSocket connection. Made by :func:`open_synthesizer`.
 
     Many utterances may be open at once; each is one Async context and gets
@@ -399,29 +400,6 @@ class Synthesizer:
         return f"<Synthesizer {self.base_url} voice={s.voice_id!r} model={s.model!r} language={s.language!r}>"
 
     # ------------------------------------------------------------ settings
-
-    @property
-    def settings(self) -> Settings:
-        """The settings the next utterance will use."""
-        return self._settings
-
-    def update_settings(
-        self,
-        *,
-        voice_id: str | None = None,
-        model: str | None = None,
-        language: object = None,
-        output_format: OutputFormat | None = None,
-    ) -> None:
-        """Change voice, model, language or output format from the next utterance on.
-
-        These are fixed per connection by the service, so the next utterance
-        opens a new connection with them; utterances already open finish on
-        the old one, which is then closed.
-        """
-        self._settings = self._settings.with_changes(
-            voice_id=voice_id, model=model, language=language, output_format=output_format
-        )
 
     def statistics(self) -> SynthesizerStatistics:
         """Counters for monitoring and tests."""
@@ -577,29 +555,6 @@ class Synthesizer:
             del self._utterances[utterance.context_id]
             utterance._cancel_scope = None
             utterance._close()
-
-    @asynccontextmanager
-    async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
-        """Speak a whole text as one utterance; iterate it for the audio.
-
-        ::
-
-            async with synth.speak("Hello from trio.") as utterance:
-                async for chunk in utterance:
-                    sink.write(chunk.audio)
-        """
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise ConfigurationError("text must not be empty")
-        async with self.open_utterance() as utterance:
-            await utterance.finish(text)
-            yield utterance
-
-    def interrupt(self) -> None:
-        """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
-        for utterance in list(self._utterances.values()):
-            utterance.interrupt()
 
     # ----------------------------------------------- the Utterance transport
 

@@ -1,0 +1,70 @@
+"""What both synthesizers share: settings, ``speak`` and ``interrupt``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from ._errors import ConfigurationError
+from ._types import OutputFormat, Settings
+from ._utterance import Utterance
+
+__all__ = ["SpeakerBase"]
+
+
+class SpeakerBase:
+    """The part of the synthesizers' interface that does not depend on the transport."""
+
+    _settings: Settings
+    #: Every utterance still open, by context id.
+    _utterances: dict[str, Utterance]
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the next utterance will use."""
+        return self._settings
+
+    def update_settings(
+        self,
+        *,
+        voice_id: str | None = None,
+        model: str | None = None,
+        language: object = None,
+        output_format: OutputFormat | None = None,
+    ) -> None:
+        """Change voice, model, language or output format from the next utterance on.
+
+        Utterances already open keep the settings they started with. (On the
+        WebSocket these settings are fixed per connection, so the next
+        utterance opens a new connection, and the old one is closed once its
+        utterances are done.)
+        """
+        self._settings = self._settings.with_changes(
+            voice_id=voice_id, model=model, language=language, output_format=output_format
+        )
+
+    def open_utterance(self) -> AbstractAsyncContextManager[Utterance]:
+        raise NotImplementedError  # pragma: no cover
+
+    @asynccontextmanager
+    async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
+        """Speak a whole text as one utterance; iterate it for the audio.
+
+        ::
+
+            async with synth.speak("Hello from trio.") as utterance:
+                async for chunk in utterance:
+                    sink.write(chunk.audio)
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise ConfigurationError("text must not be empty")
+        async with self.open_utterance() as utterance:
+            await utterance.finish(text)
+            yield utterance
+
+    def interrupt(self) -> None:
+        """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
+        for utterance in list(self._utterances.values()):
+            utterance.interrupt()
