@@ -357,3 +357,57 @@ async def test_connect_http_synthesizer_runs_in_the_callers_nursery(server: Loca
             with pytest.raises(SynthesizerClosedError):
                 async with synth.speak("Too late."):
                     pass  # pragma: no cover
+
+
+async def test_interrupt_reaches_audio_that_arrived_but_was_not_read(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with http_for(server) as synth:
+            went_on = False
+            async with synth.speak("All of this arrives before anyone reads it.") as u:
+                await server.log.wait_for(lambda log: len(log.http) == 1)
+                # Let the whole body arrive, unread (an utterance's state has no event).
+                while u.state != "complete":
+                    await trio.testing.wait_all_tasks_blocked()
+                synth.interrupt()
+                await trio.lowlevel.checkpoint()
+                went_on = True
+            assert not went_on, "the block went on after interrupt()"
+            assert u.interrupted
+            assert u.metrics.audio_bytes > 0
+            with pytest.raises(trio.EndOfChannel):
+                await u.receive()
+
+
+@pytest.mark.parametrize("value", ["soon", "Wed, 99 Foo 2026", "nan"])
+async def test_an_unreadable_retry_after_is_ignored(value: str, jump_clock: trio.testing.MockClock) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(429, headers={"Retry-After": value}, json={"error_code": "RATE_LIMIT_EXCEEDED"})
+
+    client, cm = mock_synth(handler, max_retries=2)
+    with trio.fail_after(600), pytest.raises(RateLimitError):
+        async with client, cm as synth, synth.speak("Hi.") as u:
+            await u.read_all()
+    assert calls == 3
+
+
+async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer) -> None:
+    async def barge_in(synth: Any) -> None:  # interrupts as soon as anything is speaking
+        while not synth.statistics().open_utterances:
+            await trio.lowlevel.checkpoint()
+        synth.interrupt()
+
+    outcomes = []
+    with trio.fail_after(TIMEOUT):
+        async with http_for(server) as synth:
+            for _ in range(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(barge_in, synth)
+                    async with synth.speak("Race me.") as u:
+                        await u.read_all()
+                    outcomes.append(u.state)
+    assert set(outcomes) <= {"interrupted", "complete"}
+    assert "interrupted" in outcomes

@@ -217,3 +217,17 @@ async def test_malformed_json_is_a_protocol_error() -> None:
                 [v async for v in client.voices.list()]
             with pytest.raises(ProtocolError):
                 await client.synthesize_with_timestamps("Hi.")
+
+
+async def test_voice_ids_are_escaped_into_one_path_segment() -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.raw_path.decode())
+        return httpx.Response(200, json={})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with open_client(base_url="http://mock.invalid", client=http) as client:
+            for voice_id in ("a#b", "../status", "mine?x=1"):
+                await client.voices.delete(voice_id)
+    assert paths == ["/voices/a%23b", "/voices/..%2Fstatus", "/voices/mine%3Fx%3D1"]

@@ -582,3 +582,44 @@ async def test_a_pause_in_the_text_after_a_flush_is_not_a_timeout(
                 await utterance.finish("Second part.")
     assert utterance.state == "complete"
     assert audio[0]
+
+
+async def test_text_after_a_lost_connection_raises_the_real_cause(server: LocalServer) -> None:
+    server.faults.drop_after_audio_messages = 1
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+            async with synth.open_utterance() as utterance:
+                await utterance.send("First sentence here. ")
+                await utterance.flush()
+                with pytest.raises(ConnectionLostError):
+                    await utterance.read_all()
+                with pytest.raises(ConnectionLostError):
+                    await utterance.send("More text.")
+
+
+async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer) -> None:
+    async def barge_in(synth: Any) -> None:  # interrupts as soon as anything is speaking
+        while not synth.statistics().open_utterances:
+            await trio.lowlevel.checkpoint()
+        synth.interrupt()
+
+    outcomes = []
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+            for _ in range(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(barge_in, synth)
+                    async with synth.speak("Race me.") as u:
+                        await u.read_all()
+                    outcomes.append(u.state)
+            await wait_all_contexts_closed(server)
+    assert set(outcomes) <= {"interrupted", "complete"}
+    assert "interrupted" in outcomes
+
+
+async def test_a_callers_own_exception_group_comes_back_as_a_group(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT), pytest.raises(ExceptionGroup) as info:
+        async with synth_for(server):
+            raise ExceptionGroup("mine", [KeyError("k")])
+    assert info.value.message == "mine"
+    assert isinstance(info.value.exceptions[0], KeyError)

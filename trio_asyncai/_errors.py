@@ -56,6 +56,7 @@ __all__ = [
     "SynthesisTimeout",
     "SynthesizerClosedError",
     "TransportError",
+    "copy_error",
     "error_from_code",
 ]
 
@@ -252,3 +253,23 @@ def error_from_code(
         retry_after=retry_after,
         utterance=utterance,
     )
+
+
+def copy_error(error: AsyncAIError) -> AsyncAIError:
+    """A fresh exception like ``error``, for raising again in another place.
+
+    Each raise gets its own object (with its own traceback and ``utterance``)
+    instead of one instance re-raised from many places.
+    """
+    if isinstance(error, APIError):
+        return type(error)(
+            error.message,
+            code=error.code,
+            status=error.status,
+            extra=error.extra,
+            retry_after=error.retry_after,
+            utterance=error.utterance,
+        )
+    if isinstance(error, ProtocolError):
+        return type(error)(error.message, raw=error.raw, utterance=error.utterance)
+    return type(error)(error.message, utterance=error.utterance)

@@ -15,23 +15,23 @@ T = TypeVar("T")
 
 @contextmanager
 def single_exception() -> Iterator[None]:
-    """Re-raise a lone exception out of an ExceptionGroup, as itself.
+    """Re-raise a lone exception out of the group a trio nursery wrapped it in.
 
     trio nurseries always raise groups. Our background tasks do not raise on
     purpose (they hand errors to the utterances they concern), so a group
     leaving our context managers nearly always holds exactly one exception:
-    the caller's own, from the body of the ``async with``. Users should get
-    that exception back unchanged, not a group they have to ``except*``. A
-    group of several (which means a bug of ours beside the caller's error) is
-    left as it is, so that nothing is hidden.
+    the caller's own, from the body of the ``async with``. The caller should
+    get that exception back unchanged, not a group to ``except*``. Only the
+    nursery's own level is taken off: if the caller raised a group of their
+    own, that group comes back as it was. A group of several (a bug of ours
+    beside the caller's error) is left alone, so that nothing is hidden.
     """
     try:
         yield
     except BaseExceptionGroup as group:
-        found = leaves(group)
-        if len(found) != 1:
+        if len(group.exceptions) != 1:
             raise
-        exc = found[0]
+        exc = group.exceptions[0]
         # ``from`` keeps the exception's own cause and hides the group it sat in.
         raise exc from exc.__cause__
 

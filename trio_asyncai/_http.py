@@ -125,6 +125,9 @@ class HttpSynthesizer(SpeakerBase):
                 utterance._cancel_scope = scope
                 yield utterance
         finally:
+            # Listed until its block is left (like the WebSocket's), so that
+            # interrupt() reaches audio that arrived but was not yet read.
+            del self._utterances[utterance.context_id]
             utterance._cancel_scope = None
             utterance._close()
 
@@ -142,6 +145,9 @@ class HttpSynthesizer(SpeakerBase):
 
     async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
         await trio.lowlevel.checkpoint()
+        if utterance.interrupted or utterance.state == "closed":
+            return  # interrupted or abandoned while we yielded: nothing more goes out
+        utterance._check_open()  # failed meanwhile: its own error
         route = self._route_of(utterance)
         utterance._note_text(text, force=force)
         sentences = route.aggregator.push(text)
@@ -152,6 +158,9 @@ class HttpSynthesizer(SpeakerBase):
 
     async def _finish(self, utterance: Utterance, text: str) -> None:
         await trio.lowlevel.checkpoint()
+        if utterance.interrupted or utterance.state == "closed":
+            return  # interrupted or abandoned while we yielded: nothing more goes out
+        utterance._check_open()  # failed meanwhile: its own error
         route = self._route_of(utterance)
         utterance._note_text(text, force=True)
         for sentence in [*route.aggregator.push(text), *route.aggregator.flush()]:
@@ -163,7 +172,6 @@ class HttpSynthesizer(SpeakerBase):
         route = self._route_of(utterance)
         route.cancel_scope.cancel()
         route.segments_send.close()
-        self._utterances.pop(utterance.context_id, None)
 
     # ---------------------------------------------------------------- work
 
@@ -176,8 +184,6 @@ class HttpSynthesizer(SpeakerBase):
                 utterance._fail(exc)
             else:
                 utterance._complete()
-            finally:
-                self._utterances.pop(utterance.context_id, None)
 
     async def _stream_segment(self, utterance: Utterance, settings: Settings, text: str) -> None:
         body = settings.request_body()

@@ -889,7 +889,9 @@ class _TTSRun:
                     try:
                         await _feed(job, utterance, first)
                     except AsyncAIError as exc:
-                        if utterance.error is None:
+                        # After a barge-in the feed meets an interrupted
+                        # utterance: that is no error of the service's.
+                        if utterance.error is None and not utterance.interrupted and gen.live():
                             job.error = exc
                             utterance.interrupt()  # ends its audio (and this block)
                     # The block must stay open until the output task has read
@@ -954,7 +956,7 @@ class _TTSRun:
         if started:
             await self.send.send(TTSStoppedFrame(uid))
         error = error or job.error
-        if error is not None:
+        if error is not None and (gen.live() or not utterance.interrupted):
             await self._send_error(error, uid)
         if self.enable_metrics:
             metrics = utterance.metrics

@@ -7,6 +7,7 @@ times, and only before any of the response body has been handed on.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import logging
@@ -48,16 +49,22 @@ def map_transport_error(exc: httpx.HTTPError, what: str) -> AsyncAIError:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date); ``None`` if absent or unreadable."""
     value = response.headers.get("retry-after")
-    if value is None:
+    if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
             return None
-        seconds = parsed.timestamp() - time.time()
+        if when.tzinfo is None:  # an HTTP date is GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
     return max(0.0, min(seconds, _MAX_RETRY_AFTER))
 
 

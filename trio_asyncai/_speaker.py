@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import trio
+
 from ._errors import ConfigurationError
 from ._types import OutputFormat, Settings
 from ._utterance import Utterance
@@ -37,8 +39,10 @@ class SpeakerBase:
         Utterances already open keep the settings they started with. (On the
         WebSocket these settings are fixed per connection, so the next
         utterance opens a new connection, and the old one is closed once its
-        utterances are done.)
+        utterances are done.) ``None`` leaves a setting as it is.
         """
+        if output_format is not None and output_format.container == "wav":
+            raise ConfigurationError("streaming gives raw or mp3 audio, not wav")
         self._settings = self._settings.with_changes(
             voice_id=voice_id, model=model, language=language, output_format=output_format
         )
@@ -61,7 +65,10 @@ class SpeakerBase:
         if not text.strip():
             raise ConfigurationError("text must not be empty")
         async with self.open_utterance() as utterance:
-            await utterance.finish(text)
+            # Shielded: an interrupt() arriving here must not end the block
+            # before it yields (it ends it at the body's first checkpoint).
+            with trio.CancelScope(shield=True):
+                await utterance.finish(text)
             yield utterance
 
     def interrupt(self) -> None:

@@ -7,7 +7,14 @@ from typing import Literal, Protocol, final
 
 import trio
 
-from ._errors import AsyncAIError, ConfigurationError, SlowConsumerError, SynthesisTimeout
+from ._errors import (
+    AsyncAIError,
+    ConfigurationError,
+    SlowConsumerError,
+    SynthesisTimeout,
+    SynthesizerClosedError,
+    copy_error,
+)
 from ._types import AudioChunk, OutputFormat, UtteranceMetrics
 
 __all__ = ["Utterance", "UtteranceState"]
@@ -116,8 +123,14 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
     # ------------------------------------------------------------- text in
 
     def _check_open(self) -> None:
-        if self._state != "open":
-            raise ConfigurationError(f"utterance {self.context_id} is {self._state}: no more text")
+        if self._state == "open":
+            return
+        if self._error is not None:
+            # The real cause (a lost connection, a server error), not a usage error.
+            raise copy_error(self._error)
+        if self._state in ("interrupted", "closed"):
+            raise SynthesizerClosedError(f"utterance {self.context_id} is {self._state}: no more text")
+        raise ConfigurationError(f"utterance {self.context_id} is {self._state}: no more text")
 
     async def send(self, text: str) -> None:
         """Send a piece of text, as it comes (LLM tokens, words, sentences).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, final
@@ -13,7 +14,6 @@ import attrs
 import httpx
 
 from ._errors import ConfigurationError, ProtocolError
-from ._groups import single_exception
 from ._rest import RestCore
 from ._types import (
     DEFAULT_MODEL,
@@ -269,7 +269,8 @@ class Voices:
 def _voice_path(voice_id: str) -> str:
     if not isinstance(voice_id, str) or not voice_id.strip():
         raise ConfigurationError("voice_id must be a non-empty str")
-    return httpx.URL("/" + voice_id.strip()).raw_path.decode("ascii").lstrip("/")
+    # Every reserved character escaped: "a#b" or "../status" must stay one path segment.
+    return urllib.parse.quote(voice_id.strip(), safe="")
 
 
 @final
@@ -401,19 +402,15 @@ async def open_client(
         if voice is not None
         else None
     )
-    with single_exception():
-        if client is not None:
-            rest = RestCore(
-                client,
-                base_url=url,
-                api_key=key,
-                max_retries=max_retries,
-                retry_backoff=retry_backoff,
-            )
-            yield AsyncAIClient(rest, defaults=defaults)
-            return
-        async with httpx.AsyncClient(timeout=timeout) as own:
-            rest = RestCore(
-                own, base_url=url, api_key=key, max_retries=max_retries, retry_backoff=retry_backoff
-            )
-            yield AsyncAIClient(rest, defaults=defaults)
+    # No nursery here, so nothing to unwrap: the caller's exceptions pass as they are.
+    if client is not None:
+        yield AsyncAIClient(
+            RestCore(client, base_url=url, api_key=key, max_retries=max_retries, retry_backoff=retry_backoff),
+            defaults=defaults,
+        )
+        return
+    async with httpx.AsyncClient(timeout=timeout) as own:
+        yield AsyncAIClient(
+            RestCore(own, base_url=url, api_key=key, max_retries=max_retries, retry_backoff=retry_backoff),
+            defaults=defaults,
+        )

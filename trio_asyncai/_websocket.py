@@ -25,6 +25,7 @@ from ._errors import (
     ProtocolError,
     SynthesisTimeout,
     SynthesizerClosedError,
+    copy_error,
     error_from_code,
 )
 from ._groups import leaves as _leaves
@@ -176,7 +177,7 @@ class _Connection:
             return
         self.alive = False
         for utterance in list(self.utterances.values()):
-            utterance._fail(_copy_error(error))
+            utterance._fail(copy_error(error))
         self.utterances.clear()
         self.cancel_scope.cancel()
 
@@ -273,7 +274,7 @@ class _Connection:
                 self.fail(error)
                 return
             for other in list(self.utterances.values()):
-                other._fail(_copy_error(error))
+                other._fail(copy_error(error))
                 self.forget(other)
 
 
@@ -328,19 +329,6 @@ def _reason(exc: trio_websocket.ConnectionClosed) -> str:
     if reason.reason:
         text += f": {reason.reason}"
     return text
-
-
-def _copy_error(error: AsyncAIError) -> AsyncAIError:
-    """A fresh exception object per utterance (each carries its own ``utterance``)."""
-    if isinstance(error, APIError):
-        return type(error)(
-            error.message,
-            code=error.code,
-            status=error.status,
-            extra=error.extra,
-            retry_after=error.retry_after,
-        )
-    return type(error)(error.message)
 
 
 @final
@@ -482,7 +470,7 @@ class Synthesizer(SpeakerBase):
             if conn is not None and conn.alive and conn.settings == settings and not conn.retiring:
                 return conn
             if self._settings_error is not None and self._settings_error[0] == settings:
-                raise _copy_error(self._settings_error[1])
+                raise copy_error(self._settings_error[1])
             if conn is not None and conn.alive:
                 conn.retiring = True
                 if not conn.utterances:
@@ -566,6 +554,9 @@ class Synthesizer(SpeakerBase):
     async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
         conn = self._conn_of(utterance)
         await trio.lowlevel.checkpoint()
+        if utterance.interrupted or utterance.state == "closed":
+            return  # interrupted or abandoned while we yielded: nothing more goes out
+        utterance._check_open()  # failed meanwhile: its own error
         if not conn.alive:
             raise ConnectionLostError("the connection was lost", utterance=utterance)
         utterance._note_text(text, force=force)
@@ -574,6 +565,9 @@ class Synthesizer(SpeakerBase):
     async def _finish(self, utterance: Utterance, text: str) -> None:
         conn = self._conn_of(utterance)
         await trio.lowlevel.checkpoint()
+        if utterance.interrupted or utterance.state == "closed":
+            return  # interrupted or abandoned while we yielded: nothing more goes out
+        utterance._check_open()  # failed meanwhile: its own error
         if not conn.alive:
             raise ConnectionLostError("the connection was lost", utterance=utterance)
         utterance._note_text(text, force=True)
