@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-import traceback
+import ssl
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -278,36 +278,6 @@ class _Connection:
                 self.forget(other)
 
 
-async def _close_leaked_stream(exc: BaseException) -> None:
-    """Close the TCP stream trio-websocket leaves open when a handshake is rejected.
-
-    trio-websocket 0.12 raises ConnectionRejected from its reader task without
-    closing the connection's stream, and the socket is only found by the
-    garbage collector (a ResourceWarning). The connection object is the
-    ``self`` of a frame in the exception's traceback; close its stream.
-    """
-    if not isinstance(exc, trio_websocket.HandshakeError):
-        return
-    for frame, _ in traceback.walk_tb(exc.__traceback__):
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, trio_websocket.WebSocketConnection):
-            await _close_transport(owner)
-            return
-
-
-async def _close_transport(ws: trio_websocket.WebSocketConnection) -> None:
-    """Make sure the socket under a finished WebSocket connection is closed.
-
-    trio-websocket closes it when the server closes TCP; if its reader task
-    was cancelled first (the server was slow to close), the socket would be
-    left to the garbage collector. Closing a stream twice is harmless.
-    """
-    stream = getattr(ws, "_stream", None)
-    if isinstance(stream, trio.abc.AsyncResource):
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
-
-
 def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
     """The error for a connection the service closed while we still needed it.
 
@@ -414,18 +384,43 @@ class Synthesizer(SpeakerBase):
         *,
         task_status: trio.TaskStatus[_Connection] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Connect, report the connection, and run it; its tasks live in this task's nursery."""
-        url = _websocket_url(self.base_url, self._api_key)
-        ws: trio_websocket.WebSocketConnection | None = None
+        """Connect, report the connection, and run it; its tasks live in this task's nursery.
+
+        We open the TCP (or TLS) stream ourselves and hand it to trio-websocket,
+        so that whatever happens in the handshake (a refusal, a timeout, a
+        peer that is no HTTP server) the socket is closed here, by its owner.
+        """
+        parts = urlsplit(_websocket_url(self.base_url, self._api_key))
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        host_header = host if parts.port is None else f"{host}:{port}"
+        resource = f"{parts.path}?{parts.query}"
+        deadline = trio.current_time() + self._connect_timeout
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+        try:
+            with trio.fail_at(deadline):
+                if secure:
+                    stream = await trio.open_ssl_over_tcp_stream(
+                        host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                    )
+                else:
+                    stream = await trio.open_tcp_stream(host, port)
+        except trio.TooSlowError:
+            raise self._timeout_error() from None
+        except OSError as exc:
+            raise ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}") from None
+        started = False
         try:
             async with trio.open_nursery() as nursery:
-                with trio.fail_after(self._connect_timeout):
-                    ws = await trio_websocket.connect_websocket_url(nursery, url)
+                with trio.fail_at(deadline):
+                    ws = await trio_websocket.wrap_client_stream(nursery, stream, host_header, resource)
                 conn = _Connection(self, settings, ws)
                 conn.send_nowait(conn.protocol.initialize())
                 self._connections_opened += 1
                 self._connections.add(conn)
                 task_status.started(conn)
+                started = True
                 try:
                     await conn.run()
                 finally:
@@ -434,34 +429,31 @@ class Synthesizer(SpeakerBase):
                     # as a client should wait for; but not for longer than this.
                     nursery.cancel_scope.deadline = trio.current_time() + self._close_timeout
         except BaseExceptionGroup as group:
+            if started:
+                raise  # not a connection failure: a bug, to be seen as it is
             # A failed handshake is raised both here and by trio-websocket's
-            # reader task in the nursery: turn the first into our exception.
-            error = self._connect_error(group)
-            if error is None:
-                raise
-            for exc in _leaves(group):
-                await _close_leaked_stream(exc)
-            raise error from None
+            # reader task in the nursery: turn it into one exception of ours.
+            raise self._handshake_error(group) from None
         finally:
-            if ws is not None:
-                await _close_transport(ws)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
-    def _connect_error(self, group: BaseExceptionGroup[BaseException]) -> AsyncAIError | None:
-        """Our exception for a group holding a connection failure, else ``None``."""
-        _, rest = group.split((trio.TooSlowError, trio_websocket.HandshakeError, OSError))
-        if rest is not None:
-            return None
-        for exc in _leaves(group):
-            if isinstance(exc, trio.TooSlowError):
-                return SynthesisTimeout(f"connecting to {self.base_url} took over {self._connect_timeout} s")
-            if isinstance(exc, trio_websocket.ConnectionRejected):
+    def _timeout_error(self) -> SynthesisTimeout:
+        return SynthesisTimeout(f"connecting to {self.base_url} took over {self._connect_timeout} s")
+
+    def _handshake_error(self, group: BaseExceptionGroup[BaseException]) -> AsyncAIError:
+        """Our exception for what went wrong before the connection was up."""
+        found = _leaves(group)
+        for exc in found:
+            if isinstance(exc, trio_websocket.ConnectionRejected) and not 200 <= exc.status_code < 300:
                 return _rejection_error(exc)
-            if isinstance(exc, trio_websocket.HandshakeError):
-                name = type(exc).__name__
-                return ConnectError(f"the WebSocket handshake with {self.base_url} failed: {name}")
-            if isinstance(exc, OSError):
-                return ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}")
-        return None
+        for exc in found:
+            if isinstance(exc, trio.TooSlowError):
+                return self._timeout_error()
+            if isinstance(exc, trio.Cancelled):
+                raise group  # cancelled from outside: not ours to translate
+        names = ", ".join(sorted({type(exc).__name__ for exc in found}))
+        return ConnectError(f"the WebSocket handshake with {self.base_url} failed ({names})")
 
     async def _connection_for(self, settings: Settings) -> _Connection:
         """The live connection for these settings, (re)connecting as needed."""
