@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import ssl
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -62,28 +61,6 @@ _KNOWN_CODES: Final = _SETTINGS_ERRORS | {
     "RATE_LIMIT_EXCEEDED",
     "USAGE_LIMIT_EXCEEDED",
 }
-_KEY_IN_TEXT: Final = re.compile(r"(api_key=)[^&\s'\"]+")
-
-
-class _RedactKeyFilter(logging.Filter):
-    """Masks ``api_key=...`` in log records (trio-websocket logs the request path)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        if isinstance(record.msg, str) and "api_key=" in record.msg:
-            record.msg = _KEY_IN_TEXT.sub(r"\1***", record.msg)
-        return True
-
-
-def _install_log_redaction() -> None:
-    ws_logger = logging.getLogger("trio-websocket")
-    if not any(isinstance(f, _RedactKeyFilter) for f in ws_logger.filters):
-        ws_logger.addFilter(_RedactKeyFilter())
-
-
-_install_log_redaction()
 
 
 @final
