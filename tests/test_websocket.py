@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -663,3 +664,25 @@ async def test_a_silent_peer_is_a_connect_timeout(jump_clock: trio.testing.MockC
                 ):
                     pass  # pragma: no cover
             nursery.cancel_scope.cancel()
+
+
+async def test_reconnects_after_drops_back_off(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    server.faults.drop_after_audio_messages = 1
+    opened_at: list[float] = []
+    with trio.fail_after(600):
+        async with synth_for(server, reconnect_backoff=1.0) as synth:
+            for _ in range(4):
+                with pytest.raises(ConnectionLostError):
+                    await speak_all(synth, LONG_TEXT)
+                opened_at.append(trio.current_time())
+            server.faults.drop_after_audio_messages = None
+            assert await speak_all(synth, "Steady again.")
+            start = trio.current_time()
+            assert await speak_all(synth, "And no more waiting.")
+            assert trio.current_time() - start < 1.0  # a success reset the backoff
+    gaps = [b - a for a, b in itertools.pairwise(opened_at)]
+    assert gaps[0] >= 1.0
+    assert gaps[1] >= 2.0
+    assert gaps[2] >= 4.0

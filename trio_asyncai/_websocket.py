@@ -24,6 +24,7 @@ from ._errors import (
     ProtocolError,
     SynthesisTimeout,
     SynthesizerClosedError,
+    TransportError,
     copy_error,
     error_from_code,
 )
@@ -153,6 +154,10 @@ class _Connection:
         if not self.alive:
             return
         self.alive = False
+        if self.utterances and isinstance(error, TransportError):
+            # Lost under someone's feet: the next connection waits its turn,
+            # so that a flapping service is not hammered.
+            self.synth._failures_in_a_row += 1
         for utterance in list(self.utterances.values()):
             utterance._fail(copy_error(error))
         self.utterances.clear()
@@ -234,6 +239,7 @@ class _Connection:
             if utterance is not None:
                 utterance._complete()
                 self.forget(utterance)
+                self.synth._failures_in_a_row = 0  # the service works: no backoff
         elif isinstance(event, FlushesCompleted):
             if utterance is not None:
                 utterance._note_caught_up()
@@ -460,7 +466,6 @@ class Synthesizer(SpeakerBase):
                             self._settings_error = (settings, exc)
                         raise
                     continue
-                self._failures_in_a_row = 0
                 self._connection = conn
                 return conn
 
