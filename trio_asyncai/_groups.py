@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import trio
 
-__all__ = ["leaves", "single_exception", "start_in_nursery"]
+__all__ = ["leaves", "nursery_twin", "single_exception"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @contextmanager
@@ -47,24 +49,39 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
-async def start_in_nursery(
-    nursery: trio.Nursery,
-    resource: AbstractAsyncContextManager[T],
+def nursery_twin(
+    opener: Callable[P, AbstractAsyncContextManager[T]],
     closed: Callable[[T], trio.Event],
-) -> T:
-    """Run an ``async with`` resource in a task of the caller's nursery.
+    *,
+    name: str,
+    doc: str,
+) -> Callable[Concatenate[trio.Nursery, P], Awaitable[T]]:
+    """Make the ``connect_*(nursery, ...)`` twin of an ``open_*`` context manager.
 
-    The ``connect_*(nursery, ...)`` twins of the ``open_*`` context managers
-    use this: the task enters ``resource``, hands back what it yields, and
-    leaves the block when ``closed(value)`` is set (by the value's
-    ``aclose()``) or when the nursery is cancelled.
+    The twin takes the same keyword arguments (checked by type checkers, via
+    ParamSpec). Its task enters the context manager in the caller's nursery,
+    hands back what it yields, and leaves the block when ``closed(value)`` is
+    set (by the value's ``aclose()``) or when the nursery is cancelled.
     """
 
-    async def run(*, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> None:
-        async with resource as value:
-            task_status.started(value)
-            await closed(value).wait()
+    async def connect(nursery: trio.Nursery, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def run(*, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> None:
+            async with opener(*args, **kwargs) as value:
+                task_status.started(value)
+                await closed(value).wait()
 
-    with single_exception():
-        value: T = await nursery.start(run)
-    return value
+        with single_exception():
+            value: T = await nursery.start(run)
+        return value
+
+    # For help() and Sphinx: the opener's parameters, after the nursery.
+    signature = inspect.signature(opener)
+    nursery_param = inspect.Parameter("nursery", inspect.Parameter.POSITIONAL_ONLY, annotation="trio.Nursery")
+    connect.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[nursery_param, *signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
+    connect.__name__ = connect.__qualname__ = name
+    connect.__module__ = opener.__module__
+    connect.__doc__ = doc
+    return connect

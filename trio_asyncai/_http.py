@@ -14,7 +14,7 @@ import trio
 
 from ._aggregator import SentenceAggregator
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
-from ._groups import single_exception, start_in_nursery
+from ._groups import nursery_twin, single_exception
 from ._protocol import StreamScanner
 from ._rest import RestCore, map_transport_error
 from ._speaker import SpeakerBase
@@ -248,7 +248,10 @@ async def open_http_synthesizer(
 ) -> AsyncIterator[HttpSynthesizer]:
     """Open an :class:`HttpSynthesizer`: speech over streaming HTTP requests.
 
-    Takes the same arguments as :func:`~trio_asyncai.open_synthesizer`, and:
+    Takes the synthesis arguments of :func:`~trio_asyncai.open_synthesizer`
+    (``api_key``, ``voice_id``, ``model``, ``language``, ``output_format``,
+    ``sample_rate``, ``base_url``, ``connect_timeout``, ``audio_timeout``,
+    ``max_buffered_audio``), the WebSocket-only ones aside, and:
 
     :param client: an :class:`httpx.AsyncClient` to send requests with; it is
         left open. Without one, the synthesizer makes and closes its own.
@@ -303,9 +306,13 @@ async def _client_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[http
         yield own
 
 
-async def connect_http_synthesizer(nursery: trio.Nursery, **options: Any) -> HttpSynthesizer:
-    """Open an :class:`HttpSynthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
+connect_http_synthesizer = nursery_twin(
+    open_http_synthesizer,
+    lambda synth: synth._close_requested,
+    name="connect_http_synthesizer",
+    doc="""Open an :class:`HttpSynthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
 
-    The twin of :func:`open_http_synthesizer`, which takes the same keyword arguments.
-    """
-    return await start_in_nursery(nursery, open_http_synthesizer(**options), lambda s: s._close_requested)
+The twin of :func:`open_http_synthesizer` for callers who bring their own
+nursery; it takes the same keyword arguments (type checkers see them).
+""",
+)

@@ -183,9 +183,11 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
     async def receive(self) -> AudioChunk:
         """The next chunk of audio.
 
-        Raises :exc:`trio.EndOfChannel` when the audio is complete (or the
-        utterance was interrupted or abandoned), or the utterance's error
-        once all audio received before it has been delivered.
+        Raises :exc:`trio.EndOfChannel` when the audio is complete or the
+        utterance was interrupted; the utterance's error once all audio
+        received before it has been delivered; and
+        :exc:`trio.ClosedResourceError` once its block was left or
+        :meth:`aclose` was called.
         """
         while True:
             if self._interrupted:

@@ -29,7 +29,7 @@ from ._errors import (
     error_from_code,
 )
 from ._groups import leaves as _leaves
-from ._groups import single_exception, start_in_nursery
+from ._groups import nursery_twin, single_exception
 from ._protocol import (
     AudioReceived,
     ClientProtocol,
@@ -679,15 +679,18 @@ async def open_synthesizer(
                 nursery.cancel_scope.cancel()
 
 
-async def connect_synthesizer(nursery: trio.Nursery, **options: Any) -> Synthesizer:
-    """Open a :class:`Synthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
+connect_synthesizer = nursery_twin(
+    open_synthesizer,
+    lambda synth: synth._close_requested,
+    name="connect_synthesizer",
+    doc="""Open a :class:`Synthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
 
-    The twin of :func:`open_synthesizer` (which takes the same keyword
-    arguments) for callers who bring their own nursery::
+The twin of :func:`open_synthesizer` for callers who bring their own nursery; it
+takes the same keyword arguments (type checkers see them)::
 
-        async with trio.open_nursery() as nursery:
-            synth = await trio_asyncai.connect_synthesizer(nursery, voice_id=VOICE)
-            ...
-            await synth.aclose()
-    """
-    return await start_in_nursery(nursery, open_synthesizer(**options), lambda s: s._close_requested)
+    async with trio.open_nursery() as nursery:
+        synth = await trio_asyncai.connect_synthesizer(nursery, voice_id=VOICE)
+        ...
+        await synth.aclose()
+""",
+)
