@@ -27,7 +27,7 @@ from contextlib import aclosing
 from typing import Any, Final
 
 import trio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -76,7 +76,15 @@ async def admit(
     send: the next ``http_statuses`` fault, 401 ``INVALID_API_KEY``, or
     404 ``VERSION_NOT_FOUND``.
     """
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The client went away mid-request (an interrupted synthesis): log it
+        # and answer nobody, without an error traceback in the server log.
+        record = HTTPRequestLog(method=request.method, path=request.url.path, headers={}, body=None)
+        state.log.http.append(record)
+        state.log.notify()
+        return record, None, Response(status_code=400)
     body: Any = None
     if raw and parse_json:
         try:

@@ -77,7 +77,16 @@ CLOSE_NORMAL: Final = 1000
 CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011
 
-_SEND_ERRORS: Final = (OSError, RuntimeError, WebSocketDisconnect)
+# What sending to a client that is gone (or closing at the same moment: then
+# Hypercorn's own close reply and ours meet, BusyResourceError) can raise.
+_SEND_ERRORS: Final = (
+    OSError,
+    RuntimeError,
+    WebSocketDisconnect,
+    trio.BusyResourceError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 
 
 def redact_query(params: dict[str, str]) -> dict[str, str]:
