@@ -518,6 +518,8 @@ def check_nothing_stale(frames: Sequence[Frame], reference: bytes) -> None:
     assert len(after) == 1
     assert after[0].audio == reference
     assert isinstance(frames[-1], EndFrame)
+    errors = [f for f in frames if isinstance(f, ErrorFrame)]
+    assert not errors, f"a barge-in is no error: {errors}"
 
 
 async def test_an_interruption_with_nothing_in_flight_is_just_forwarded(tts: TTSFactory) -> None:
