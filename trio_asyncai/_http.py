@@ -118,18 +118,9 @@ class HttpSynthesizer(SpeakerBase):
         send, receive = trio.open_memory_channel[str](math.inf)
         route = _Route(settings, send, receive, SentenceAggregator(settings.language or "en"))
         utterance._route = route
-        self._utterances[utterance.context_id] = utterance
         self._nursery.start_soon(self._run_utterance, utterance, route)
-        try:
-            with trio.CancelScope() as scope:
-                utterance._cancel_scope = scope
-                yield utterance
-        finally:
-            # Listed until its block is left (like the WebSocket's), so that
-            # interrupt() reaches audio that arrived but was not yet read.
-            del self._utterances[utterance.context_id]
-            utterance._cancel_scope = None
-            utterance._close()
+        async with self._utterance_block(utterance):
+            yield utterance
 
     # ----------------------------------------------- the Utterance transport
 

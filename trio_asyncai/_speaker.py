@@ -51,6 +51,23 @@ class SpeakerBase:
         raise NotImplementedError  # pragma: no cover
 
     @asynccontextmanager
+    async def _utterance_block(self, utterance: Utterance) -> AsyncGenerator[Utterance, None]:
+        """The ``async with`` block of one utterance: what interrupt() cancels.
+
+        The utterance is listed until its block is left (not merely until its
+        audio has arrived), so that interrupt() reaches audio not yet read.
+        """
+        self._utterances[utterance.context_id] = utterance
+        try:
+            with trio.CancelScope() as scope:
+                utterance._cancel_scope = scope
+                yield utterance
+        finally:
+            del self._utterances[utterance.context_id]
+            utterance._cancel_scope = None
+            utterance._close()
+
+    @asynccontextmanager
     async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
         """Speak a whole text as one utterance; iterate it for the audio.
 

@@ -508,15 +508,8 @@ class Synthesizer(SpeakerBase):
         )
         utterance._route = conn
         conn.utterances[utterance.context_id] = utterance
-        self._utterances[utterance.context_id] = utterance
-        try:
-            with trio.CancelScope() as scope:
-                utterance._cancel_scope = scope
-                yield utterance
-        finally:
-            del self._utterances[utterance.context_id]
-            utterance._cancel_scope = None
-            utterance._close()
+        async with self._utterance_block(utterance):
+            yield utterance
 
     # ----------------------------------------------- the Utterance transport
 
