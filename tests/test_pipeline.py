@@ -829,3 +829,23 @@ def test_frames_are_immutable_values() -> None:
     assert frames[0] != frames[1]
     assert ErrorFrame(ValueError("boom")).message == "boom"
     assert isinstance(InterruptionFrame(), SystemFrame)
+
+
+async def test_a_sink_that_returns_early_ends_the_pipeline_quietly(tts: TTSFactory) -> None:
+    heard: list[Frame] = []
+
+    async def first_audio_only(
+        receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]
+    ) -> None:
+        async for frame in receive:
+            heard.append(frame)
+            if isinstance(frame, TTSAudioRawFrame):
+                return  # heard enough: the stages before this one end too
+
+    task = PipelineTask(Pipeline([ScriptedLLM(), tts(), first_audio_only]))
+    await task.queue_frames([Prompt(LONG), Prompt(LONG)])  # no EndFrame: the sink ends it
+    with trio.fail_after(TIMEOUT):
+        await task.run()
+    assert isinstance(heard[-1], TTSAudioRawFrame)
+    assert task.finished
+    await tts.all_closed()

@@ -149,6 +149,12 @@ class PipelineParams:
 
 _DEFAULT_PARAMS: Final = PipelineParams()
 _params: contextvars.ContextVar[PipelineParams] = contextvars.ContextVar("trio_asyncai.pipeline_params")
+#: Called when any stage returns: the PipelineTask then takes no more input, so
+#: that the stages before it end too (a first stage waiting for input would
+#: otherwise wait forever) while the ones after it finish their work.
+_stage_returned: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "trio_asyncai.stage_returned", default=None
+)
 
 
 def current_params() -> PipelineParams:
@@ -180,10 +186,25 @@ async def _run_stage(
     *,
     own_receive: bool,
     own_send: bool,
+    downstream_done: trio.Event | None,
+    done: trio.Event,
 ) -> None:
     try:
         await stage(receive, send)
+    except (trio.BrokenResourceError, BaseExceptionGroup) as exc:
+        # The next stage returned (a sink that has heard enough, say), so
+        # this one cannot hand on its frames: that ends it, without an error.
+        # (A stage with tasks of its own raises that as a group.)
+        broken_only = isinstance(exc, trio.BrokenResourceError) or (
+            isinstance(exc, BaseExceptionGroup) and exc.split(trio.BrokenResourceError)[1] is None
+        )
+        if not broken_only or downstream_done is None or not downstream_done.is_set():
+            raise
     finally:
+        done.set()
+    hook = _stage_returned.get()
+    if hook is not None:
+        hook()
         # Channels between stages belong to the pipeline: when a stage is
         # done, its successor's input ends and its predecessor's output breaks.
         if own_send:
@@ -233,6 +254,7 @@ class Pipeline:
             receives.append(inner_receive)
         sends.append(send)
         last = len(self.stages) - 1
+        done = [trio.Event() for _ in self.stages]
         with single_exception():
             async with trio.open_nursery() as nursery:
                 for index, stage in enumerate(self.stages):
@@ -243,6 +265,8 @@ class Pipeline:
                         sends[index],
                         own_receive=index > 0,
                         own_send=index < last,
+                        downstream_done=done[index + 1] if index < last else None,
+                        done=done[index],
                     )
                     nursery.start_soon(runner, name=f"stage {index}: {stage!r}")
 
@@ -325,6 +349,7 @@ class PipelineTask:
             raise RuntimeError("a PipelineTask runs only once")
         self._started = True
         token = _params.set(self.params)
+        hook_token = _stage_returned.set(self._input_send.close)
         try:
             with single_exception(), self._cancel_scope:
                 async with trio.open_nursery() as nursery:
@@ -332,6 +357,7 @@ class PipelineTask:
                     nursery.start_soon(self._run_pipeline, output_send, name=repr(self.pipeline))
                     nursery.start_soon(self._drain, output_receive, name="pipeline output")
         finally:
+            _stage_returned.reset(hook_token)
             _params.reset(token)
             self._finished = True
             self._input_send.close()
@@ -674,6 +700,8 @@ class _TTSRun:
         #: Text until the next boundary has nowhere to go (no synthesizer).
         self.dropping = False
         self.close_synth = trio.Event()
+        #: Cancelled when the next stage is gone: no more input is read.
+        self.input_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._gen: _Generation | None = None
 
@@ -692,8 +720,9 @@ class _TTSRun:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._gen = await nursery.start(self._generation)
-                await self._ensure_synth()
-                await self._loop(receive)
+                with self.input_scope:
+                    await self._ensure_synth()
+                    await self._loop(receive)
                 self.close_synth.set()
 
     # ---------------------------------------------------------- input side
@@ -721,7 +750,10 @@ class _TTSRun:
                 await self._finish(frame)
                 return
             elif isinstance(frame, SystemFrame):
-                await self.send.send(frame)
+                try:
+                    await self.send.send(frame)
+                except trio.BrokenResourceError:
+                    self.input_scope.cancel()  # the next stage is gone: stop reading
             else:
                 self._queue(frame)
 
@@ -909,14 +941,20 @@ class _TTSRun:
         items_send, items_receive = trio.open_memory_channel[_Job | Frame](math.inf)
         gen = _Generation(items_send, items_receive)
         try:
-            async with trio.open_nursery() as nursery:
-                gen.nursery = nursery
-                task_status.started(gen)
-                async for item in items_receive:
-                    if isinstance(item, _Job):
-                        await self._emit(gen, item)
-                    else:
-                        await self.send.send(item)
+            # When the next stage is gone (a sink that has heard enough), the
+            # utterances' blocks end (each closes its context on the service),
+            # no more input is read, and the synthesizer closes politely.
+            with single_exception():
+                async with trio.open_nursery() as nursery:
+                    gen.nursery = nursery
+                    task_status.started(gen)
+                    async for item in items_receive:
+                        if isinstance(item, _Job):
+                            await self._emit(gen, item)
+                        else:
+                            await self.send.send(item)
+        except trio.BrokenResourceError:
+            self.input_scope.cancel()
         finally:
             gen.finished.set()
 

@@ -184,10 +184,25 @@ class _Connection:
                         nursery.start_soon(self._keepalive, self.synth._keepalive_interval)
         finally:
             self.alive = False
-            with trio.move_on_after(self.synth._close_timeout) as scope:
-                scope.shield = True
-                await self.ws.aclose()
+            # A polite close waits for the server's reply, which our (now
+            # ending) reader would have to read: skip it when we are being
+            # cancelled from outside; the socket is closed by its owner anyway.
+            if not _cancelled_from_outside():
+                with trio.move_on_after(self.synth._close_timeout, shield=True):
+                    await self.ws.aclose()
             self.done.set()
+
+    async def send_pending(self) -> None:
+        """Send what is still queued, from the calling task (when the sender is cancelled)."""
+        while True:
+            try:
+                message = self.outbox_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            try:
+                await self.ws.send_message(message)
+            except trio_websocket.ConnectionClosed:
+                return
 
     async def _sender(self) -> None:
         try:
@@ -259,6 +274,11 @@ class _Connection:
             for other in list(self.utterances.values()):
                 other._fail(copy_error(error))
                 self.forget(other)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task is being cancelled (its effective deadline has passed)."""
+    return trio.current_effective_deadline() < trio.current_time()
 
 
 def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
@@ -568,12 +588,19 @@ class Synthesizer(SpeakerBase):
         even when the block was cancelled. The caller then cancels the nursery.
         """
         self._closed = True
+        for conn in list(self._connections):
+            for utterance in list(conn.utterances.values()):
+                utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
+                conn.forget(utterance)  # close_context goes out before terminate
+            conn.close()
         with trio.move_on_after(self._close_timeout, shield=True):
-            for conn in list(self._connections):
-                for utterance in list(conn.utterances.values()):
-                    utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
-                conn.utterances.clear()
-                conn.close()
+            if _cancelled_from_outside():
+                # Our sender is being cancelled too: send what is queued
+                # (close_context, terminate) ourselves, and do not wait for
+                # replies that nobody is left to read.
+                for conn in list(self._connections):
+                    await conn.send_pending()
+                return
             for conn in list(self._connections):
                 await conn.done.wait()
 
