@@ -339,9 +339,10 @@ class PipelineTask:
         """Run every stage, in one nursery, until the pipeline is done.
 
         Returns once an :class:`~trio_asyncai.frames.EndFrame` has gone through
-        every stage and they all returned (or the first stage's input ended
-        some other way), or at once after :meth:`cancel`. No task outlives
-        it. An exception from a stage cancels the others and comes out of
+        every stage and they all returned, or once any stage returned early
+        (a sink that has heard enough: the task then takes no more input, the
+        stages after it finish, the ones before it end as their frames have
+        nowhere to go), or at once after :meth:`cancel`. No task outlives it. An exception from a stage cancels the others and comes out of
         here as itself, not wrapped in an :exc:`ExceptionGroup` (unless
         several stages failed at once).
         """
