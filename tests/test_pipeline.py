@@ -348,8 +348,9 @@ async def test_a_speak_frame_is_its_own_whole_utterance(tts: TTSFactory) -> None
         assert {"Spoken whole. ", "At once."} <= sent  # one request per sentence
 
 
+@pytest.mark.parametrize("max_ahead", [1, 3])
 async def test_utterances_come_out_in_order_while_the_next_synthesizes(
-    tts: TTSFactory, jump_clock: trio.testing.MockClock
+    tts: TTSFactory, jump_clock: trio.testing.MockClock, max_ahead: int
 ) -> None:
     tts.server.faults.chunk_delay = 0.2
     texts = ["A.", "Bb bb.", "Ccc ccc ccc.", "Dddd dddd dddd dddd."]
@@ -360,14 +361,15 @@ async def test_utterances_come_out_in_order_while_the_next_synthesizes(
             begun_at_first_stop.append(tts.requests_begun())
 
     sink = Sink(on_frame)
-    await run([tts(), sink], [*(TTSSpeakFrame(t) for t in texts), EndFrame()])
+    await run([tts(max_ahead=max_ahead), sink], [*(TTSSpeakFrame(t) for t in texts), EndFrame()])
     spoken = utterances(sink.frames)
     assert len(spoken) == 4
     # The signal engine's audio grows with the text: the order is the input's.
     lengths = [len(s.audio) for s in spoken]
     assert lengths == sorted(lengths) and len(set(lengths)) == 4
-    # When the first utterance ended, the others were already with the server.
-    assert begun_at_first_stop[0] == 4
+    # When the first utterance ended, max_ahead more were already with the
+    # server: synthesizing while the first played, but no more than that.
+    assert begun_at_first_stop[0] == 1 + max_ahead
 
 
 async def test_the_end_comes_as_soon_as_the_server_says_so(tts: TTSFactory) -> None:

@@ -342,9 +342,10 @@ class PipelineTask:
         every stage and they all returned, or once any stage returned early
         (a sink that has heard enough: the task then takes no more input, the
         stages after it finish, the ones before it end as their frames have
-        nowhere to go), or at once after :meth:`cancel`. No task outlives it. An exception from a stage cancels the others and comes out of
-        here as itself, not wrapped in an :exc:`ExceptionGroup` (unless
-        several stages failed at once).
+        nowhere to go), or at once after :meth:`cancel`. No task outlives it.
+        An exception from a stage cancels the others and comes out of here as
+        itself, not wrapped in an :exc:`ExceptionGroup` (unless several stages
+        failed at once).
         """
         if self._started:
             raise RuntimeError("a PipelineTask runs only once")
@@ -463,9 +464,15 @@ class _TTSStage:
         base_url: str | None,
         sample_rate: int | None,
         aggregate: Aggregate,
+        max_ahead: int,
     ) -> None:
         if sample_rate is not None:
             _validate_sample_rate(sample_rate)
+        if isinstance(max_ahead, bool) or not isinstance(max_ahead, int) or max_ahead < 0:
+            raise ConfigurationError(f"max_ahead must be an int >= 0, not {max_ahead!r}")
+        #: Utterances synthesized ahead of the one being delivered (each costs
+        #: a context or request, and is billed even if a barge-in drops it).
+        self.max_ahead = max_ahead
         self.api_key = api_key
         self.voice_id = voice_id
         self.model = model
@@ -545,8 +552,10 @@ class WebSocketTTS(_TTSStage):
     says the audio is complete; then an ErrorFrame if the utterance failed,
     and a :class:`~trio_asyncai.frames.MetricsFrame` if metrics are enabled
     (for every utterance whose text was sent, interrupted ones included).
-    Utterances synthesize concurrently but come out one after another, never
-    interleaved.
+    Utterances come out one after another, never interleaved; while one is
+    delivered, the next ``max_ahead`` (default 1) are already synthesizing,
+    and no more: each costs a context or request, billed even if a barge-in
+    then drops it.
 
     Errors never end the stage: each becomes an
     :class:`~trio_asyncai.frames.ErrorFrame` (``fatal=True`` for
@@ -570,6 +579,7 @@ class WebSocketTTS(_TTSStage):
         base_url: str | None = None,
         sample_rate: int | None = None,
         aggregate: Aggregate = "sentence",
+        max_ahead: int = 1,
         keepalive_interval: float | None = 10.0,
         connect_timeout: float = 10.0,
         audio_timeout: float | None = 30.0,
@@ -586,6 +596,7 @@ class WebSocketTTS(_TTSStage):
             base_url=base_url,
             sample_rate=sample_rate,
             aggregate=aggregate,
+            max_ahead=max_ahead,
         )
         self._options: dict[str, Any] = {
             "keepalive_interval": keepalive_interval,
@@ -631,6 +642,7 @@ class HttpTTS(_TTSStage):
         base_url: str | None = None,
         sample_rate: int | None = None,
         aggregate: Aggregate = "sentence",
+        max_ahead: int = 1,
         client: httpx.AsyncClient | None = None,
         connect_timeout: float = 10.0,
         audio_timeout: float | None = 30.0,
@@ -646,6 +658,7 @@ class HttpTTS(_TTSStage):
             base_url=base_url,
             sample_rate=sample_rate,
             aggregate=aggregate,
+            max_ahead=max_ahead,
         )
         self._options: dict[str, Any] = {
             "client": client,
@@ -701,6 +714,8 @@ class _TTSRun:
         #: Text until the next boundary has nowhere to go (no synthesizer).
         self.dropping = False
         self.close_synth = trio.Event()
+        #: One per utterance in flight: the one being delivered and those ahead.
+        self.permits = trio.Semaphore(1 + stage.max_ahead)
         #: Cancelled when the next stage is gone: no more input is read.
         self.input_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
@@ -916,7 +931,8 @@ class _TTSRun:
                     # Right before open_utterance reads the settings; jobs
                     # take turns here, so no other job changes them between.
                     synth.update_settings(**job.changes)
-                async with synth.open_utterance() as utterance:
+                # Held until the output task has read the utterance's audio.
+                async with self.permits, synth.open_utterance() as utterance:
                     job.utterance = utterance
                     job.opened.set()
                     try:
