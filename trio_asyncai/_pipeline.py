@@ -47,6 +47,7 @@ from ._errors import (
     AuthenticationError,
     ConfigurationError,
     QuotaExceededError,
+    copy_error,
 )
 from ._groups import single_exception
 from ._http import open_http_synthesizer
@@ -559,10 +560,11 @@ class WebSocketTTS(_TTSStage):
 
     Errors never end the stage: each becomes an
     :class:`~trio_asyncai.frames.ErrorFrame` (``fatal=True`` for
-    :func:`fatal <is_fatal>` ones) and the next utterance tries again. If
-    the connection cannot be opened at the start, the stage says so with an
-    ErrorFrame and tries again at the next utterance (not after a fatal
-    error: then each utterance becomes an ErrorFrame). A
+    :func:`fatal <is_fatal>` ones) and the next utterance tries again. The
+    stage connects as it starts, in the background: nothing it reads waits
+    for a connection. If the connection cannot be opened, the utterance that
+    needed it becomes an ErrorFrame and the next one tries again (not after
+    a fatal error: then each utterance becomes an ErrorFrame). A
     :exc:`~trio_asyncai.ConfigurationError` (a bad argument) is raised.
 
     The stage object holds only options: it opens its own synthesizer, in
@@ -711,8 +713,8 @@ class _TTSRun:
         #: The utterance text is being gathered into.
         self.job: _Job | None = None
         self.aggregator: SentenceAggregator | None = None
-        #: Text until the next boundary has nowhere to go (no synthesizer).
-        self.dropping = False
+        #: Jobs take turns opening the synthesizer.
+        self.connect_lock = trio.Lock()
         self.close_synth = trio.Event()
         #: One per utterance in flight: the one being delivered and those ahead.
         self.permits = trio.Semaphore(1 + stage.max_ahead)
@@ -736,8 +738,10 @@ class _TTSRun:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._gen = await nursery.start(self._generation)
+                # Connect early, but never in the way of the input loop: an
+                # interruption or a system frame must not wait for a connect.
+                nursery.start_soon(self._warm_up)
                 with self.input_scope:
-                    await self._ensure_synth()
                     await self._loop(receive)
                 self.close_synth.set()
 
@@ -776,24 +780,30 @@ class _TTSRun:
     def _queue(self, item: _Job | Frame) -> None:
         self.gen.items_send.send_nowait(item)
 
-    async def _ensure_synth(self) -> bool:
-        """Open the synthesizer if it is not open; on failure, queue an ErrorFrame."""
-        if self.synth is not None:
-            return True
-        error = self.fatal_error
-        if error is None:
+    async def _warm_up(self) -> None:
+        """Open the synthesizer ahead of the first utterance; failures wait for it."""
+        try:
+            await self._get_synth()
+        except ConfigurationError:
+            raise  # the stage's own options are wrong: that is for the caller
+        except AsyncAIError:
+            pass  # the first utterance tries again, and reports it
+
+    async def _get_synth(self) -> _Speaker:
+        """The synthesizer, opened on first use; raises (an ErrorFrame, for the job) if it cannot be."""
+        async with self.connect_lock:
+            if self.synth is not None:
+                return self.synth
+            if self.fatal_error is not None:
+                raise copy_error(self.fatal_error)
             try:
                 with single_exception():
                     self.synth = await self.nursery.start(self._hold_synth)
-                return True
-            except ConfigurationError:
-                raise
             except AsyncAIError as exc:
-                error = exc
                 if is_fatal(exc):
                     self.fatal_error = exc
-        self._queue(ErrorFrame(error, fatal=is_fatal(error)))
-        return False
+                raise
+            return self.synth
 
     async def _hold_synth(self, *, task_status: trio.TaskStatus[_Speaker]) -> None:
         async with self.stage._open(self.sample_rate) as synth:
@@ -806,11 +816,9 @@ class _TTSRun:
             language = self.synth.settings.language
         return language or "en"
 
-    async def _new_job(self) -> _Job | None:
-        """Start an utterance (and its task); ``None`` if there is no synthesizer."""
-        if not await self._ensure_synth():
-            return None
-        assert self.synth is not None
+    async def _new_job(self) -> _Job:
+        """Start an utterance (and its task, which opens the synthesizer if need be)."""
+        await trio.lowlevel.checkpoint()
         gen = self.gen
         text_send, text_receive = trio.open_memory_channel[tuple[str, bool]](math.inf)
         job = _Job(dict(self.changes), text_send, text_receive, after=gen.last_opened)
@@ -818,23 +826,20 @@ class _TTSRun:
         gen.jobs.add(job)
         self._queue(job)
         assert gen.nursery is not None
-        gen.nursery.start_soon(self._run_job, gen, job, self.synth)
+        gen.nursery.start_soon(self._run_job, gen, job)
         return job
 
     async def _on_text(self, text: object) -> None:
         if not isinstance(text, str):
             self._queue(ErrorFrame(ConfigurationError(f"text must be a str, not {type(text).__name__}")))
             return
-        if self.dropping or not text:
+        if not text:
             return
         job = self.job
         if job is None:
             if not text.strip():
                 return  # white space before an utterance says nothing
             job = await self._new_job()
-            if job is None:
-                self.dropping = True
-                return
             self.job = job
             if self.stage.aggregate == "sentence":
                 self.aggregator = SentenceAggregator(self._language())
@@ -858,13 +863,11 @@ class _TTSRun:
         if not text.strip():
             return
         job = await self._new_job()
-        if job is not None:
-            job.final_text = text
-            job.text_send.close()
+        job.final_text = text
+        job.text_send.close()
 
     def _end_job(self) -> None:
         """The current utterance gets no more text: the rest is spoken now."""
-        self.dropping = False
         job, self.job = self.job, None
         aggregator, self.aggregator = self.aggregator, None
         if job is None:
@@ -892,7 +895,6 @@ class _TTSRun:
         """Stop the whole generation, let it deliver what it owes, forward the frame, start anew."""
         job, self.job = self.job, None
         self.aggregator = None
-        self.dropping = False
         if job is not None:
             job.text_send.close()
         gen = self.gen
@@ -919,7 +921,7 @@ class _TTSRun:
 
     # ---------------------------------------------------------- utterances
 
-    async def _run_job(self, gen: _Generation, job: _Job, synth: _Speaker) -> None:
+    async def _run_job(self, gen: _Generation, job: _Job) -> None:
         try:
             with job.cancel_scope:
                 first = await _next_text(job)
@@ -927,6 +929,7 @@ class _TTSRun:
                     await job.after.wait()
                 if first is None and not job.final_text.strip():
                     return
+                synth = await self._get_synth()
                 if job.changes:
                     # Right before open_utterance reads the settings; jobs
                     # take turns here, so no other job changes them between.
