@@ -202,3 +202,13 @@ def test_sentences_come_out_before_the_end(text: str) -> None:
     # All but the last (whose end is the end of the text) and perhaps the
     # one before it (whose following word never got a space after it).
     assert len(released) >= len(sentencex.segment("en", text)) - 2 > 0
+
+
+def test_a_numbered_list_is_not_cut_after_its_numbers() -> None:
+    text = "Here are two tips:\n1. Drink water.\n2. Sleep well.\nThat is all."
+    agg = SentenceAggregator("en")
+    out: list[str] = []
+    for token in re.findall(r"\s*\S+", text):
+        out += agg.push(token)
+    out += agg.flush()
+    assert out == ["Here are two tips:\n", "1. Drink water.\n", "2. Sleep well.\nThat is all."]

@@ -29,11 +29,15 @@ close; an unclosed quotation leaves sentencex itself unsure.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Final, final
 
 import sentencex  # type: ignore[import-untyped]  # no type information shipped
 
 __all__ = ["SentenceAggregator"]
+
+#: A list item's number (``1.``, ``2)``) at the end of a piece of text.
+_LIST_NUMBER_AT_END: Final = re.compile(r"(?:^|\n)[ \t]*\d{1,3}[.)]\s*$")
 
 #: Quotation marks and brackets: closing character for each opening one.
 _PAIRS: Final = {
@@ -154,7 +158,13 @@ class SentenceAggregator:
         # word can decide it ("the" after "." goes on with the sentence, so
         # does "Inc." after "Dr."). The end of the text is no boundary.
         confirmed = [
-            end for end in boundaries if start < end < len(full) and _first_word_complete(full[end:])
+            end
+            for end in boundaries
+            if start < end < len(full)
+            and _first_word_complete(full[end:])
+            # "...tips:\n1. " looks like a sentence ending in "1." until the
+            # item's text has come: a list number opens a sentence, it never ends one.
+            and not _LIST_NUMBER_AT_END.search(full, 0, end)
         ]
         if not confirmed:
             return []
