@@ -145,7 +145,8 @@ def split_at(text: str, cuts: list[int]) -> list[str]:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=texts, cuts=st.lists(st.integers(0, 400), max_size=60))
 def test_any_split_into_pieces_gives_the_sentences_of_the_whole(text: str, cuts: list[int]) -> None:
-    released, rest = stream(SentenceAggregator("en"), split_at(text, cuts))
+    # (No run-on cuts here: the property is about sentence boundaries.)
+    released, rest = stream(SentenceAggregator("en", max_pending=None), split_at(text, cuts))
     whole: list[str] = sentencex.segment("en", text)
     # What was released is exactly the first sentences of the whole text;
     # what is left is exactly the rest of it.
@@ -156,8 +157,8 @@ def test_any_split_into_pieces_gives_the_sentences_of_the_whole(text: str, cuts:
 @settings(max_examples=200, deadline=None)
 @given(text=texts)
 def test_token_by_token_equals_all_at_once(text: str) -> None:
-    by_token, rest_a = stream(SentenceAggregator("en"), tokens_of(text) or [text])
-    by_char, rest_b = stream(SentenceAggregator("en"), list(text))
+    by_token, rest_a = stream(SentenceAggregator("en", max_pending=None), tokens_of(text) or [text])
+    by_char, rest_b = stream(SentenceAggregator("en", max_pending=None), list(text))
     assert "".join(by_token) + rest_a == "".join(by_char) + rest_b == text
     whole: list[str] = sentencex.segment("en", text)
     assert by_token == whole[: len(by_token)]
@@ -212,3 +213,16 @@ def test_a_numbered_list_is_not_cut_after_its_numbers() -> None:
         out += agg.push(token)
     out += agg.flush()
     assert out == ["Here are two tips:\n", "1. Drink water.\n", "2. Sleep well.\nThat is all."]
+
+
+def test_a_run_on_reply_is_released_at_commas_before_it_ends() -> None:
+    clause = "and then we went on walking along the river, "
+    agg = SentenceAggregator("en")
+    released: list[str] = []
+    for _ in range(12):  # about 540 characters, no full stop anywhere
+        for token in re.findall(r"\s*\S+\s?", clause):
+            released += agg.push(token)
+    assert released, "a reply without full stops must not wait for its end"
+    assert all(piece.endswith(", ") for piece in released)
+    assert all(len(piece) <= 300 for piece in released)
+    assert "".join(released) + "".join(agg.flush()) == clause * 12

@@ -14,7 +14,7 @@ in hand nobody can tell whether ``"50"`` comes next, and after ``"Dr."`` a
 following ``"the "`` or ``"Inc. "`` means no sentence ended, so the segmenter
 needs that word to decide. While a quotation or a parenthesis is open it
 cannot tell either, so nothing is released until it closes (unless it has
-been open for 600 characters: an inch sign must not hold up a whole reply).
+been open for 250 characters: an inch sign must not hold up a whole reply).
 What precedes a boundary matters too, so the end of the text already
 released (up to 1000 characters, whole sentences) is segmented again with
 the new text, as it would be in the whole.
@@ -53,7 +53,9 @@ _PAIRS: Final = {
 }
 _CLOSERS: Final = {close: open_ for open_, close in _PAIRS.items() if open_ != "\u201e"}
 #: A quotation open for more than this many characters no longer holds sentences back.
-_MAX_HOLD: Final = 600
+_MAX_HOLD: Final = 250
+#: Text held without a sentence end before it is released at a comma or space.
+_MAX_PENDING: Final = 250
 #: Characters of released text kept as context for the segmenter.
 _CONTEXT: Final = 1000
 
@@ -124,8 +126,11 @@ class SentenceAggregator:
         does not know falls back to its generic rules.
     """
 
-    def __init__(self, language: str = "en") -> None:
+    def __init__(self, language: str = "en", *, max_pending: int | None = _MAX_PENDING) -> None:
         self.language = (language or "en").replace("_", "-").split("-", 1)[0].lower()
+        #: Characters held without a sentence end before a run-on is cut
+        #: (``None``: never; then only sentence ends release text).
+        self.max_pending = max_pending
         #: The end of the text already released, segmented again as context.
         self._context = ""
         self._buffer = ""
@@ -139,7 +144,31 @@ class SentenceAggregator:
         return self._buffer
 
     def push(self, text: str) -> list[str]:
-        """Add a piece of text; return the sentences it completed (often none)."""
+        """Add a piece of text; return the sentences it completed (often none).
+
+        Text that runs on for more than ``max_pending`` characters (250)
+        without any sentence end is released at its last comma, semicolon or
+        space, so that a reply written without full stops is still spoken as
+        it comes.
+        """
+        released = self._push(text)
+        if not released and self.max_pending is not None and len(self._buffer) > self.max_pending:
+            released = self._release_run_on()
+        return released
+
+    def _release_run_on(self) -> list[str]:
+        buffer = self._buffer
+        if len(list(sentencex.segment(self.language, buffer))) > 1:
+            return []  # sentences are there, only held back (an open quotation): wait
+        cut = max(buffer.rfind(mark) for mark in (", ", "; ", ": ", " \u2014 "))
+        cut = cut + 2 if cut > 0 else buffer.rstrip().rfind(" ") + 1
+        if cut <= 0:
+            return []  # one enormous word: nothing sensible to cut
+        piece, self._buffer = buffer[:cut], buffer[cut:]
+        self._context = ""  # a cut mid-sentence: no boundary context to carry
+        return [piece]
+
+    def _push(self, text: str) -> list[str]:
         if not text:
             return []
         self._buffer += text
