@@ -26,3 +26,20 @@ async def server() -> AsyncIterator[LocalServer]:
     """A local server with the instant, deterministic signal engine."""
     async with open_local_server(engine="signal", idle_timeout=None) as srv:
         yield srv
+
+
+def tasks_named(fragment: str) -> list[str]:
+    """The names of every running task whose name contains ``fragment``."""
+    found: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        if fragment in task.name:
+            found.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    walk(root)
+    return found

@@ -10,6 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from conftest import tasks_named
 
 import trio_asyncai
 from trio_asyncai import (
@@ -686,33 +687,17 @@ async def test_the_stage_returns_when_its_input_ends(tts: TTSFactory) -> None:
     assert not any(isinstance(f, EndFrame) for f in frames)
 
 
-def _tasks_named(fragment: str) -> list[str]:
-    found: list[str] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        if fragment in task.name:
-            found.append(task.name)
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    walk(root)
-    return found
-
-
 async def test_no_task_outlives_the_run(tts: TTSFactory) -> None:
     seen: list[list[str]] = []
 
     async def on_frame(frame: Frame) -> None:
         if isinstance(frame, TTSStoppedFrame):
-            seen.append(_tasks_named("trio_asyncai._"))
+            seen.append(tasks_named("trio_asyncai._"))
 
     await run([tts(), Sink(on_frame)], [TTSSpeakFrame("Count my tasks."), EndFrame()])
     assert any("_pipeline" in name for name in seen[0])
-    assert _tasks_named("trio_asyncai._") == []  # the server's tasks are trio_asyncai.server.*
-    assert _tasks_named("stage ") == []
+    assert tasks_named("trio_asyncai._") == []  # the server's tasks are trio_asyncai.server.*
+    assert tasks_named("stage ") == []
 
 
 # ---------------------------------------------------- pipeline mechanics
@@ -790,7 +775,7 @@ async def test_cancel_stops_a_pipeline_that_would_run_forever() -> None:
             running = not task.finished
             task.cancel()
     assert running and task.finished
-    assert _tasks_named("stage ") == []
+    assert tasks_named("stage ") == []
 
     early = PipelineTask(Pipeline([forward]))
     early.cancel()

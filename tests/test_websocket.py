@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import tasks_named
 
 import trio_asyncai
 from trio_asyncai import (
@@ -462,30 +463,14 @@ async def test_settings_changes_apply_from_the_next_utterance(server: LocalServe
 # ----------------------------------------------------------- structure
 
 
-def _tasks_named(fragment: str) -> list[str]:
-    found: list[str] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        if fragment in task.name:
-            found.append(task.name)
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    walk(root)
-    return found
-
-
 async def test_no_task_outlives_the_synthesizer(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with synth_for(server) as synth:
             await speak_all(synth, "Count my tasks.")
-            assert _tasks_named("trio_asyncai._websocket")
-            assert _tasks_named("trio_websocket")
-    assert _tasks_named("trio_asyncai._websocket") == []
-    assert _tasks_named("trio_websocket") == []
+            assert tasks_named("trio_asyncai._websocket")
+            assert tasks_named("trio_websocket")
+    assert tasks_named("trio_asyncai._websocket") == []
+    assert tasks_named("trio_websocket") == []
 
 
 def test_runs_under_anyio_with_the_trio_backend() -> None:
