@@ -411,3 +411,15 @@ async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer
                     outcomes.append(u.state)
     assert set(outcomes) <= {"interrupted", "complete"}
     assert "interrupted" in outcomes
+
+
+def test_the_http_synthesizer_runs_under_anyio() -> None:
+    import anyio
+
+    async def main() -> bytes:
+        async with open_local_server(engine="signal") as server, http_for(server) as synth:
+            async with synth.speak("Hello from anyio, over HTTP.") as utterance:
+                audio: bytes = await utterance.read_all()
+                return audio
+
+    assert anyio.run(main, backend="trio")
