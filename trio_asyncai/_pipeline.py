@@ -57,6 +57,7 @@ from ._types import (
     MIN_SAMPLE_RATE,
     OutputFormat,
     Settings,
+    check_text,
     normalize_language,
 )
 from ._utterance import Utterance
@@ -466,7 +467,12 @@ class _TTSStage:
         sample_rate: int | None,
         aggregate: Aggregate,
         max_ahead: int,
+        opener: Callable[..., AbstractAsyncContextManager[_Speaker]],
+        options: dict[str, Any],
     ) -> None:
+        #: open_synthesizer or open_http_synthesizer, and its transport options.
+        self._opener = opener
+        self._options = options
         if sample_rate is not None:
             _validate_sample_rate(sample_rate)
         if isinstance(max_ahead, bool) or not isinstance(max_ahead, int) or max_ahead < 0:
@@ -488,7 +494,15 @@ class _TTSStage:
         return f"<{type(self).__name__} voice={self.voice_id!r} aggregate={self.aggregate!r}>"
 
     def _open(self, sample_rate: int) -> AbstractAsyncContextManager[_Speaker]:
-        raise NotImplementedError
+        return self._opener(
+            api_key=self.api_key,
+            voice_id=self.voice_id,
+            model=self.model,
+            language=self.language,
+            base_url=self.base_url,
+            sample_rate=sample_rate,
+            **self._options,
+        )
 
     async def __call__(
         self, receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]
@@ -599,26 +613,16 @@ class WebSocketTTS(_TTSStage):
             sample_rate=sample_rate,
             aggregate=aggregate,
             max_ahead=max_ahead,
-        )
-        self._options: dict[str, Any] = {
-            "keepalive_interval": keepalive_interval,
-            "connect_timeout": connect_timeout,
-            "audio_timeout": audio_timeout,
-            "close_timeout": close_timeout,
-            "max_buffered_audio": max_buffered_audio,
-            "max_reconnect_attempts": max_reconnect_attempts,
-            "reconnect_backoff": reconnect_backoff,
-        }
-
-    def _open(self, sample_rate: int) -> AbstractAsyncContextManager[_Speaker]:
-        return open_synthesizer(
-            api_key=self.api_key,
-            voice_id=self.voice_id,
-            model=self.model,
-            language=self.language,
-            base_url=self.base_url,
-            sample_rate=sample_rate,
-            **self._options,
+            opener=open_synthesizer,
+            options={
+                "keepalive_interval": keepalive_interval,
+                "connect_timeout": connect_timeout,
+                "audio_timeout": audio_timeout,
+                "close_timeout": close_timeout,
+                "max_buffered_audio": max_buffered_audio,
+                "max_reconnect_attempts": max_reconnect_attempts,
+                "reconnect_backoff": reconnect_backoff,
+            },
         )
 
 
@@ -661,25 +665,15 @@ class HttpTTS(_TTSStage):
             sample_rate=sample_rate,
             aggregate=aggregate,
             max_ahead=max_ahead,
-        )
-        self._options: dict[str, Any] = {
-            "client": client,
-            "connect_timeout": connect_timeout,
-            "audio_timeout": audio_timeout,
-            "max_buffered_audio": max_buffered_audio,
-            "max_retries": max_retries,
-            "retry_backoff": retry_backoff,
-        }
-
-    def _open(self, sample_rate: int) -> AbstractAsyncContextManager[_Speaker]:
-        return open_http_synthesizer(
-            api_key=self.api_key,
-            voice_id=self.voice_id,
-            model=self.model,
-            language=self.language,
-            base_url=self.base_url,
-            sample_rate=sample_rate,
-            **self._options,
+            opener=open_http_synthesizer,
+            options={
+                "client": client,
+                "connect_timeout": connect_timeout,
+                "audio_timeout": audio_timeout,
+                "max_buffered_audio": max_buffered_audio,
+                "max_retries": max_retries,
+                "retry_backoff": retry_backoff,
+            },
         )
 
 
@@ -829,9 +823,17 @@ class _TTSRun:
         gen.nursery.start_soon(self._run_job, gen, job)
         return job
 
-    async def _on_text(self, text: object) -> None:
-        if not isinstance(text, str):
-            self._queue(ErrorFrame(ConfigurationError(f"text must be a str, not {type(text).__name__}")))
+    def _text_or_error(self, text: object) -> str | None:
+        """The frame's text, or ``None`` after queueing an ErrorFrame for a non-str."""
+        try:
+            return check_text(text, allow_empty=True)
+        except ConfigurationError as exc:
+            self._queue(ErrorFrame(exc))
+            return None
+
+    async def _on_text(self, frame_text: object) -> None:
+        text = self._text_or_error(frame_text)
+        if text is None:
             return
         if not text:
             return
@@ -856,9 +858,9 @@ class _TTSRun:
             # each sentence is spoken as soon as it is complete.
             job.text_send.send_nowait((sentence.strip() + " ", True))
 
-    async def _on_speak(self, text: object) -> None:
-        if not isinstance(text, str):
-            self._queue(ErrorFrame(ConfigurationError(f"text must be a str, not {type(text).__name__}")))
+    async def _on_speak(self, frame_text: object) -> None:
+        text = self._text_or_error(frame_text)
+        if text is None:
             return
         if not text.strip():
             return

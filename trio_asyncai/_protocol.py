@@ -28,7 +28,7 @@ from typing import Any, Final, TypeAlias, final
 import attrs
 
 from ._errors import ConfigurationError, ProtocolError
-from ._types import Settings
+from ._types import Settings, check_text
 
 __all__ = [
     "AudioReceived",
@@ -185,8 +185,7 @@ class ClientProtocol:
         """
         self._require_live()
         _check_context_id(context_id)
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        check_text(text, allow_empty=True)
         ctx = self._contexts.get(context_id)
         if ctx is None:
             ctx = self._contexts[context_id] = _Context()

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import trio
 
 from ._errors import ConfigurationError
-from ._types import OutputFormat, Settings
+from ._types import OutputFormat, Settings, check_text
 from ._utterance import Utterance
 
 __all__ = ["SpeakerBase"]
@@ -77,10 +77,7 @@ class SpeakerBase:
                 async for chunk in utterance:
                     sink.write(chunk.audio)
         """
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise ConfigurationError("text must not be empty")
+        check_text(text)
         async with self.open_utterance() as utterance:
             # Shielded: an interrupt() arriving here must not end the block
             # before it yields (it ends it at the body's first checkpoint).

@@ -145,6 +145,15 @@ class UtteranceMetrics:
     audio_bytes: int = 0
 
 
+def check_text(text: object, *, allow_empty: bool = False) -> str:
+    """``text`` if it is a str (non-blank unless ``allow_empty``); else a ConfigurationError."""
+    if not isinstance(text, str):
+        raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+    if not allow_empty and not text.strip():
+        raise ConfigurationError("text must not be empty")
+    return text
+
+
 def _check_optional_str(name: str, value: object) -> str | None:
     if value is None:
         return None

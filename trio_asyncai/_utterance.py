@@ -15,7 +15,7 @@ from ._errors import (
     SynthesizerClosedError,
     copy_error,
 )
-from ._types import AudioChunk, OutputFormat, UtteranceMetrics
+from ._types import AudioChunk, OutputFormat, UtteranceMetrics, check_text
 
 __all__ = ["Utterance", "UtteranceState"]
 
@@ -139,8 +139,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         and speaks complete sentences as they form. Call :meth:`flush` to have
         it speak what it holds now, and :meth:`finish` after the last piece.
         """
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        check_text(text, allow_empty=True)
         self._check_open()
         if not text:
             await trio.lowlevel.checkpoint()
@@ -157,8 +156,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
         Its audio keeps coming; iteration ends once all of it has arrived.
         """
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
+        check_text(text, allow_empty=True)
         self._check_open()
         await self._transport._finish(self, text)
 

@@ -20,6 +20,7 @@ from ._types import (
     SERVICE_HOSTS,
     OutputFormat,
     Settings,
+    check_text,
     normalize_language,
     resolve_api_key,
     resolve_base_url,
@@ -307,12 +308,8 @@ class AsyncAIClient:
         )
 
     def _body(self, text: str, settings: Settings) -> dict[str, Any]:
-        if not isinstance(text, str):
-            raise ConfigurationError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise ConfigurationError("text must not be empty")
         body = settings.request_body()
-        body["transcript"] = text
+        body["transcript"] = check_text(text)
         return body
 
     async def synthesize(
