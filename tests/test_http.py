@@ -394,25 +394,6 @@ async def test_an_unreadable_retry_after_is_ignored(value: str, jump_clock: trio
     assert calls == 3
 
 
-async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer) -> None:
-    async def barge_in(synth: Any) -> None:  # interrupts as soon as anything is speaking
-        while not synth.statistics().open_utterances:
-            await trio.lowlevel.checkpoint()
-        synth.interrupt()
-
-    outcomes = []
-    with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
-            for _ in range(10):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(barge_in, synth)
-                    async with synth.speak("Race me.") as u:
-                        await u.read_all()
-                    outcomes.append(u.state)
-    assert set(outcomes) <= {"interrupted", "complete"}
-    assert "interrupted" in outcomes
-
-
 def test_the_http_synthesizer_runs_under_anyio() -> None:
     import anyio
 

@@ -582,7 +582,10 @@ async def test_text_after_a_lost_connection_raises_the_real_cause(server: LocalS
                     await utterance.send("More text.")
 
 
-async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer) -> None:
+@pytest.mark.parametrize("opener", [open_synthesizer, trio_asyncai.open_http_synthesizer])
+async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer, opener: Any) -> None:
+    # Both synthesizers: speak() must yield its block even when an interrupt
+    # lands while it sends the text.
     async def barge_in(synth: Any) -> None:  # interrupts as soon as anything is speaking
         while not synth.statistics().open_utterances:
             await trio.lowlevel.checkpoint()
@@ -590,7 +593,7 @@ async def test_speak_racing_interrupt_never_breaks_the_block(server: LocalServer
 
     outcomes = []
     with trio.fail_after(TIMEOUT):
-        async with synth_for(server) as synth:
+        async with opener(base_url=server.url, voice_id=DEFAULT_VOICE_ID) as synth:
             for _ in range(10):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(barge_in, synth)
