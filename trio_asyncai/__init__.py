@@ -31,6 +31,7 @@ from ._errors import SlowConsumerError as SlowConsumerError
 from ._errors import SynthesisTimeout as SynthesisTimeout
 from ._errors import SynthesizerClosedError as SynthesizerClosedError
 from ._errors import TransportError as TransportError
+from ._errors import VoiceCloneLimitError as VoiceCloneLimitError
 from ._http import HttpSynthesizer as HttpSynthesizer
 from ._http import HttpSynthesizerStatistics as HttpSynthesizerStatistics
 from ._http import connect_http_synthesizer as connect_http_synthesizer

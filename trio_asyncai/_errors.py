@@ -18,13 +18,23 @@
         ├── InvalidRequestError     400 INVALID_LANGUAGE, FORMAT_NOT_RECOGNIZED, ...
         ├── PayloadTooLargeError    413 FILE_TOO_LARGE
         ├── RateLimitError          429 TOO_MANY_CONCURRENT_REQUESTS, RATE_LIMIT_EXCEEDED,
-        │   │                           VOICE_CLONE_LIMIT_EXCEEDED
-        │   └── QuotaExceededError  429 USAGE_LIMIT_EXCEEDED, or the quota marker in a stream
-        └── ServerError             5xx
+        │   ├── QuotaExceededError  429 USAGE_LIMIT_EXCEEDED, or the quota marker in a stream
+        │   └── VoiceCloneLimitError
+        │                           429 VOICE_CLONE_LIMIT_EXCEEDED
+        └── ServerError             5xx, INTERNAL_SERVER_ERROR, SERVICE_UNAVAILABLE
 
 ``retryable`` says whether trying the same request again later can succeed:
 true for transport failures, rate limits and server errors; false for a bad
-key, an unknown voice or a malformed request.
+key, an unknown voice, a malformed request, a used-up quota or the clone
+limit. ``retry_after`` says how long the service asked us to wait (from the
+error's ``extra.retry_after_ms``, or a ``Retry-After`` header).
+
+Error bodies are read by one parser, :func:`error_from_body`, wherever they
+arrive (REST, the HTTP synthesizer, a refused WebSocket handshake): the
+service's nested ``{"detail": {"error_code", "message", "extra"}}``, the flat
+``{"error_code", "message", "extra"}``, and its code-less 500 shape
+``{"message", "method", "url", "detail": "..."}``. Anything key-like in
+``extra`` (the service echoes a key prefix as ``extra.api_key``) is dropped.
 
 Exceptions raised for an utterance carry it as ``utterance`` (or ``None``);
 nothing in any message, ``repr`` or attribute holds the API key.
@@ -32,6 +42,11 @@ nothing in any message, ``repr`` or attribute holds the API key.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import json
+import math
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -56,8 +71,11 @@ __all__ = [
     "SynthesisTimeout",
     "SynthesizerClosedError",
     "TransportError",
+    "VoiceCloneLimitError",
     "copy_error",
+    "error_from_body",
     "error_from_code",
+    "retry_after_header",
 ]
 
 
@@ -132,7 +150,7 @@ class APIError(AsyncAIError):
 
     ``code`` is the service's error code (``"VOICE_NOT_FOUND"``, ...), ``status``
     the HTTP status it goes with (``None`` when unknown), ``extra`` any further
-    details the service sent.
+    details the service sent (never an entry whose name contains "key").
     """
 
     def __init__(
@@ -148,8 +166,9 @@ class APIError(AsyncAIError):
         super().__init__(message, utterance=utterance)
         self.code = code
         self.status = status
-        self.extra: Mapping[str, Any] = dict(extra or {})
-        #: Seconds the service asked us to wait (``Retry-After``), if it said.
+        self.extra: Mapping[str, Any] = _without_keys(extra or {})
+        #: Seconds the service asked us to wait before trying again
+        #: (``extra.retry_after_ms`` or ``Retry-After``), if it said.
         self.retry_after = retry_after
 
     def __str__(self) -> str:
@@ -192,8 +211,18 @@ class QuotaExceededError(RateLimitError):
     retryable = False
 
 
+class VoiceCloneLimitError(RateLimitError):
+    """The account may not clone more voices (429 ``VOICE_CLONE_LIMIT_EXCEEDED``).
+
+    Not retryable: the limit does not pass with time; delete a cloned voice
+    or change plans first.
+    """
+
+    retryable = False
+
+
 class ServerError(APIError):
-    """The service failed (5xx). Retry later."""
+    """The service failed (5xx, ``INTERNAL_SERVER_ERROR``, ``SERVICE_UNAVAILABLE``). Retry later."""
 
     retryable = True
 
@@ -201,16 +230,20 @@ class ServerError(APIError):
 _BY_CODE: Final[dict[str, tuple[type[APIError], int]]] = {
     "INVALID_API_KEY": (AuthenticationError, 401),
     "VOICE_NOT_FOUND": (NotFoundError, 404),
+    "VOICE_PREVIEW_NOT_FOUND": (NotFoundError, 404),
     "VERSION_NOT_FOUND": (NotFoundError, 404),
     "INVALID_LANGUAGE": (InvalidRequestError, 400),
     "FORMAT_NOT_RECOGNIZED": (InvalidRequestError, 400),
     "SHORT_SPEECH_DURATION": (InvalidRequestError, 400),
     "BAD_SPEECH_QUALITY": (InvalidRequestError, 400),
+    "VOICE_FIELD_UPDATE_NOT_ALLOWED": (InvalidRequestError, 400),
     "FILE_TOO_LARGE": (PayloadTooLargeError, 413),
     "TOO_MANY_CONCURRENT_REQUESTS": (RateLimitError, 429),
     "RATE_LIMIT_EXCEEDED": (RateLimitError, 429),
     "USAGE_LIMIT_EXCEEDED": (QuotaExceededError, 429),
-    "VOICE_CLONE_LIMIT_EXCEEDED": (RateLimitError, 429),
+    "VOICE_CLONE_LIMIT_EXCEEDED": (VoiceCloneLimitError, 429),
+    "INTERNAL_SERVER_ERROR": (ServerError, 500),
+    "SERVICE_UNAVAILABLE": (ServerError, 503),
 }
 
 _BY_STATUS: Final[dict[int, type[APIError]]] = {
@@ -253,6 +286,96 @@ def error_from_code(
         retry_after=retry_after,
         utterance=utterance,
     )
+
+
+#: The longest wait a server can ask for; a longer one is cut to this.
+MAX_RETRY_AFTER: Final = 60.0
+
+
+def _without_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` without any entry whose name contains "key", at any depth.
+
+    The service echoes a prefix of the API key as ``extra.api_key``: it must
+    not reach an exception, a log line or a caller's ``extra``.
+    """
+    return {
+        name: _without_keys(value) if isinstance(value, Mapping) else value
+        for name, value in data.items()
+        if "key" not in str(name).lower()
+    }
+
+
+def _seconds(value: float) -> float | None:
+    if math.isnan(value):
+        return None
+    return max(0.0, min(value, MAX_RETRY_AFTER))
+
+
+def retry_after_header(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), at most 60.
+
+    ``None`` when absent or unreadable.
+    """
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - time.time()
+    return _seconds(seconds)
+
+
+def error_from_body(
+    status: int,
+    body: bytes | str | None,
+    *,
+    retry_after: str | None = None,
+    default_message: str | None = None,
+) -> APIError:
+    """The exception for an error answer, from its HTTP status and body.
+
+    Reads the nested ``{"detail": {"error_code", "message", "extra"}}``, the
+    flat ``{"error_code", "message", "extra"}`` and the 500 shape
+    ``{"message", "method", "url", "detail": "..."}`` (its URL is not kept: a
+    WebSocket URL carries the key); any other body (HTML, text, nothing) maps
+    by status alone. ``retry_after`` is the ``Retry-After`` header's value;
+    ``extra.retry_after_ms`` wins over it. Key-like entries of ``extra`` are
+    dropped.
+    """
+    code: str | None = None
+    message = default_message or f"the service answered HTTP {status}"
+    extra: Mapping[str, Any] = {}
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        detail = data.get("detail")
+        if isinstance(detail, dict):  # the service's usual {"detail": {...}}
+            data = detail
+        if isinstance(data.get("error_code"), str):
+            code = data["error_code"]
+        text = data.get("message")
+        detail_text = data.get("detail")
+        if isinstance(text, str) and text:
+            message = text
+            if isinstance(detail_text, str) and detail_text and detail_text != text:
+                message = f"{text}: {detail_text}"
+        elif isinstance(detail_text, str) and detail_text:
+            message = detail_text
+        if isinstance(data.get("extra"), dict):
+            extra = data["extra"]
+    wait = retry_after_header(retry_after)
+    ms = extra.get("retry_after_ms")
+    if isinstance(ms, int | float) and not isinstance(ms, bool):
+        wait = _seconds(ms / 1000.0)
+    return error_from_code(code, message, status=status, extra=extra, retry_after=wait)
 
 
 def copy_error(error: AsyncAIError) -> AsyncAIError:

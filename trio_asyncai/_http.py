@@ -183,7 +183,12 @@ class HttpSynthesizer(SpeakerBase):
         scanner = StreamScanner(1 if fmt.container == "mp3" else fmt.sample_width)
         self._requests_sent += 1
         async with self._rest.stream(
-            "POST", _STREAM_PATH, json_body=body, timeout=self._timeout, what="streaming synthesis"
+            "POST",
+            _STREAM_PATH,
+            json_body=body,
+            timeout=self._timeout,
+            what="streaming synthesis",
+            expect_audio=True,
         ) as response:
             try:
                 # Always read the body to its end (the service ends it right
@@ -249,8 +254,9 @@ async def open_http_synthesizer(
     :param audio_timeout: seconds of silence allowed between body chunks.
     :param max_retries: retries for 429, 5xx and failed connections, before
         any audio of a request has arrived (never after).
-    :param retry_backoff: the first delay between retries; it doubles, and
-        ``Retry-After`` wins when the service sends it.
+    :param retry_backoff: the first delay between retries; it doubles, and a
+        wait the service asks for (``extra.retry_after_ms`` or ``Retry-After``)
+        replaces it.
     """
     settings, key, url = resolve_common(
         api_key=api_key,

@@ -1,20 +1,19 @@
 """HTTP plumbing shared by the HTTP synthesizer and the voice/timestamp client.
 
 Headers, error mapping, and the retry rule: 429, 5xx and failed connections
-are retried with backoff (honouring ``Retry-After``), a bounded number of
-times, and only before any of the response body has been handed on.
+are retried with backoff, a bounded number of times, and only before any of
+the response body has been handed on. A wait the service asks for
+(``extra.retry_after_ms``, or ``Retry-After``) replaces the backoff delay.
+Requests that are not idempotent (clone, update, delete) are retried only when
+they certainly never reached the server: the connection could not be opened.
 """
 
 from __future__ import annotations
 
-import datetime
-import email.utils
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from typing import Any, final
 
 import httpx
 import trio
@@ -26,7 +25,7 @@ from ._errors import (
     ConnectionLostError,
     ProtocolError,
     SynthesisTimeout,
-    error_from_code,
+    error_from_body,
 )
 from ._types import API_VERSION, ApiKey
 
@@ -34,7 +33,8 @@ __all__ = ["RestCore", "map_transport_error"]
 
 logger = logging.getLogger("trio_asyncai")
 
-_MAX_RETRY_AFTER: Final = 60.0
+#: httpx failures after which the request certainly never reached the server.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def map_transport_error(exc: httpx.HTTPError, what: str) -> AsyncAIError:
@@ -48,48 +48,23 @@ def map_transport_error(exc: httpx.HTTPError, what: str) -> AsyncAIError:
     return ConnectionLostError(f"{what}: {type(exc).__name__}")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date); ``None`` if absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # an HTTP date is GMT
-            when = when.replace(tzinfo=datetime.UTC)
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, min(seconds, _MAX_RETRY_AFTER))
+def _error_of(response: httpx.Response, body: bytes) -> APIError:
+    return error_from_body(response.status_code, body, retry_after=response.headers.get("retry-after"))
 
 
-def error_from_body(status: int, body: bytes, retry_after: float | None = None) -> APIError:
-    """The exception for an error response, from its status and JSON body if any."""
-    code: str | None = None
-    message = f"the service answered HTTP {status}"
-    extra: dict[str, Any] = {}
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        detail = data.get("detail")
-        if isinstance(detail, dict):  # FastAPI-style {"detail": {...}}
-            data = detail
-        if isinstance(data.get("error_code"), str):
-            code = data["error_code"]
-        for key in ("message", "detail", "error"):
-            if isinstance(data.get(key), str):
-                message = data[key]
-                break
-        if isinstance(data.get("extra"), dict):
-            extra = data["extra"]
-    return error_from_code(code, message, status=status, extra=extra, retry_after=retry_after)
+def _not_audio(response: httpx.Response) -> bool:
+    """Whether a successful answer that should be audio is a JSON or HTML document instead."""
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind in ("application/json", "text/html") or kind.endswith("+json")
+
+
+def _error_instead_of_audio(response: httpx.Response, body: bytes, what: str) -> AsyncAIError:
+    """The error a 200 answer that holds JSON or HTML instead of audio stands for."""
+    error = error_from_body(response.status_code, body)
+    if error.code is not None:
+        return error
+    kind = response.headers.get("content-type", "")
+    return ProtocolError(f"{what}: the service answered 200 with {kind}, not audio", raw=body)
 
 
 @final
@@ -115,7 +90,7 @@ class RestCore:
         return f"<RestCore {self.base_url}>"
 
     def headers(self) -> dict[str, str]:
-        headers = {"version": API_VERSION, "api-version": API_VERSION}
+        headers = {"version": API_VERSION}
         if self._api_key is not None:
             headers["x-api-key"] = self._api_key.value
         return headers
@@ -138,10 +113,12 @@ class RestCore:
         json_body: Mapping[str, Any] | None = None,
         timeout: httpx.Timeout | None = None,  # noqa: ASYNC109 - an httpx timeout object
         what: str = "request",
+        expect_audio: bool = False,
     ) -> AsyncIterator[httpx.Response]:
-        """Send a request and yield its successful, still-streaming response.
+        """Send an idempotent request and yield its successful, still-streaming response.
 
-        Retries before yielding; raises our exception for an error status.
+        Retries before yielding; raises our exception for an error status, and,
+        with ``expect_audio``, for a 200 answer that is JSON or HTML.
         """
         attempt = 0
         while True:
@@ -158,7 +135,7 @@ class RestCore:
             except httpx.HTTPError as exc:
                 error = map_transport_error(exc, what)
             else:
-                if response.is_success:
+                if response.is_success and not (expect_audio and _not_audio(response)):
                     try:
                         yield response
                     finally:
@@ -170,7 +147,10 @@ class RestCore:
                     body = b""
                 finally:
                     await response.aclose()
-                error = error_from_body(response.status_code, body, _retry_after(response))
+                if response.is_success:
+                    error = _error_instead_of_audio(response, body, what)
+                else:
+                    error = _error_of(response, body)
             if not error.retryable or attempt >= self.max_retries:
                 raise error
             await self._delay(attempt, error)
@@ -186,28 +166,76 @@ class RestCore:
         data: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         what: str = "request",
+        idempotent: bool = True,
+        expect_audio: bool = False,
     ) -> httpx.Response:
-        """Send a request, retrying as the rule says, and return the read response."""
+        """Send a request to the service, retrying as the rule says, and return the read response.
+
+        ``idempotent=False`` retries only failures to connect. ``expect_audio``
+        makes a 200 answer that is JSON or HTML an error.
+        """
+        return await self._send(
+            lambda: self.client.build_request(
+                method,
+                self.url(path),
+                json=json_body,
+                files=files,
+                data=data,
+                params=params,
+                headers=self.headers(),
+            ),
+            what=what,
+            idempotent=idempotent,
+            expect_audio=expect_audio,
+        )
+
+    async def fetch_foreign(self, url: str, *, what: str) -> bytes:
+        """GET a URL the service handed out (a signed URL): without our key or headers.
+
+        The URL may point at any host, so nothing of ours goes with it, not
+        even a header or auth the caller's own httpx client would add;
+        redirects are followed. The answer must not be JSON or HTML.
+        """
+
+        def build() -> httpx.Request:
+            request = self.client.build_request("GET", url)
+            for name in ("x-api-key", "version", "authorization"):
+                request.headers.pop(name, None)
+            return request
+
+        response = await self._send(build, what=what, foreign=True, expect_audio=True)
+        return response.content
+
+    async def _send(
+        self,
+        build: Callable[[], httpx.Request],
+        *,
+        what: str,
+        idempotent: bool = True,
+        expect_audio: bool = False,
+        foreign: bool = False,
+    ) -> httpx.Response:
         attempt = 0
         while True:
             error: AsyncAIError
             try:
-                response = await self.client.request(
-                    method,
-                    self.url(path),
-                    json=json_body,
-                    files=files,
-                    data=data,
-                    params=params,
-                    headers=self.headers(),
-                )
+                request = build()
+                if foreign:  # no auth the caller's client may carry; a signed URL may redirect
+                    response = await self.client.send(request, auth=None, follow_redirects=True)
+                else:
+                    response = await self.client.send(request)
             except httpx.HTTPError as exc:
                 error = map_transport_error(exc, what)
+                retry = idempotent or isinstance(exc, _NEVER_SENT)
             else:
-                if response.is_success:
+                if response.is_success and not (expect_audio and _not_audio(response)):
                     return response
-                error = error_from_body(response.status_code, response.content, _retry_after(response))
-            if not error.retryable or attempt >= self.max_retries:
+                if response.is_success:
+                    error = _error_instead_of_audio(response, response.content, what)
+                else:
+                    error = _error_of(response, response.content)
+                retry = idempotent
+            if not (retry and error.retryable) or attempt >= self.max_retries:
                 raise error
             await self._delay(attempt, error)
             attempt += 1

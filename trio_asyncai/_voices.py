@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import os
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, final
 
 import attrs
 import httpx
+import trio
 
 from ._errors import ConfigurationError, ProtocolError
 from ._rest import RestCore
@@ -119,6 +121,51 @@ def _parse_alignment(data: object) -> tuple[WordTimestamp, ...]:
     return tuple(out)
 
 
+#: The genders the service knows, as it spells them.
+GENDERS: Final = ("Male", "Female", "Neutral", "Unspecified")
+
+#: The largest clone sample the service takes (10 MB).
+MAX_CLONE_BYTES: Final = 10 * 1024 * 1024
+
+#: Clone sample formats: (file name suffixes, content type, leading bytes test).
+_SAMPLE_KINDS: Final[tuple[tuple[tuple[str, ...], str, Callable[[bytes], bool]], ...]] = (
+    ((".wav", ".wave"), "audio/wav", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE"),
+    ((".mp3",), "audio/mpeg", lambda b: b[:3] == b"ID3" or (b[:1] == b"\xff" and b[1:2] >= b"\xe0")),
+    ((".flac",), "audio/flac", lambda b: b[:4] == b"fLaC"),
+    ((".aiff", ".aif", ".aifc"), "audio/aiff", lambda b: b[:4] == b"FORM" and b[8:12] in (b"AIFF", b"AIFC")),
+)
+
+
+def _sample_kind(content: bytes, filename: str | None) -> tuple[str, str]:
+    """(file name, content type) for a clone sample, from its name or else its first bytes."""
+    if filename is not None:
+        lower = filename.lower()
+        for suffixes, mime, _ in _SAMPLE_KINDS:
+            if lower.endswith(suffixes):
+                return filename, mime
+    for suffixes, mime, sniff in _SAMPLE_KINDS:
+        if sniff(content):
+            return filename or "sample" + suffixes[0], mime
+    # Not one we know: the service decides (FORMAT_NOT_RECOGNIZED if it cannot read it).
+    return filename or "sample", "application/octet-stream"
+
+
+def _gender(value: str | None) -> str | None:
+    """A gender as the service spells it (``"male"`` -> ``"Male"``); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    for gender in GENDERS:
+        if isinstance(value, str) and value.strip().lower() == gender.lower():
+            return gender
+    raise ConfigurationError(f"gender must be one of {', '.join(GENDERS)}, not {value!r}")
+
+
+def _voice_list(data: object, what: str) -> list[Voice]:
+    if not isinstance(data, list):
+        raise ProtocolError(f"{what} is not a JSON array")
+    return [Voice.from_json(item) for item in data]
+
+
 @final
 class Voices:
     """Voice management: list, get, update, delete, preview and clone. Use ``client.voices``."""
@@ -133,42 +180,84 @@ class Voices:
         self,
         *,
         page_size: int = 10,
+        language: object = None,
+        accent: str | None = None,
         gender: str | None = None,
+        style: str | None = None,
+        model: str | None = None,
         my_voice: bool | None = None,
     ) -> AsyncIterator[Voice]:
-        """Every voice, page by page (following ``next_cursor``), as an async iterator.
+        """Every voice that matches the filters, page by page, as an async iterator.
+
+        Each page after the first is asked for with ``after`` = the last voice
+        id of the page before. The list ends on an empty ``next_cursor`` (or
+        none), or on an empty page. A page that does not move on (it ends on
+        the voice it was asked to start after) is a :exc:`ProtocolError`
+        rather than an endless loop.
 
         :param page_size: voices per request, 1 to 100.
-        :param gender: only voices of this gender.
+        :param language: only voices that speak this language (``"en"``,
+            ``"en-US"``, a :class:`Language`; the list also knows ``nl``).
+        :param accent: only voices with this accent.
+        :param gender: ``"Male"``, ``"Female"``, ``"Neutral"`` or ``"Unspecified"``
+            (any case).
+        :param style: only voices with this style.
+        :param model: only voices for this model id (sent as ``model_id``).
         :param my_voice: only your own (``True``) or only predefined (``False``) voices.
         """
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= _MAX_PAGE:
             raise ConfigurationError("page_size must be an int from 1 to 100")
-        cursor: str | None = None
+        if my_voice is not None and not isinstance(my_voice, bool):
+            raise ConfigurationError("my_voice must be a bool or None")
+        query: dict[str, Any] = {"limit": page_size}
+        for key, value in (
+            ("model_id", model),
+            ("language", normalize_language(language)),
+            ("accent", accent),
+            ("gender", _gender(gender)),
+            ("style", style),
+            ("my_voice", my_voice),
+        ):
+            if value is not None:
+                query[key] = value
+        after: str | None = None
         while True:
-            body: dict[str, Any] = {"limit": page_size}
-            if gender is not None:
-                body["gender"] = gender
-            if my_voice is not None:
-                body["my_voice"] = my_voice
-            if cursor is not None:
-                body["cursor"] = cursor
+            body = query if after is None else {**query, "after": after}
             data = await self._rest.request_json("POST", "/voices", json_body=body, what="listing voices")
             if not isinstance(data, dict) or not isinstance(data.get("voices"), list):
                 raise ProtocolError("the voice list has no 'voices' array")
-            for item in data["voices"]:
-                yield Voice.from_json(item)
+            page = [Voice.from_json(item) for item in data["voices"]]
+            for voice in page:
+                yield voice
             next_cursor = data.get("next_cursor")
-            if not isinstance(next_cursor, str) or not next_cursor or next_cursor == cursor:
+            if not page or not next_cursor:
                 return
-            cursor = next_cursor
+            if page[-1].voice_id == after:
+                raise ProtocolError("the voice list does not move on past the voice given as 'after'")
+            after = page[-1].voice_id
 
     async def get(self, voice_id: str) -> Voice:
         """One voice by id (:exc:`~trio_asyncai.NotFoundError` if there is none)."""
         data = await self._rest.request_json(
             "GET", f"/voices/{_voice_path(voice_id)}", what="getting a voice"
         )
-        return Voice.from_json(data.get("voice", data) if isinstance(data, dict) else data)
+        return Voice.from_json(data)
+
+    async def get_many(self, voice_ids: Iterable[str]) -> builtins.list[Voice]:
+        """Several voices in one request (``POST /voices/batch``), as the service returns them.
+
+        An empty ``voice_ids`` gives ``[]`` without a request.
+        """
+        if isinstance(voice_ids, str):
+            raise ConfigurationError("voice_ids must be a collection of ids, not one str")
+        ids = [_voice_id(v) for v in voice_ids]
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        data = await self._rest.request_json(
+            "POST", "/voices/batch", json_body={"voice_ids": ids}, what="getting voices"
+        )
+        return _voice_list(data, "the batch of voices")
 
     async def update(
         self,
@@ -176,19 +265,23 @@ class Voices:
         *,
         name: str | None = None,
         description: str | None = None,
-        language: str | None = None,
         gender: str | None = None,
         accent: str | None = None,
         style: str | None = None,
-    ) -> Voice:
-        """Change a voice's details; only the fields given are sent. Returns the voice as updated."""
+    ) -> None:
+        """Change one of your cloned voices; only the fields given are sent.
+
+        The service answers 204 with no body, so nothing is returned: call
+        :meth:`get` for the voice as it is now. A voice's language cannot be
+        changed. Not retried unless the connection could not even be opened
+        (a retried update may have been applied already).
+        """
         changes = {
             k: v
             for k, v in {
                 "name": name,
                 "description": description,
-                "language": language,
-                "gender": gender,
+                "gender": _gender(gender),
                 "accent": accent,
                 "style": style,
             }.items()
@@ -196,82 +289,112 @@ class Voices:
         }
         if not changes:
             raise ConfigurationError("update() needs at least one field to change")
-        data = await self._rest.request_json(
-            "PUT", f"/voices/{_voice_path(voice_id)}", json_body=changes, what="updating a voice"
+        await self._rest.request(
+            "PUT",
+            f"/voices/{_voice_path(voice_id)}",
+            json_body=changes,
+            what="updating a voice",
+            idempotent=False,
         )
-        if isinstance(data, dict) and ("voice_id" in data or "voice" in data):
-            return Voice.from_json(data.get("voice", data))
-        return await self.get(voice_id)
 
     async def delete(self, voice_id: str) -> None:
-        """Delete one of your voices."""
-        await self._rest.request("DELETE", f"/voices/{_voice_path(voice_id)}", what="deleting a voice")
+        """Delete one of your cloned voices (the service answers 204).
+
+        Not retried unless the connection could not even be opened.
+        """
+        await self._rest.request(
+            "DELETE", f"/voices/{_voice_path(voice_id)}", what="deleting a voice", idempotent=False
+        )
+
+    async def preview_url(self, voice_id: str) -> str:
+        """The signed URL of the voice's preview audio (``GET /voices/preview/{id}``)."""
+        data = await self._rest.request_json(
+            "GET", f"/voices/preview/{_voice_path(voice_id)}", what="previewing a voice"
+        )
+        url = data.get("signed_url") if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ProtocolError("the preview answer has no signed_url")
+        url = urllib.parse.urljoin(self._rest.base_url + "/", url)
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise ProtocolError("the preview's signed_url is not an http(s) URL")
+        return url
 
     async def preview(self, voice_id: str) -> bytes:
-        """A short sample of the voice (audio file bytes, as the service sends them)."""
-        response = await self._rest.request(
-            "GET", f"/voices/{_voice_path(voice_id)}/preview", what="previewing a voice"
-        )
-        return response.content
+        """A short sample of the voice: the audio file behind :meth:`preview_url`.
+
+        The signed URL needs no key, and may point at another host: it is
+        fetched without the API key or any of the API's headers.
+        """
+        url = await self.preview_url(voice_id)
+        return await self._rest.fetch_foreign(url, what="fetching a voice preview")
 
     async def clone(
         self,
         audio: bytes | str | os.PathLike[str],
         *,
         name: str,
-        language: str = "en",
         description: str | None = None,
         accent: str | None = None,
         gender: str | None = None,
         style: str | None = None,
         enhance: bool = False,
-        transcript: str | None = None,
         filename: str | None = None,
     ) -> Voice:
-        """Create a voice from a recording (a file path or its bytes; WAV or MP3).
+        """Create a voice from a recording (a file path or its bytes).
 
-        Returns the new ``CUSTOM`` voice, ready for synthesis.
+        The sample is WAV, MP3, FLAC or AIFF (told by ``filename``, the path's
+        suffix, or else its first bytes), at least 3 s of speech and at most
+        10 MB. ``style`` may list several, comma separated; ``enhance`` asks
+        the service to clean the sample up first. Returns the new ``CUSTOM``
+        voice, ready for synthesis. Not retried unless the connection could
+        not even be opened (a retry could make two voices).
         """
         if isinstance(audio, bytes):
-            content, fname = audio, filename or "sample.wav"
+            content = audio
         elif isinstance(audio, str | os.PathLike):
             path = os.fspath(audio)
             with open(path, "rb") as f:  # noqa: ASYNC230 - a small local file, read once
                 content = f.read()
-            fname = filename or os.path.basename(path)
+            filename = filename or os.path.basename(path)
         else:
             raise ConfigurationError("audio must be bytes or a file path")
         if not content:
             raise ConfigurationError("the audio sample is empty")
+        if len(content) > MAX_CLONE_BYTES:
+            raise ConfigurationError("the audio sample is larger than 10 MB")
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError("a cloned voice needs a name")
-        form: dict[str, Any] = {"name": name, "language": normalize_language(language) or "en"}
-        form["enhance"] = "true" if enhance else "false"
+        fname, mime = _sample_kind(content, filename)
+        form: dict[str, Any] = {"name": name, "enhance": "true" if enhance else "false"}
         for key, value in (
             ("description", description),
             ("accent", accent),
-            ("gender", gender),
+            ("gender", _gender(gender)),
             ("style", style),
-            ("transcript", transcript),
         ):
             if value is not None:
                 form[key] = value
-        mime = "audio/mpeg" if fname.lower().endswith(".mp3") else "audio/wav"
         data = await self._rest.request_json(
             "POST",
             "/voices/clone",
             data=form,
             files={"audio": (fname, content, mime)},
             what="cloning a voice",
+            idempotent=False,
         )
-        return Voice.from_json(data.get("voice", data) if isinstance(data, dict) else data)
+        voice = Voice.from_json(data)
+        return voice if voice.voice_type is not None else attrs.evolve(voice, voice_type="CUSTOM")
+
+
+def _voice_id(voice_id: object) -> str:
+    if not isinstance(voice_id, str) or not voice_id.strip():
+        raise ConfigurationError("voice_id must be a non-empty str")
+    return voice_id.strip()
 
 
 def _voice_path(voice_id: str) -> str:
-    if not isinstance(voice_id, str) or not voice_id.strip():
-        raise ConfigurationError("voice_id must be a non-empty str")
     # Every reserved character escaped: "a#b" or "../status" must stay one path segment.
-    return urllib.parse.quote(voice_id.strip(), safe="")
+    return urllib.parse.quote(_voice_id(voice_id), safe="")
 
 
 @final
@@ -324,7 +447,11 @@ class AsyncAIClient:
         """The whole audio file for ``text`` (``/text_to_speech``): raw, wav or mp3 bytes."""
         settings = self._settings(voice_id, model, language, output_format)
         response = await self._rest.request(
-            "POST", "/text_to_speech", json_body=self._body(text, settings), what="synthesis"
+            "POST",
+            "/text_to_speech",
+            json_body=self._body(text, settings),
+            what="synthesis",
+            expect_audio=True,
         )
         return response.content
 
@@ -358,8 +485,8 @@ class AsyncAIClient:
         )
 
     async def status(self) -> dict[str, Any]:
-        """The service's status check (``GET /status``), as the JSON it returns."""
-        data = await self._rest.request_json("GET", "/status", what="status check")
+        """The service's status check (``GET /``): ``{"status": "ok", "version": "v1"}``."""
+        data = await self._rest.request_json("GET", "/", what="status check")
         if not isinstance(data, dict):
             raise ProtocolError("the status answer is not a JSON object")
         return data

@@ -26,6 +26,7 @@ from ._errors import (
     SynthesizerClosedError,
     TransportError,
     copy_error,
+    error_from_body,
     error_from_code,
 )
 from ._groups import leaves as _leaves
@@ -93,23 +94,15 @@ def _websocket_url(base_url: str, api_key: ApiKey | None) -> str:
 
 
 def _rejection_error(exc: trio_websocket.ConnectionRejected) -> AsyncAIError:
-    code: str | None = None
-    message = f"the service refused the WebSocket connection (HTTP {exc.status_code})"
-    if exc.body:
-        import json
-
-        try:
-            body = json.loads(exc.body)
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            if isinstance(body.get("error_code"), str):
-                code = body["error_code"]
-            if isinstance(body.get("message"), str):
-                message = body["message"]
-            elif isinstance(body.get("detail"), str):
-                message = body["detail"]
-    return error_from_code(code, message, status=exc.status_code)
+    retry_after = next(
+        (v.decode("latin-1") for k, v in exc.headers or () if k.lower() == b"retry-after"), None
+    )
+    return error_from_body(
+        exc.status_code,
+        exc.body,
+        retry_after=retry_after,
+        default_message=f"the service refused the WebSocket connection (HTTP {exc.status_code})",
+    )
 
 
 @final

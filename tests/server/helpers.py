@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import trio
@@ -175,3 +176,21 @@ class GatedEngine:
             if "hold" in text:
                 self.held.set()
                 self.release.wait(TIMEOUT)
+
+
+def http_error(response: httpx.Response, status: int | None = None) -> dict[str, Any]:
+    """The error object of an HTTP error answer, checked to be the service's nested shape.
+
+    ``{"detail": {"error_code", "message", "extra"?}}``: returns the inner object.
+    """
+    if status is not None:
+        assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"detail"}, body
+    error = body["detail"]
+    assert isinstance(error, dict)
+    assert set(error) <= {"error_code", "message", "extra"}
+    assert isinstance(error["error_code"], str)
+    assert isinstance(error["message"], str) and error["message"]
+    return error

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+from typing import Any
 
 import attrs
 import httpx
@@ -42,12 +43,22 @@ async def rejection(url: str) -> Refusal:
     return Refusal(response.status_code, response.headers, response.content)
 
 
-def error_code(rejected: Refusal) -> str:
+def error_of(rejected: Refusal) -> dict[str, Any]:
+    """The error object of a refusal: nested as the service's HTTP errors are, or the 5xx shape."""
     assert rejected.headers["content-type"] == "application/json"
     body = json.loads(rejected.body)
-    assert set(body) == {"error_code", "message"}
-    code = body["error_code"]
-    assert isinstance(code, str)
+    if rejected.status_code >= 500:
+        assert set(body) == {"message", "method", "url", "detail"}
+        return {"error_code": None, "message": body["detail"]}
+    assert set(body) == {"detail"}
+    error: dict[str, Any] = body["detail"]
+    assert set(error) <= {"error_code", "message", "extra"}
+    return error
+
+
+def error_code(rejected: Refusal) -> str | None:
+    code = error_of(rejected)["error_code"]
+    assert code is None or isinstance(code, str)
     return code
 
 
@@ -67,6 +78,8 @@ async def test_missing_or_wrong_key_is_refused_with_401(server: LocalServer, key
         rejected = await rejection(ws_url(server, api_key=key))
     assert rejected.status_code == 401
     assert error_code(rejected) == "INVALID_API_KEY"
+    # The service echoes a prefix of the key it refused.
+    assert error_of(rejected).get("extra") == ({"api_key": key[:4]} if key else None)
     assert server.log.handshakes_rejected == 1
     assert server.log.connections_opened == 0
 
@@ -96,16 +109,17 @@ async def test_unknown_version_is_refused_with_404(server: LocalServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "code"), [(429, "RATE_LIMIT_EXCEEDED"), (503, "SERVICE_UNAVAILABLE"), (401, "INVALID_API_KEY")]
+    ("status", "code"), [(429, "RATE_LIMIT_EXCEEDED"), (503, None), (401, "INVALID_API_KEY")]
 )
-async def test_reject_handshake_fault(server: LocalServer, status: int, code: str) -> None:
+async def test_reject_handshake_fault(server: LocalServer, status: int, code: str | None) -> None:
     server.faults.reject_handshake_status = status
     with trio.fail_after(TIMEOUT):
         rejected = await rejection(ws_url(server))
         assert rejected.status_code == status
         assert error_code(rejected) == code
-        if status in (429, 503):
-            assert rejected.headers["retry-after"] == "0"
+        assert "retry-after" not in rejected.headers
+        if status == 429:
+            assert error_of(rejected)["extra"] == {"limit": 60, "retry_after_ms": 0}
         server.faults.reset()
         async with connect(server) as client:
             await client.text("Hi. ", force=True)

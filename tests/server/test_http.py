@@ -11,7 +11,7 @@ import trio.testing
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, QUOTA_MARKER, LocalServer
 
-from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, GatedEngine, s16, signal_bytes
+from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, GatedEngine, http_error, s16, signal_bytes
 
 PATH = "/text_to_speech/streaming"
 
@@ -84,9 +84,10 @@ async def test_formats(server: LocalServer, encoding: str, width: int, sample_ra
 @pytest.mark.parametrize(
     "headers",
     [
-        {"x-api-key": API_KEY, "api-version": "v1"},
-        {"x-api-key": API_KEY, "version": "v1", "api-version": "v1"},
+        {"x-api-key": API_KEY, "version": "v1"},
         {"x-api-key": API_KEY},
+        # No other version header exists: the server ignores one.
+        {"x-api-key": API_KEY, "version": "v1", "api-version": "2020-01-01"},
     ],
 )
 async def test_version_headers(server: LocalServer, headers: dict[str, str]) -> None:
@@ -95,13 +96,10 @@ async def test_version_headers(server: LocalServer, headers: dict[str, str]) -> 
     assert response.status_code == 200
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    error = response.json()
-    assert set(error) == {"error_code", "message"}
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    error = http_error(response, status)
     assert error["error_code"] == code
-    assert error["message"]
+    return error
 
 
 @pytest.mark.parametrize(
@@ -110,14 +108,19 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
         ({"version": "v1"}, 401, "INVALID_API_KEY"),
         ({"x-api-key": "sk_wrong", "version": "v1"}, 401, "INVALID_API_KEY"),
         ({"x-api-key": API_KEY, "version": "v7"}, 404, "VERSION_NOT_FOUND"),
-        ({"x-api-key": API_KEY, "api-version": "2020-01-01"}, 404, "VERSION_NOT_FOUND"),
     ],
 )
 async def test_refused_requests(server: LocalServer, headers: dict[str, str], status: int, code: str) -> None:
     with trio.fail_after(TIMEOUT):
         response = await post(server, body(), headers)
-    assert_error(response, status, code)
+    error = assert_error(response, status, code)
     assert server.log.http[0].status == status
+    key = headers.get("x-api-key")
+    if status == 401 and key:
+        # The service echoes a prefix of the key it refused.
+        assert error["extra"] == {"api_key": key[:4]}
+    else:
+        assert "extra" not in error
 
 
 def with_change(**changes: Any) -> dict[str, Any]:
@@ -182,15 +185,49 @@ async def test_http_statuses_fault(server: LocalServer) -> None:
     server.faults.http_statuses = [429, 503, 500]
     with trio.fail_after(TIMEOUT):
         responses = [await post(server, body("Hi.")) for _ in range(4)]
-    assert_error(responses[0], 429, "RATE_LIMIT_EXCEEDED")
-    assert responses[0].headers["retry-after"] == "0"
-    assert_error(responses[1], 503, "SERVICE_UNAVAILABLE")
-    assert responses[1].headers["retry-after"] == "0"
-    assert_error(responses[2], 500, "INTERNAL_SERVER_ERROR")
-    assert "retry-after" not in responses[2].headers
+    limited = assert_error(responses[0], 429, "RATE_LIMIT_EXCEEDED")
+    assert limited["extra"] == {"limit": 60, "retry_after_ms": 0}
+    for response, status in zip(responses[:3], (429, 503, 500), strict=True):
+        assert response.status_code == status
+        assert "retry-after" not in response.headers
+    for response in responses[1:3]:
+        assert response.json() == {
+            "message": response.json()["message"],
+            "method": "POST",
+            "url": PATH,
+            "detail": "error injected by the local server's faults",
+        }
     assert responses[3].status_code == 200
     assert server.faults.http_statuses == []
     assert server.log.http_requests == 4
+
+
+async def test_retry_after_faults(server: LocalServer) -> None:
+    server.faults.retry_after_ms = 1500
+    server.faults.http_statuses = [429]
+    with trio.fail_after(TIMEOUT):
+        waited = await post(server, body("Hi."))
+        server.faults.retry_after_header = "2"
+        server.faults.http_statuses = [429, 503]
+        headed = [await post(server, body("Hi.")) for _ in range(2)]
+    assert assert_error(waited, 429, "RATE_LIMIT_EXCEEDED")["extra"]["retry_after_ms"] == 1500
+    assert "retry_after_ms" not in assert_error(headed[0], 429, "RATE_LIMIT_EXCEEDED")["extra"]
+    assert [r.headers["retry-after"] for r in headed] == ["2", "2"]
+
+
+async def test_flat_error_bodies_fault(server: LocalServer) -> None:
+    server.faults.flat_error_bodies = True
+    server.faults.http_statuses = [429]
+    with trio.fail_after(TIMEOUT):
+        limited = await post(server, body("Hi."))
+        unknown = await post(server, with_change(voice={"mode": "id", "id": "nobody"}))
+    assert limited.json() == {
+        "error_code": "RATE_LIMIT_EXCEEDED",
+        "message": "error injected by the local server's faults",
+        "extra": {"limit": 60, "retry_after_ms": 0},
+    }
+    assert unknown.status_code == 404
+    assert unknown.json()["error_code"] == "VOICE_NOT_FOUND"
 
 
 @pytest.mark.parametrize("quota", [0, 1000, 5000])

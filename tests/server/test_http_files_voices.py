@@ -16,7 +16,7 @@ import trio
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 from trio_asyncai.server._voice_api import MIN_CLONE_SECONDS, parse_form
 
-from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, audio_of, connect, init_message, signal_bytes
+from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, audio_of, connect, http_error, init_message, signal_bytes
 
 HEADERS = {"x-api-key": API_KEY, "version": "v1"}
 
@@ -104,8 +104,7 @@ async def test_whole_file_mp3_lame_cannot_make_is_a_clear_400(server: LocalServe
     response = await request(
         server, "POST", "/text_to_speech", json=body("Hi.", container="mp3", bit_rate=320000)
     )
-    assert response.status_code == 400
-    assert response.json()["error_code"] == "FORMAT_NOT_RECOGNIZED"
+    assert http_error(response, 400)["error_code"] == "FORMAT_NOT_RECOGNIZED"
 
 
 async def test_timestamps_are_exact_for_the_signal(server: LocalServer) -> None:
@@ -134,64 +133,126 @@ async def test_timestamps_fit_resampled_audio(server: LocalServer) -> None:
 
 
 async def test_status(server: LocalServer) -> None:
-    response = await request(server, "GET", "/status")
+    # The status check needs only the version header.
+    response = await request(server, "GET", "/", headers={"version": "v1"})
     assert response.status_code == 200
-    assert response.json()["status"] == "ok"
-    assert response.json()["engine"] == "signal"
-    refused = await request(server, "GET", "/status", headers={"version": "v1"})
-    assert refused.status_code == 401
+    assert response.json() == {"status": "ok", "version": "v1"}
+    assert http_error(await request(server, "GET", "/", headers={"version": "v2"}), 404)
+    assert (await request(server, "GET", "/status")).status_code == 404
 
 
 # ------------------------------------------------------------------ voices
 
 
-async def test_list_pages_and_filters(server: LocalServer) -> None:
-    seen = []
-    cursor = None
+async def list_all(server: LocalServer, **query: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every voice, following ``after``; and the number of pages."""
+    seen: list[dict[str, Any]] = []
+    pages = 0
+    after = None
     while True:
-        query: dict[str, Any] = {"limit": 2}
-        if cursor is not None:
-            query["cursor"] = cursor
-        page = (await request(server, "POST", "/voices", json=query)).json()
+        page = (await request(server, "POST", "/voices", json={**query, "after": after})).json()
+        pages += 1
         seen += page["voices"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+        assert isinstance(page["next_cursor"], str)
+        if not page["next_cursor"]:
+            return seen, pages
+        assert page["next_cursor"] == page["voices"][-1]["voice_id"]
+        after = page["voices"][-1]["voice_id"]
+
+
+async def test_list_pages_and_filters(server: LocalServer) -> None:
+    seen, pages = await list_all(server, limit=2)
     assert [v["voice_id"] for v in seen] == [v.voice_id for v in PREDEFINED_VOICES]
+    assert pages == 2
     assert seen[0] == PREDEFINED_VOICES[0].to_json()
     everything = (await request(server, "POST", "/voices")).json()
     assert len(everything["voices"]) == 3
-    assert everything["next_cursor"] is None
-    males = (await request(server, "POST", "/voices", json={"gender": "MALE"})).json()["voices"]
-    assert len(males) == 3
-    mine = (await request(server, "POST", "/voices", json={"my_voice": True})).json()["voices"]
-    assert mine == []
+    assert everything["next_cursor"] == ""
+    exact = (await request(server, "POST", "/voices", json={"limit": 3})).json()
+    assert exact["next_cursor"] == ""
+
+    async def ids(**query: Any) -> list[str]:
+        response = await request(server, "POST", "/voices", json=query)
+        assert response.status_code == 200, response.text
+        return [v["voice_id"] for v in response.json()["voices"]]
+
+    every = [v.voice_id for v in PREDEFINED_VOICES]
+    assert await ids(gender="Male") == every
+    assert await ids(gender="Female") == []
+    assert await ids(language="en-US") == every
+    assert await ids(language="nl") == []  # known to the list filter, spoken by no local voice
+    assert await ids(accent="American") == every
+    assert await ids(accent="british") == []
+    assert await ids(style="calm") == [PREDEFINED_VOICES[1].voice_id]
+    assert await ids(model_id="async_flash_v1.5") == every
+    assert await ids(my_voice=True) == []
+    assert await ids(my_voice=False) == every
+    assert await ids(style="calm", after=PREDEFINED_VOICES[1].voice_id) == []
 
 
-@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 101}, {"limit": "5"}, {"cursor": "x"}, [1]])
-async def test_list_refuses_bad_queries(server: LocalServer, query: object) -> None:
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"limit": 0}, "INVALID_REQUEST"),
+        ({"limit": 101}, "INVALID_REQUEST"),
+        ({"limit": "5"}, "INVALID_REQUEST"),
+        ({"after": "nobody"}, "INVALID_REQUEST"),
+        ({"gender": "male"}, "INVALID_REQUEST"),
+        ({"my_voice": "yes"}, "INVALID_REQUEST"),
+        ({"language": "xx"}, "INVALID_LANGUAGE"),
+        ([1], "INVALID_REQUEST"),
+    ],
+)
+async def test_list_refuses_bad_queries(server: LocalServer, query: object, code: str) -> None:
     response = await request(server, "POST", "/voices", json=query)
-    assert response.status_code == 400
-    assert response.json()["error_code"] == "INVALID_REQUEST"
+    assert http_error(response, 400)["error_code"] == code
+
+
+async def test_batch(server: LocalServer) -> None:
+    first, second = PREDEFINED_VOICES[0], PREDEFINED_VOICES[1]
+    ids = [second.voice_id, "nobody", first.voice_id]
+    response = await request(server, "POST", "/voices/batch", json={"voice_ids": ids})
+    assert response.json() == [second.to_json(), first.to_json()]
+    empty = await request(server, "POST", "/voices/batch", json={"voice_ids": []})
+    assert empty.json() == []
+    for bad in ({"voice_ids": "x"}, {"voice_ids": [1]}, {}, [1]):
+        assert http_error(await request(server, "POST", "/voices/batch", json=bad), 400)
 
 
 async def test_get_preview_and_unknown(server: LocalServer) -> None:
     voice = (await request(server, "GET", f"/voices/{DEFAULT_VOICE_ID}")).json()
     assert voice == PREDEFINED_VOICES[0].to_json()
-    preview = await request(server, "GET", f"/voices/{DEFAULT_VOICE_ID}/preview")
+    signed = (await request(server, "GET", f"/voices/preview/{DEFAULT_VOICE_ID}")).json()
+    assert set(signed) == {"signed_url"}
+    url = signed["signed_url"]
+    assert url.startswith(server.url + "/signed/voice-previews/")
+    preview = await request(server, "GET", url, headers={})
     assert preview.headers["content-type"] == "audio/wav"
     with wave.open(io.BytesIO(preview.content), "rb") as w:
         assert w.getnframes() > 0
-    for path in ("/voices/nobody", "/voices/nobody/preview"):
-        missing = await request(server, "GET", path)
-        assert missing.status_code == 404
-        assert missing.json()["error_code"] == "VOICE_NOT_FOUND"
+    missing = http_error(await request(server, "GET", "/voices/nobody"), 404)
+    assert (missing["error_code"], missing["extra"]) == ("VOICE_NOT_FOUND", {"voice_id": "nobody"})
+    no_preview = http_error(await request(server, "GET", "/voices/preview/nobody"), 404)
+    assert (no_preview["error_code"], no_preview["extra"]) == (
+        "VOICE_PREVIEW_NOT_FOUND",
+        {"voice_id": "nobody"},
+    )
+
+
+async def test_a_signed_url_needs_its_signature(server: LocalServer) -> None:
+    url = (await request(server, "GET", f"/voices/preview/{DEFAULT_VOICE_ID}")).json()["signed_url"]
+    tampered = url.replace(DEFAULT_VOICE_ID, PREDEFINED_VOICES[1].voice_id)
+    unsigned = url.split("?")[0]
+    for bad in (tampered, unsigned, url.replace("expires=", "expires=1")):
+        response = await request(server, "GET", bad, headers={})
+        assert response.status_code == 403
+        assert b"AccessDenied" in response.content
 
 
 async def test_predefined_voices_are_read_only(server: LocalServer) -> None:
     update = await request(server, "PUT", f"/voices/{DEFAULT_VOICE_ID}", json={"name": "X"})
     delete = await request(server, "DELETE", f"/voices/{DEFAULT_VOICE_ID}")
-    assert update.status_code == delete.status_code == 400
+    assert http_error(update, 400) and http_error(delete, 400)
     assert server.voices.get(DEFAULT_VOICE_ID) == PREDEFINED_VOICES[0]
 
 
@@ -200,30 +261,66 @@ async def test_clone_update_speak_delete(server: LocalServer) -> None:
         server,
         "POST",
         "/voices/clone",
-        data={"name": "Mine", "language": "de-DE", "gender": "female", "enhance": "false"},
+        data={"name": "Mine", "gender": "Female", "style": "calm,warm", "enhance": "false"},
         files={"audio": ("me.wav", tone_wav(3.0), "audio/wav")},
     )
     assert response.status_code == 200
-    voice = response.json()
-    assert voice["voice_type"] == "CUSTOM"
-    assert (voice["name"], voice["language"], voice["gender"]) == ("Mine", "de", "female")
-    voice_id = voice["voice_id"]
+    created = response.json()
+    assert created == {"id": created["id"], "name": "Mine", "description": None, "language": "en"}
+    voice_id = created["id"]
     assert server.log.http[-1].body["audio"] == {"audio": ("me.wav", len(tone_wav(3.0)))}
+    voice = (await request(server, "GET", f"/voices/{voice_id}")).json()
+    assert (voice["voice_type"], voice["gender"], voice["style"]) == ("CUSTOM", "Female", "calm,warm")
 
     mine = (await request(server, "POST", "/voices", json={"my_voice": True})).json()["voices"]
     assert [v["voice_id"] for v in mine] == [voice_id]
-    updated = (await request(server, "PUT", f"/voices/{voice_id}", json={"name": "Renamed"})).json()
-    assert updated["name"] == "Renamed"
-    bad_update = await request(server, "PUT", f"/voices/{voice_id}", json={"name": ""})
-    assert bad_update.status_code == 400
+    warm = (await request(server, "POST", "/voices", json={"style": "warm"})).json()["voices"]
+    assert [v["voice_id"] for v in warm] == [voice_id]
+    updated = await request(server, "PUT", f"/voices/{voice_id}", json={"name": "Renamed", "accent": "Irish"})
+    assert (updated.status_code, updated.content) == (204, b"")
+    voice = (await request(server, "GET", f"/voices/{voice_id}")).json()
+    assert (voice["name"], voice["accent"]) == ("Renamed", "Irish")
+    assert http_error(await request(server, "PUT", f"/voices/{voice_id}", json={"name": ""}), 400)
+    for field in ("language", "voice_id", "voice_type"):
+        refused = http_error(await request(server, "PUT", f"/voices/{voice_id}", json={field: "x"}), 400)
+        assert refused == {
+            "error_code": "VOICE_FIELD_UPDATE_NOT_ALLOWED",
+            "message": refused["message"],
+            "extra": {"field": field},
+        }
 
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(voice_id=voice_id)) as client:
             await client.text("My voice. ", "c", force=True)
             assert audio_of(await client.until_finals("c"), "c")
 
-    assert (await request(server, "DELETE", f"/voices/{voice_id}")).status_code == 200
+    deleted = await request(server, "DELETE", f"/voices/{voice_id}")
+    assert (deleted.status_code, deleted.content) == (204, b"")
     assert (await request(server, "GET", f"/voices/{voice_id}")).status_code == 404
+
+
+def flac_header(seconds: float, rate: int = 16000) -> bytes:
+    """A FLAC file's signature and STREAMINFO block: all the server reads of one."""
+    frames = int(seconds * rate)
+    packed = (rate << 44) | (0 << 41) | (15 << 36) | frames
+    info = struct.pack(">HH", 4096, 4096) + bytes(6) + struct.pack(">Q", packed) + bytes(16)
+    return b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info + bytes(64)
+
+
+def aiff(seconds: float, rate: int = 16000) -> bytes:
+    """A mono 16-bit AIFF file of a tone."""
+    frames = int(seconds * rate)
+    exponent = 16383 + 63
+    mantissa = rate
+    while not mantissa & (1 << 63):
+        mantissa <<= 1
+        exponent -= 1
+    comm = struct.pack(">hIh", 1, frames, 16) + struct.pack(">HQ", exponent, mantissa)
+    t = np.arange(frames) / rate
+    samples = (8000 * np.sin(2 * np.pi * 200 * t)).astype(">i2").tobytes()
+    ssnd = struct.pack(">II", 0, 0) + samples
+    chunks = b"COMM" + struct.pack(">I", len(comm)) + comm + b"SSND" + struct.pack(">I", len(ssnd)) + ssnd
+    return b"FORM" + struct.pack(">I", 4 + len(chunks)) + b"AIFF" + chunks
 
 
 @pytest.mark.parametrize(
@@ -231,9 +328,14 @@ async def test_clone_update_speak_delete(server: LocalServer) -> None:
     [
         (b"definitely not audio", 400, "FORMAT_NOT_RECOGNIZED"),
         (tone_wav(MIN_CLONE_SECONDS / 4), 400, "SHORT_SPEECH_DURATION"),
+        (tone_wav(MIN_CLONE_SECONDS - 0.1), 400, "SHORT_SPEECH_DURATION"),
         (tone_wav(3.0, amplitude=0), 400, "BAD_SPEECH_QUALITY"),
         (b"RIFF\x00\x00\x00\x00WAVEbroken", 400, "FORMAT_NOT_RECOGNIZED"),
         (b"ID3" + bytes(100), 400, "SHORT_SPEECH_DURATION"),
+        (flac_header(2.0), 400, "SHORT_SPEECH_DURATION"),
+        (b"fLaC" + bytes(10), 400, "FORMAT_NOT_RECOGNIZED"),
+        (aiff(1.0), 400, "SHORT_SPEECH_DURATION"),
+        (b"FORM\x00\x00\x00\x04AIFF", 400, "FORMAT_NOT_RECOGNIZED"),
         (b"RIFF" + bytes(11 * 1024 * 1024), 413, "FILE_TOO_LARGE"),
     ],
 )
@@ -241,23 +343,40 @@ async def test_clone_checks_the_sample(server: LocalServer, sample: bytes, statu
     response = await request(
         server, "POST", "/voices/clone", data={"name": "X"}, files={"audio": ("x.wav", sample, "audio/wav")}
     )
-    assert response.status_code == status
-    assert response.json()["error_code"] == code
+    assert http_error(response, status)["error_code"] == code
     assert len(server.voices) == 3
 
 
-async def test_clone_accepts_mp3_and_needs_a_name_and_a_file(server: LocalServer) -> None:
-    mp3 = b"ID3" + bytes(20_000)
-    ok = await request(server, "POST", "/voices/clone", data={"name": "M"}, files={"audio": ("a.mp3", mp3)})
-    assert ok.status_code == 200
-    nameless = await request(server, "POST", "/voices/clone", files={"audio": ("a.mp3", mp3)})
-    assert nameless.json()["error_code"] == "INVALID_REQUEST"
-    fileless = await request(
-        server, "POST", "/voices/clone", data={"name": "M"}, files={"other": ("a", b"x")}
+@pytest.mark.parametrize(
+    ("name", "sample", "mime"),
+    [
+        ("a.mp3", b"ID3" + bytes(30_000), "audio/mpeg"),
+        ("a.flac", flac_header(3.5), "audio/flac"),
+        ("a.aiff", aiff(3.5), "audio/aiff"),
+        ("a.wav", tone_wav(MIN_CLONE_SECONDS), "audio/wav"),
+    ],
+)
+async def test_clone_takes_each_format(server: LocalServer, name: str, sample: bytes, mime: str) -> None:
+    ok = await request(
+        server, "POST", "/voices/clone", data={"name": "M"}, files={"audio": (name, sample, mime)}
     )
-    assert fileless.json()["error_code"] == "INVALID_REQUEST"
-    not_multipart = await request(server, "POST", "/voices/clone", json={"name": "M"})
-    assert not_multipart.json()["error_code"] == "INVALID_REQUEST"
+    assert ok.status_code == 200, ok.text
+
+
+async def test_clone_needs_a_name_a_file_and_known_values(server: LocalServer) -> None:
+    mp3 = b"ID3" + bytes(30_000)
+
+    async def clone(**kwargs: Any) -> dict[str, Any]:
+        return http_error(await request(server, "POST", "/voices/clone", **kwargs), 400)
+
+    assert (await clone(files={"audio": ("a.mp3", mp3)}))["error_code"] == "INVALID_REQUEST"
+    assert (await clone(data={"name": "M"}, files={"other": ("a", b"x")}))["error_code"] == "INVALID_REQUEST"
+    assert (await clone(json={"name": "M"}))["error_code"] == "INVALID_REQUEST"
+    for field in ({"gender": "male"}, {"enhance": "maybe"}):
+        assert (await clone(data={"name": "M", **field}, files={"audio": ("a.mp3", mp3)}))["error_code"] == (
+            "INVALID_REQUEST"
+        )
+    assert len(server.voices) == 3
 
 
 def test_parse_form() -> None:

@@ -27,6 +27,7 @@ from .helpers import (
     audio_of,
     close_of,
     connect,
+    http_error,
     init_message,
     open_ws,
     ws_url,
@@ -118,8 +119,7 @@ async def post(server: LocalServer, path: str, json: object) -> httpx.Response:
 
 
 def assert_refused(response: httpx.Response, *words: str) -> None:
-    assert response.status_code == 400, response.text
-    error = response.json()
+    error = http_error(response, 400)
     assert error["error_code"] == "FORMAT_NOT_RECOGNIZED"
     for word in words:
         assert word in error["message"]

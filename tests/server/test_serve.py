@@ -33,11 +33,11 @@ async def test_serve_runs_until_cancelled() -> None:
             assert server.host == "127.0.0.1"
             assert server.url == f"http://127.0.0.1:{server.port}"
             async with httpx.AsyncClient(base_url=server.url) as http:
-                assert (await http.get("/status")).json()["status"] == "ok"
+                assert (await http.get("/")).json() == {"status": "ok", "version": "v1"}
             nursery.cancel_scope.cancel()
         with pytest.raises(httpx.ConnectError):
             async with httpx.AsyncClient(base_url=server.url) as http:
-                await http.get("/status")
+                await http.get("/")
 
 
 async def test_exceptions_from_the_block_are_not_wrapped() -> None:
@@ -57,9 +57,9 @@ async def test_the_app_is_plain_asgi() -> None:
     }
     with trio.fail_after(TIMEOUT):
         async with httpx.AsyncClient(transport=transport, base_url="http://local") as http:
-            status = await http.get("/status")
+            status = await http.get("/")
             audio = await http.post("/text_to_speech/streaming", json=body)
-    assert status.json()["engine"] == "signal"
+    assert status.json() == {"status": "ok", "version": "v1"}
     assert audio.status_code == 200
     assert len(audio.content) == SignalEngine().samples_for("In process.") * 2
 

@@ -19,10 +19,13 @@ from ._engines import Engine, load_engine
 from ._http import status_endpoint, streaming_endpoint, timestamps_endpoint, whole_file_endpoint
 from ._state import Faults, ServerLog, ServerState
 from ._voice_api import (
+    SIGNED_PREVIEW_PATH,
+    batch_voices_endpoint,
     clone_voice_endpoint,
     delete_voice_endpoint,
     get_voice_endpoint,
     list_voices_endpoint,
+    preview_audio_endpoint,
     preview_voice_endpoint,
     update_voice_endpoint,
 )
@@ -45,9 +48,11 @@ def create_app(state: ServerState) -> Starlette:
 
     Routes: the WebSocket ``/text_to_speech/websocket/ws``; ``POST``
     ``/text_to_speech/streaming``, ``/text_to_speech``,
-    ``/text_to_speech/with_timestamps``; ``GET /status``; the voices
-    (``POST /voices``, ``GET|PUT|DELETE /voices/{id}``,
-    ``GET /voices/{id}/preview``, ``POST /voices/clone``).
+    ``/text_to_speech/with_timestamps``; the status check ``GET /``; the
+    voices (``POST /voices``, ``POST /voices/batch``,
+    ``GET|PUT|DELETE /voices/{id}``, ``GET /voices/preview/{id}``,
+    ``POST /voices/clone``); and the preview audio behind a signed URL
+    (``GET /signed/voice-previews/{id}``, no key needed).
 
     Run it on any ASGI server whose event loop is trio (Hypercorn's trio
     worker; :func:`serve` and :func:`open_local_server` do that for you).
@@ -63,13 +68,15 @@ def create_app(state: ServerState) -> Starlette:
             route(STREAMING_PATH, streaming_endpoint, "POST"),
             route("/text_to_speech", whole_file_endpoint, "POST"),
             route("/text_to_speech/with_timestamps", timestamps_endpoint, "POST"),
-            route("/status", status_endpoint, "GET"),
+            route("/", status_endpoint, "GET"),
             route("/voices", list_voices_endpoint, "POST"),
+            route("/voices/batch", batch_voices_endpoint, "POST"),
             route("/voices/clone", clone_voice_endpoint, "POST"),
+            route("/voices/preview/{voice_id}", preview_voice_endpoint, "GET"),
             route("/voices/{voice_id}", get_voice_endpoint, "GET"),
             route("/voices/{voice_id}", update_voice_endpoint, "PUT"),
             route("/voices/{voice_id}", delete_voice_endpoint, "DELETE"),
-            route("/voices/{voice_id}/preview", preview_voice_endpoint, "GET"),
+            route(SIGNED_PREVIEW_PATH, preview_audio_endpoint, "GET"),
         ]
     )
     app.state.server = state

@@ -5,7 +5,7 @@
 * ``POST /text_to_speech``: the whole file (raw, wav or mp3).
 * ``POST /text_to_speech/with_timestamps``: ``{"audio_base64", "alignment"}``
   (the audio raw, wav or mp3).
-* ``GET /status``: ``{"status": "ok", ...}``.
+* ``GET /``: the status check, ``{"status": "ok", "version": "v1"}``.
 
 mp3 needs the ``lameenc`` package (the ``[server]`` extra); without it, and
 for a sample rate or bit rate LAME cannot make, the answer is 400
@@ -23,6 +23,7 @@ import functools
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any, Final
 
@@ -37,7 +38,7 @@ from ._requests import (
     CODE_FOR_STATUS,
     RequestError,
     SynthesisRequest,
-    error_body,
+    error_answer,
     parse_synthesis_request,
 )
 from ._state import HTTPRequestLog, ServerState
@@ -46,6 +47,8 @@ __all__ = [
     "QUOTA_MARKER",
     "admit",
     "error_response",
+    "log_request",
+    "refusal",
     "status_endpoint",
     "streaming_endpoint",
     "timestamps_endpoint",
@@ -58,23 +61,48 @@ logger = logging.getLogger("trio_asyncai.server")
 QUOTA_MARKER: Final = b"--ERROR:QUOTA_EXCEEDED--"
 
 
-def error_response(record: HTTPRequestLog | None, status: int, code: str, message: str) -> JSONResponse:
-    """A JSON error ``{"error_code", "message"}``; 429 and 503 carry ``Retry-After: 0``."""
-    if record is not None:
-        record.status = status
-    headers = {"Retry-After": "0"} if status in (429, 503) else None
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+def error_response(
+    state: ServerState,
+    record: HTTPRequestLog,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """An error answer shaped as the service shapes it (see :func:`error_answer`)."""
+    record.status = status
+    body, headers = error_answer(
+        state.faults, status, code, message, extra=extra, method=record.method, path=record.path
+    )
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def refusal(state: ServerState, record: HTTPRequestLog, exc: RequestError) -> JSONResponse:
+    """The error answer for a :exc:`RequestError`."""
+    return error_response(state, record, exc.status, exc.code, exc.message, extra=exc.extra)
+
+
+def log_request(state: ServerState, request: Request, body: Any = None) -> HTTPRequestLog:
+    """Add a request to the server's log (the ``x-api-key`` header's value hidden)."""
+    headers = {k: ("***" if k.lower() == "x-api-key" else v) for k, v in request.headers.items()}
+    record = HTTPRequestLog(method=request.method, path=request.url.path, headers=headers, body=body)
+    state.log.http.append(record)
+    state.log.notify()
+    return record
 
 
 async def admit(
-    state: ServerState, request: Request, *, parse_json: bool = True
+    state: ServerState, request: Request, *, parse_json: bool = True, need_key: bool = True
 ) -> tuple[HTTPRequestLog, Any, Response | None]:
     """Log a request and run the checks every endpoint shares.
 
     Returns the log record, the parsed JSON body (``None`` when there is no
     body or it is not JSON) and, if the request is refused, the response to
-    send: the next ``http_statuses`` fault, 401 ``INVALID_API_KEY``, or
-    404 ``VERSION_NOT_FOUND``.
+    send: the next ``http_statuses`` fault, 401 ``INVALID_API_KEY`` (unless
+    ``need_key`` is false; ``extra.api_key`` is the first 4 characters of the
+    key sent, as the service echoes them), or 404 ``VERSION_NOT_FOUND`` for a
+    ``version`` header other than ``v1`` (none means v1).
     """
     try:
         raw = await request.body()
@@ -91,36 +119,25 @@ async def admit(
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             body = None
-    headers = {k: ("***" if k.lower() == "x-api-key" else v) for k, v in request.headers.items()}
-    record = HTTPRequestLog(method=request.method, path=request.url.path, headers=headers, body=body)
-    state.log.http.append(record)
-    state.log.notify()
+    record = log_request(state, request, body)
 
     faults = state.faults
     if faults.http_statuses:
         status = faults.http_statuses.pop(0)
         fallback = "INTERNAL_SERVER_ERROR" if status >= 500 else "INVALID_REQUEST"
         code = CODE_FOR_STATUS.get(status, fallback)
-        refused = error_response(record, status, code, "error injected by the local server's faults")
+        refused = error_response(state, record, status, code, "error injected by the local server's faults")
         return record, body, refused
-    if state.api_key is not None:
+    if state.api_key is not None and need_key:
         key = request.headers.get("x-api-key")
         if key is None or not hmac.compare_digest(key.encode(), state.api_key.encode()):
-            return (
-                record,
-                body,
-                error_response(record, 401, "INVALID_API_KEY", "the API key is missing or invalid"),
-            )
-    for header in ("version", "api-version"):
-        version = request.headers.get(header)
-        if version is not None and version != API_VERSION:
-            return (
-                record,
-                body,
-                error_response(
-                    record, 404, "VERSION_NOT_FOUND", f"API version {version!r} not found; use v1"
-                ),
-            )
+            extra = {"api_key": key[:4]} if key else None
+            message = "the API key is missing or invalid"
+            return record, body, error_response(state, record, 401, "INVALID_API_KEY", message, extra=extra)
+    version = request.headers.get("version")
+    if version is not None and version != API_VERSION:
+        message = f"API version {version!r} not found; use v1"
+        return record, body, error_response(state, record, 404, "VERSION_NOT_FOUND", message)
     return record, body, None
 
 
@@ -131,11 +148,11 @@ async def _synthesis_request(
     if refused is not None:
         return record, refused
     if body is None:
-        return record, error_response(record, 400, "INVALID_REQUEST", "the body must be JSON")
+        return record, error_response(state, record, 400, "INVALID_REQUEST", "the body must be JSON")
     try:
         return record, parse_synthesis_request(body, state.voices, streaming=streaming)
     except RequestError as exc:
-        return record, error_response(record, exc.status, exc.code, exc.message)
+        return record, refusal(state, record, exc)
 
 
 async def streaming_endpoint(state: ServerState, request: Request) -> Response:
@@ -170,7 +187,7 @@ async def whole_file_endpoint(state: ServerState, request: Request) -> Response:
         audio = await _render_all(state, synthesis)
     except Exception:
         logger.exception("synthesis failed")
-        return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
+        return error_response(state, record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
     fmt = synthesis.output_format
     record.status = 200
     if fmt.container == "wav":
@@ -196,7 +213,7 @@ async def timestamps_endpoint(state: ServerState, request: Request) -> Response:
         audio = await _render_all(state, synthesis, timings)
     except Exception:
         logger.exception("synthesis failed")
-        return error_response(record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
+        return error_response(state, record, 500, "INTERNAL_SERVER_ERROR", "synthesis failed")
     fmt = synthesis.output_format
     if fmt.container == "wav":
         audio = wav_file(audio, fmt.sample_rate, fmt.encoding)
@@ -214,20 +231,12 @@ async def timestamps_endpoint(state: ServerState, request: Request) -> Response:
 
 
 async def status_endpoint(state: ServerState, request: Request) -> Response:
-    """``GET /status``: whether the service is up, and what it runs."""
-    record, _, refused = await admit(state, request, parse_json=False)
+    """``GET /``: ``{"status": "ok", "version": "v1"}``. Needs no key, only the version."""
+    record, _, refused = await admit(state, request, parse_json=False, need_key=False)
     if refused is not None:
         return refused
     record.status = 200
-    return JSONResponse(
-        {
-            "status": "ok",
-            "server": "trio-asyncai local server",
-            "engine": state.engine.name,
-            "api_version": API_VERSION,
-            "voices": len(state.voices),
-        }
-    )
+    return JSONResponse({"status": "ok", "version": API_VERSION})
 
 
 class AudioStreamResponse(Response):

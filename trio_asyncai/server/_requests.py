@@ -2,7 +2,7 @@
 
 Every check raises :exc:`RequestError` with the service's error code and the
 HTTP status that goes with it; the endpoints turn it into a JSON error body
-(HTTP) or an error message (WebSocket).
+(HTTP, :func:`error_answer`) or an error message (WebSocket, :func:`error_body`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, final
 import attrs
 
 from ._mp3 import MP3_UNAVAILABLE, load_lameenc, mp3_bit_rate
+from ._state import Faults
 from ._voices import Voice, VoiceLibrary
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "OutputFormat",
     "RequestError",
     "SynthesisRequest",
+    "error_answer",
     "error_body",
     "parse_connection_settings",
     "parse_language",
@@ -38,8 +40,10 @@ ERROR_STATUS: Final[Mapping[str, int]] = {
     "FORMAT_NOT_RECOGNIZED": 400,
     "SHORT_SPEECH_DURATION": 400,
     "BAD_SPEECH_QUALITY": 400,
+    "VOICE_FIELD_UPDATE_NOT_ALLOWED": 400,
     "INVALID_API_KEY": 401,
     "VOICE_NOT_FOUND": 404,
+    "VOICE_PREVIEW_NOT_FOUND": 404,
     "VERSION_NOT_FOUND": 404,
     "NOT_FOUND": 404,
     "FILE_TOO_LARGE": 413,
@@ -85,22 +89,87 @@ MAX_BIT_RATE: Final = 320000
 
 
 class RequestError(Exception):
-    """A request the service refuses: ``code`` (``"VOICE_NOT_FOUND"``...), ``status``, ``message``."""
+    """A request the service refuses: ``code`` (``"VOICE_NOT_FOUND"``...), ``status``, ``message``.
 
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+    ``extra`` holds the error's further details (``{"voice_id": ...}``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status if status is not None else ERROR_STATUS.get(code, 400)
+        self.extra = dict(extra) if extra is not None else None
 
     def to_json(self) -> dict[str, Any]:
-        """The error body: ``{"error_code": ..., "message": ...}``."""
-        return error_body(self.code, self.message)
+        """The error object: ``{"error_code", "message", "extra"?}``."""
+        return error_body(self.code, self.message, self.extra)
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The JSON error object the service sends, on HTTP and WebSocket alike."""
-    return {"error_code": code, "message": message}
+def error_body(code: str, message: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The flat JSON error object ``{"error_code", "message", "extra"?}``.
+
+    What a WebSocket error message carries; over HTTP the service nests it
+    as ``{"detail": {...}}`` (:func:`error_answer`).
+    """
+    body: dict[str, Any] = {"error_code": code, "message": message}
+    if extra:
+        body["extra"] = dict(extra)
+    return body
+
+
+_REASONS: Final[Mapping[int, str]] = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def error_answer(
+    faults: Faults,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    method: str = "GET",
+    path: str = "/",
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The JSON body and extra headers of an HTTP error answer, as the service shapes them.
+
+    * A 5xx is the service's code-less ``{"message", "method", "url",
+      "detail": message}``.
+    * Anything else is ``{"detail": {"error_code", "message", "extra"?}}``,
+      or the flat ``{"error_code", "message", "extra"?}`` with the
+      ``flat_error_bodies`` fault.
+    * ``RATE_LIMIT_EXCEEDED`` carries ``extra.limit`` and
+      ``extra.retry_after_ms`` (``faults.retry_after_ms``), and no
+      ``Retry-After`` header: the service sends none.
+    * With ``faults.retry_after_header`` set, every 429 and 5xx carries that
+      ``Retry-After`` header instead of ``retry_after_ms``.
+    """
+    headers: dict[str, str] | None = None
+    header = faults.retry_after_header
+    if header is not None and (status == 429 or status >= 500):
+        headers = {"Retry-After": header}
+    if status >= 500:
+        reason = _REASONS.get(status, "Server Error")
+        return {"message": reason, "method": method, "url": path, "detail": message}, headers
+    details = dict(extra or {})
+    if code == "RATE_LIMIT_EXCEEDED":
+        details.setdefault("limit", 60)
+        if header is None:
+            details.setdefault("retry_after_ms", faults.retry_after_ms)
+    flat = error_body(code, message, details or None)
+    return (flat if faults.flat_error_bodies else {"detail": flat}), headers
 
 
 @final
@@ -221,7 +290,7 @@ def parse_voice(value: object, voices: VoiceLibrary) -> Voice:
         raise RequestError("INVALID_REQUEST", "voice.id must be a non-empty string")
     voice = voices.get(voice_id)
     if voice is None:
-        raise RequestError("VOICE_NOT_FOUND", f"voice {voice_id!r} not found")
+        raise RequestError("VOICE_NOT_FOUND", f"voice {voice_id!r} not found", extra={"voice_id": voice_id})
     return voice
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable
 from typing import Any, final
 
@@ -45,10 +46,21 @@ class Faults:
     HTTP:
 
     * ``http_statuses``: the next requests are answered with these statuses,
-      in order (each is popped), with a JSON error body and, for 429 and 503,
-      ``Retry-After: 0``.
+      in order (each is popped), with the error body the service sends for
+      each (429 is ``RATE_LIMIT_EXCEEDED`` with ``extra.retry_after_ms``; a
+      5xx has the code-less 500 shape).
     * ``http_quota_after_bytes``: streamed bodies stop after this many audio
       bytes with ``--ERROR:QUOTA_EXCEEDED--``, split over two body chunks.
+
+    Error answers (HTTP, and a refused WebSocket handshake):
+
+    * ``flat_error_bodies``: send the flat ``{"error_code", "message",
+      "extra"?}`` instead of the service's usual ``{"detail": {...}}`` (the
+      reference shows both).
+    * ``retry_after_ms``: the wait a ``RATE_LIMIT_EXCEEDED`` answer asks for,
+      in ``extra.retry_after_ms`` (0 by default, so that tests run fast).
+    * ``retry_after_header``: send this ``Retry-After`` header with every 429
+      and 5xx, and no ``retry_after_ms``, as other servers and proxies do.
     """
 
     drop_after_audio_messages: int | None = None
@@ -60,6 +72,9 @@ class Faults:
     error_on_text: str | None = None
     http_statuses: list[int] = attrs.field(factory=list)
     http_quota_after_bytes: int | None = None
+    flat_error_bodies: bool = False
+    retry_after_ms: int = 0
+    retry_after_header: str | None = None
 
     def reset(self) -> None:
         """Switch every fault off."""
@@ -201,7 +216,8 @@ class ServerState:
     """Everything the ASGI app needs: engine, voices, settings, faults and log.
 
     ``api_key`` is never shown in a repr. ``limiter`` bounds how many synthesis
-    steps run in worker threads at once.
+    steps run in worker threads at once. ``signing_key`` signs the preview
+    URLs the server hands out (random per server).
     """
 
     engine: Engine
@@ -211,6 +227,7 @@ class ServerState:
     faults: Faults = attrs.field(factory=Faults)
     log: ServerLog = attrs.field(factory=ServerLog)
     limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
+    signing_key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout is not None and not (

@@ -63,6 +63,7 @@ from ._requests import (
     CODE_FOR_STATUS,
     ConnectionSettings,
     RequestError,
+    error_answer,
     error_body,
     parse_connection_settings,
 )
@@ -95,10 +96,12 @@ def redact_query(params: dict[str, str]) -> dict[str, str]:
 
 
 async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
-    headers = {"Retry-After": "0"} if status in (429, 503) else None
-    await websocket.send_denial_response(
-        JSONResponse(error_body(code, message), status_code=status, headers=headers)
-    )
+    """Refuse the handshake with the error answer the service's HTTP endpoints give."""
+    state: ServerState = websocket.app.state.server
+    key = websocket.query_params.get("api_key") or websocket.headers.get("x-api-key")
+    extra = {"api_key": key[:4]} if code == "INVALID_API_KEY" and key else None
+    body, headers = error_answer(state.faults, status, code, message, extra=extra, path=websocket.url.path)
+    await websocket.send_denial_response(JSONResponse(body, status_code=status, headers=headers))
 
 
 async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
