@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import Any
 
@@ -28,24 +29,30 @@ from trio_asyncai import (
     SynthesisTimeout,
     SynthesizerClosedError,
     TransportError,
+    VoiceCloneLimitError,
 )
-from trio_asyncai._errors import error_from_code
+from trio_asyncai._errors import MAX_RETRY_AFTER, error_from_body, error_from_code, retry_after_header
 from trio_asyncai._types import ApiKey, resolve_api_key
 
 # Every error code in ASYNC_API.md, with the class, status and retryability we promise.
 DOCUMENTED_CODES: list[tuple[str, type[APIError], int, bool]] = [
     ("INVALID_API_KEY", AuthenticationError, 401, False),
     ("VOICE_NOT_FOUND", NotFoundError, 404, False),
+    ("VOICE_PREVIEW_NOT_FOUND", NotFoundError, 404, False),
     ("VERSION_NOT_FOUND", NotFoundError, 404, False),
     ("INVALID_LANGUAGE", InvalidRequestError, 400, False),
     ("FORMAT_NOT_RECOGNIZED", InvalidRequestError, 400, False),
     ("SHORT_SPEECH_DURATION", InvalidRequestError, 400, False),
     ("BAD_SPEECH_QUALITY", InvalidRequestError, 400, False),
+    ("VOICE_FIELD_UPDATE_NOT_ALLOWED", InvalidRequestError, 400, False),
     ("FILE_TOO_LARGE", PayloadTooLargeError, 413, False),
     ("TOO_MANY_CONCURRENT_REQUESTS", RateLimitError, 429, True),
     ("RATE_LIMIT_EXCEEDED", RateLimitError, 429, True),
     ("USAGE_LIMIT_EXCEEDED", QuotaExceededError, 429, False),
-    ("VOICE_CLONE_LIMIT_EXCEEDED", RateLimitError, 429, True),
+    ("VOICE_CLONE_LIMIT_EXCEEDED", VoiceCloneLimitError, 429, False),
+    # Over the WebSocket these come without a status: a retryable ServerError, as over HTTP.
+    ("INTERNAL_SERVER_ERROR", ServerError, 500, True),
+    ("SERVICE_UNAVAILABLE", ServerError, 503, True),
 ]
 
 
@@ -67,6 +74,7 @@ TREE: list[tuple[type[AsyncAIError], type[AsyncAIError]]] = [
     (PayloadTooLargeError, APIError),
     (RateLimitError, APIError),
     (QuotaExceededError, RateLimitError),
+    (VoiceCloneLimitError, RateLimitError),
     (ServerError, APIError),
 ]
 
@@ -110,6 +118,7 @@ def test_configuration_error_is_a_value_error() -> None:
         (PayloadTooLargeError, False),
         (RateLimitError, True),
         (QuotaExceededError, False),
+        (VoiceCloneLimitError, False),
         (ServerError, True),
     ],
 )
@@ -224,6 +233,110 @@ def test_errors_pickle() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is RateLimitError
     assert str(copy) == str(err)
+
+
+# ----------------------------------------------------------- error_from_body
+
+
+def nested(code: str, message: str, extra: dict[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"error_code": code, "message": message}
+    if extra is not None:
+        error["extra"] = extra
+    return json.dumps({"detail": error}).encode()
+
+
+def test_nested_body() -> None:
+    body = nested("VOICE_NOT_FOUND", "no such voice", {"voice_id": "x"})
+    err = error_from_body(404, body)
+    assert type(err) is NotFoundError
+    assert (err.code, err.status, err.message, err.extra) == (
+        "VOICE_NOT_FOUND",
+        404,
+        "no such voice",
+        {"voice_id": "x"},
+    )
+    assert err.retry_after is None
+
+
+def test_flat_body() -> None:
+    err = error_from_body(400, '{"error_code": "INVALID_LANGUAGE", "message": "nope", "extra": null}')
+    assert type(err) is InvalidRequestError
+    assert (err.code, err.message, err.extra) == ("INVALID_LANGUAGE", "nope", {})
+
+
+def test_the_500_shape_has_no_code_and_keeps_no_url() -> None:
+    body = (
+        b'{"message": "Internal Server Error", "method": "GET",'
+        b' "url": "wss://api.async.com/ws?api_key=sk_secret", "detail": "database unreachable"}'
+    )
+    err = error_from_body(500, body)
+    assert type(err) is ServerError and err.retryable
+    assert err.code is None
+    assert err.message == "Internal Server Error: database unreachable"
+    assert "sk_secret" not in repr(err) + str(err) + repr(err.extra)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"<html>Bad gateway</html>", b"[1, 2]", b'{"detail": [{"msg": "x"}]}', None]
+)
+def test_other_bodies_map_by_status(body: bytes | None) -> None:
+    err = error_from_body(502, body, default_message="refused")
+    assert type(err) is ServerError
+    assert (err.code, err.status, err.message) == (None, 502, "refused")
+
+
+def test_a_key_prefix_in_extra_is_dropped() -> None:
+    extra = {"api_key": "sk_ab", "apiKey": "sk_cd", "nested": {"x_api_key": "sk_ef", "ok": 1}, "limit": 3}
+    body = nested("INVALID_API_KEY", "bad key", extra)
+    err = error_from_body(401, body)
+    assert type(err) is AuthenticationError
+    assert err.extra == {"nested": {"ok": 1}, "limit": 3}
+    for prefix in ("sk_ab", "sk_cd", "sk_ef"):
+        assert prefix not in repr(err) + str(err) + repr(err.extra)
+    assert "api_key" not in APIError("m", extra={"API_KEY": "k"}).extra
+
+
+def test_retry_after_ms_wins_over_the_header() -> None:
+    body = nested("RATE_LIMIT_EXCEEDED", "slow", {"limit": 5, "retry_after_ms": 1500})
+    assert error_from_body(429, body).retry_after == 1.5
+    assert error_from_body(429, body, retry_after="9").retry_after == 1.5
+    header_only = nested("RATE_LIMIT_EXCEEDED", "slow")
+    assert error_from_body(429, header_only, retry_after="9").retry_after == 9.0
+    assert error_from_body(429, header_only).retry_after is None
+    huge = body.replace(b"1500", b"86400000")
+    assert error_from_body(429, huge).retry_after == MAX_RETRY_AFTER
+    for bad in (b'"soon"', b"true", b"null"):
+        odd = body.replace(b"1500", bad)
+        assert error_from_body(429, odd, retry_after="2").retry_after == 2.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("3", 3.0),
+        ("0", 0.0),
+        ("-4", 0.0),
+        ("1e9", MAX_RETRY_AFTER),
+        ("soon", None),
+        ("nan", None),
+    ],
+)
+def test_retry_after_header(value: str | None, seconds: float | None) -> None:
+    assert retry_after_header(value) == seconds
+
+
+def test_retry_after_header_as_a_date() -> None:
+    assert retry_after_header("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert retry_after_header("Wed, 99 Foo 2026") is None
+
+
+@given(st.binary(max_size=200), st.integers(min_value=100, max_value=599))
+def test_error_from_body_never_fails(body: bytes, status: int) -> None:
+    err = error_from_body(status, body)
+    assert isinstance(err, APIError)
+    assert err.status == status
 
 
 # ------------------------------------------------------------ no leaked keys

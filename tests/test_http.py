@@ -18,6 +18,7 @@ from trio_asyncai import (
     ConnectionLostError,
     InvalidRequestError,
     NotFoundError,
+    ProtocolError,
     QuotaExceededError,
     RateLimitError,
     ServerError,
@@ -326,7 +327,8 @@ async def test_requests_carry_version_and_key_headers() -> None:
             await u.read_all()
     (request,) = seen
     assert request.headers["x-api-key"] == "sk_header_key"
-    assert request.headers["version"] == "v1" == request.headers["api-version"]
+    assert request.headers["version"] == "v1"
+    assert "api-version" not in request.headers  # no other version header exists
     assert "sk_header_key" not in str(request.url)
     body = json.loads(request.content)
     assert body["language"] == "fr"
@@ -392,6 +394,28 @@ async def test_an_unreadable_retry_after_is_ignored(value: str, jump_clock: trio
         async with client, cm as synth, synth.speak("Hi.") as u:
             await u.read_all()
     assert calls == 3
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "error"),
+    [
+        ("application/json", b'{"detail": {"error_code": "VOICE_NOT_FOUND", "message": "m"}}', NotFoundError),
+        ("application/json", b'{"error_code": "INVALID_LANGUAGE", "message": "m"}', InvalidRequestError),
+        ("application/json", b"{}", ProtocolError),
+        ("text/html", b"<html><body>Please sign in</body></html>", ProtocolError),
+    ],
+)
+async def test_a_200_that_is_json_or_html_is_never_audio(
+    content_type: str, body: bytes, error: type[Exception]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": content_type})
+
+    client, cm = mock_synth(handler)
+    with trio.fail_after(TIMEOUT), pytest.raises(error):
+        async with client, cm as synth, synth.speak("Hi.") as u:
+            async for _ in u:
+                raise AssertionError("an error body was delivered as audio")
 
 
 def test_the_http_synthesizer_runs_under_anyio() -> None:

@@ -33,7 +33,7 @@ async def main() -> None:
 
         # A voice of your own from a recording (here: the local server's preview).
         sample = await client.voices.preview(DEFAULT_VOICE_ID)
-        mine = await client.voices.clone(sample, name="My voice", language="en")
+        mine = await client.voices.clone(sample, name="My voice")
         print(f"cloned: {mine.voice_id} ({mine.voice_type})")
         async with trio_asyncai.open_synthesizer(base_url=server.url, voice_id=mine.voice_id) as synth:
             async with synth.speak("This is my own voice.") as utterance:

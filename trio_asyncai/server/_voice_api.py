@@ -313,7 +313,7 @@ async def preview_audio_endpoint(state: ServerState, request: Request) -> Respon
     voice = state.voices.get(voice_id)
     if voice is None:
         return _access_denied(record, 404, "no such preview")
-    text = f"Hello! I am {voice.name}. This is how I sound."
+    text = f"Hello! I am {voice.name}. This is how I sound when I read a short sentence aloud."
     render = functools.partial(render_all, state.engine, text, voice, _PREVIEW_FORMAT)
     try:
         pcm = await trio.to_thread.run_sync(render, limiter=state.limiter)

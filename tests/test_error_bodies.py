@@ -1,0 +1,157 @@
+"""One parser for error bodies: REST, the HTTP synthesizer and a refused WebSocket handshake.
+
+Against the local server in its default mode (the service's nested
+``{"detail": {...}}``) and with its ``flat_error_bodies`` fault (the flat
+shape the reference also shows); the code-less 500 shape comes from the
+``http_statuses`` fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from trio_asyncai import (
+    AuthenticationError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    open_client,
+    open_http_synthesizer,
+    open_synthesizer,
+)
+from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, open_local_server
+
+TIMEOUT = 20
+KEY = "sk_right_key_for_the_twin"
+WRONG = "sk_wrong_key_never_shown"
+
+
+@pytest.fixture(params=["nested", "flat"])
+async def keyed_server(request: pytest.FixtureRequest) -> AsyncIterator[LocalServer]:
+    """A twin that wants ``KEY``, answering errors in each of the two shapes."""
+    async with open_local_server(engine="signal", api_key=KEY, idle_timeout=None) as srv:
+        srv.faults.flat_error_bodies = request.param == "flat"
+        yield srv
+
+
+def no_key_in(error: BaseException) -> None:
+    text = f"{error!r} {error}"
+    if isinstance(error, AuthenticationError | RateLimitError | ServerError | NotFoundError):
+        text += repr(error.extra)
+    for secret in (WRONG, WRONG[:4], KEY):
+        assert secret not in text
+
+
+async def test_rest_errors_are_typed_in_both_shapes(keyed_server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_client(base_url=keyed_server.url, api_key=KEY) as client:
+            with pytest.raises(NotFoundError) as missing:
+                await client.voices.get("nobody")
+        async with open_client(base_url=keyed_server.url, api_key=WRONG) as client:
+            with pytest.raises(AuthenticationError) as refused:
+                await client.voices.get(DEFAULT_VOICE_ID)
+    assert (missing.value.code, missing.value.status) == ("VOICE_NOT_FOUND", 404)
+    assert missing.value.extra == {"voice_id": "nobody"}
+    assert (refused.value.code, refused.value.status) == ("INVALID_API_KEY", 401)
+    # The twin echoes the key's first 4 characters as extra.api_key, as the service does.
+    assert refused.value.extra == {}
+    no_key_in(refused.value)
+
+
+async def test_the_http_synthesizer_reads_both_shapes(keyed_server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_http_synthesizer(base_url=keyed_server.url, api_key=KEY, voice_id="nobody") as synth:
+            with pytest.raises(NotFoundError) as missing:
+                async with synth.speak("Hi.") as u:
+                    await u.read_all()
+        async with open_http_synthesizer(
+            base_url=keyed_server.url, api_key=WRONG, voice_id=DEFAULT_VOICE_ID
+        ) as synth:
+            with pytest.raises(AuthenticationError) as refused:
+                async with synth.speak("Hi.") as u:
+                    await u.read_all()
+    assert missing.value.extra == {"voice_id": "nobody"}
+    assert refused.value.extra == {}
+    no_key_in(refused.value)
+
+
+async def test_a_refused_handshake_reads_both_shapes(keyed_server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT), pytest.raises(AuthenticationError) as refused:
+        async with open_synthesizer(
+            base_url=keyed_server.url, api_key=WRONG, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0
+        ):
+            pass  # pragma: no cover
+    assert (refused.value.code, refused.value.status) == ("INVALID_API_KEY", 401)
+    assert refused.value.extra == {}
+    no_key_in(refused.value)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+async def test_a_refused_handshake_carries_retry_after(flat: bool) -> None:
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        server.faults.flat_error_bodies = flat
+        server.faults.reject_handshake_status = 429
+        server.faults.retry_after_ms = 2500
+        with trio.fail_after(TIMEOUT), pytest.raises(RateLimitError) as limited:
+            async with open_synthesizer(
+                base_url=server.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0
+            ):
+                pass  # pragma: no cover
+        server.faults.retry_after_header = "7"
+        with trio.fail_after(TIMEOUT), pytest.raises(RateLimitError) as headed:
+            async with open_synthesizer(
+                base_url=server.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0
+            ):
+                pass  # pragma: no cover
+        server.faults.reject_handshake_status = 500
+        with trio.fail_after(TIMEOUT), pytest.raises(ServerError) as failed:
+            async with open_synthesizer(
+                base_url=server.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0
+            ):
+                pass  # pragma: no cover
+    assert limited.value.code == "RATE_LIMIT_EXCEEDED"
+    assert limited.value.retry_after == 2.5
+    assert limited.value.extra == {"limit": 60, "retry_after_ms": 2500}
+    assert headed.value.retry_after == 7.0
+    # The 500 shape: no code, the detail in the message, and retryable.
+    assert (failed.value.code, failed.value.status, failed.value.retryable) == (None, 500, True)
+    assert "fault injected" in failed.value.message
+
+
+@pytest.mark.parametrize("flat", [False, True])
+async def test_rest_retries_wait_retry_after_ms(flat: bool, jump_clock: trio.testing.MockClock) -> None:
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        server.faults.flat_error_bodies = flat
+        server.faults.retry_after_ms = 5000
+        server.faults.http_statuses = [429]
+        with trio.fail_after(600):
+            async with open_client(base_url=server.url, retry_backoff=0.01) as client:
+                start = trio.current_time()
+                voice = await client.voices.get(DEFAULT_VOICE_ID)
+                waited = trio.current_time() - start
+    assert voice.voice_id == DEFAULT_VOICE_ID
+    assert waited >= 5.0
+    assert [r.status for r in server.log.http] == [429, 200]
+
+
+async def test_http_synthesizer_retries_wait_the_retry_after_header(
+    jump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        server.faults.retry_after_header = "6"
+        server.faults.http_statuses = [503]
+        with trio.fail_after(600):
+            async with open_http_synthesizer(
+                base_url=server.url, voice_id=DEFAULT_VOICE_ID, retry_backoff=0.01
+            ) as synth:
+                start = trio.current_time()
+                async with synth.speak("After a pause.") as u:
+                    audio = await u.read_all()
+                waited = trio.current_time() - start
+    assert audio
+    assert waited >= 6.0
+    assert [r.status for r in server.log.http] == [503, 200]
