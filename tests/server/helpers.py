@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import struct
 import threading
+import wave
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -194,3 +197,39 @@ def http_error(response: httpx.Response, status: int | None = None) -> dict[str,
     assert isinstance(error["error_code"], str)
     assert isinstance(error["message"], str) and error["message"]
     return error
+
+
+def tone_wav(seconds: float, *, amplitude: int = 8000, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (amplitude * np.sin(2 * np.pi * 200 * t)).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return buffer.getvalue()
+
+
+def flac_header(seconds: float, rate: int = 16000) -> bytes:
+    """A FLAC file's signature and STREAMINFO block: all the server reads of one."""
+    frames = int(seconds * rate)
+    packed = (rate << 44) | (0 << 41) | (15 << 36) | frames
+    info = struct.pack(">HH", 4096, 4096) + bytes(6) + struct.pack(">Q", packed) + bytes(16)
+    return b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info + bytes(64)
+
+
+def aiff(seconds: float, rate: int = 16000) -> bytes:
+    """A mono 16-bit AIFF file of a tone."""
+    frames = int(seconds * rate)
+    exponent = 16383 + 63
+    mantissa = rate
+    while not mantissa & (1 << 63):
+        mantissa <<= 1
+        exponent -= 1
+    comm = struct.pack(">hIh", 1, frames, 16) + struct.pack(">HQ", exponent, mantissa)
+    t = np.arange(frames) / rate
+    samples = (8000 * np.sin(2 * np.pi * 200 * t)).astype(">i2").tobytes()
+    ssnd = struct.pack(">II", 0, 0) + samples
+    chunks = b"COMM" + struct.pack(">I", len(comm)) + comm + b"SSND" + struct.pack(">I", len(ssnd)) + ssnd
+    return b"FORM" + struct.pack(">I", 4 + len(chunks)) + b"AIFF" + chunks

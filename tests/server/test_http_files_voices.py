@@ -9,14 +9,25 @@ import wave
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import trio
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 from trio_asyncai.server._voice_api import MIN_CLONE_SECONDS, parse_form
 
-from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, audio_of, connect, http_error, init_message, signal_bytes
+from .helpers import (
+    API_KEY,
+    SIGNAL_RATE,
+    TIMEOUT,
+    aiff,
+    audio_of,
+    connect,
+    flac_header,
+    http_error,
+    init_message,
+    signal_bytes,
+    tone_wav,
+)
 
 HEADERS = {"x-api-key": API_KEY, "version": "v1"}
 
@@ -37,18 +48,6 @@ async def request(server: LocalServer, method: str, path: str, **kwargs: Any) ->
     with trio.fail_after(TIMEOUT):
         async with httpx.AsyncClient(base_url=server.url) as http:
             return await http.request(method, path, **kwargs)
-
-
-def tone_wav(seconds: float, *, amplitude: int = 8000, rate: int = 16000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (amplitude * np.sin(2 * np.pi * 200 * t)).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ synthesis
@@ -297,30 +296,6 @@ async def test_clone_update_speak_delete(server: LocalServer) -> None:
     deleted = await request(server, "DELETE", f"/voices/{voice_id}")
     assert (deleted.status_code, deleted.content) == (204, b"")
     assert (await request(server, "GET", f"/voices/{voice_id}")).status_code == 404
-
-
-def flac_header(seconds: float, rate: int = 16000) -> bytes:
-    """A FLAC file's signature and STREAMINFO block: all the server reads of one."""
-    frames = int(seconds * rate)
-    packed = (rate << 44) | (0 << 41) | (15 << 36) | frames
-    info = struct.pack(">HH", 4096, 4096) + bytes(6) + struct.pack(">Q", packed) + bytes(16)
-    return b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info + bytes(64)
-
-
-def aiff(seconds: float, rate: int = 16000) -> bytes:
-    """A mono 16-bit AIFF file of a tone."""
-    frames = int(seconds * rate)
-    exponent = 16383 + 63
-    mantissa = rate
-    while not mantissa & (1 << 63):
-        mantissa <<= 1
-        exponent -= 1
-    comm = struct.pack(">hIh", 1, frames, 16) + struct.pack(">HQ", exponent, mantissa)
-    t = np.arange(frames) / rate
-    samples = (8000 * np.sin(2 * np.pi * 200 * t)).astype(">i2").tobytes()
-    ssnd = struct.pack(">II", 0, 0) + samples
-    chunks = b"COMM" + struct.pack(">I", len(comm)) + comm + b"SSND" + struct.pack(">I", len(ssnd)) + ssnd
-    return b"FORM" + struct.pack(">I", 4 + len(chunks)) + b"AIFF" + chunks
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,23 @@
 """A local server that speaks the Async text-to-speech API, on trio.
 
-A real ASGI app (Starlette) on Hypercorn's trio worker, serving the WebSocket
-``/text_to_speech/websocket/ws`` and ``POST /text_to_speech/streaming``
-exactly as ASYNC_API.md describes them, with an offline voice (piper, from
-the ``[voice]`` extra) or a generated signal. Tests use it through
-:func:`open_local_server`, with fault switches (:class:`Faults`) and a log of
-what clients sent (:class:`ServerLog`); ``trio-asyncai serve`` runs
-:func:`serve`.
+A real ASGI app (Starlette) on Hypercorn's trio worker, the twin of the
+service: it serves the WebSocket ``/text_to_speech/websocket/ws``, the HTTP
+synthesis endpoints, the status check ``GET /`` and the voice endpoints as
+ASYNC_API.md (summarizing the official reference) describes them, with an
+offline voice (piper, from the ``[voice]`` extra) or a generated signal.
+Errors are the service's: ``{"detail": {"error_code", "message", "extra"}}``
+(429 ``RATE_LIMIT_EXCEEDED`` with ``extra.retry_after_ms``, 401 with a key
+prefix in ``extra.api_key``), and the code-less 500 shape. Behaviours the
+service does not have, but a client must survive, are named fault switches
+(:class:`Faults`), off by default. Tests use it through
+:func:`open_local_server`, with those switches and a log of what clients sent
+(:class:`ServerLog`); ``trio-asyncai serve`` runs :func:`serve`.
+
+The server is deliberately independent of the client code: it imports
+nothing from ``trio_asyncai`` outside ``trio_asyncai.server`` (a test checks
+this), and its checks are written from the contract, not from what the SDK
+sends. Shared code would share mistakes; kept apart, the server catches the
+client's.
 
 Audio comes raw, as wav (whole-file endpoints) or as mp3, encoded by LAME
 through ``lameenc`` at the MPEG sample rates (8000, 11025, 12000, 16000,
