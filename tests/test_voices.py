@@ -221,7 +221,7 @@ async def test_clone_update_use_and_delete(server: LocalServer, tmp_path: Path) 
             assert [v.voice_id for v in mine] == [voice.voice_id]
             assert (mine[0].gender, mine[0].style) == ("Female", "warm")
 
-            assert await client.voices.update(voice.voice_id, name="Still me", accent="irish") is None
+            await client.voices.update(voice.voice_id, name="Still me", accent="irish")
             now = await client.voices.get(voice.voice_id)
             assert (now.name, now.accent) == ("Still me", "irish")
 
@@ -229,7 +229,7 @@ async def test_clone_update_use_and_delete(server: LocalServer, tmp_path: Path) 
                 async with synth.speak("My own voice.") as u:
                     assert await u.read_all()
 
-            assert await client.voices.delete(voice.voice_id) is None
+            await client.voices.delete(voice.voice_id)
             with pytest.raises(NotFoundError):
                 await client.voices.get(voice.voice_id)
     (cloned,) = [r for r in server.log.http if r.path == "/voices/clone"]
