@@ -41,7 +41,9 @@ async def test_a_plain_nl_reaches_the_service_which_refuses_it(server: LocalServ
             with pytest.raises(APIError) as ws_error:
                 async with synth.speak("Hallo.") as utterance:
                     await utterance.read_all()
-        async with open_http_synthesizer(base_url=server.url, voice_id=DEFAULT_VOICE_ID, language="nl") as http:
+        async with open_http_synthesizer(
+            base_url=server.url, voice_id=DEFAULT_VOICE_ID, language="nl"
+        ) as http:
             with pytest.raises(APIError) as http_error:
                 async with http.speak("Hallo.") as utterance:
                     await utterance.read_all()

@@ -192,7 +192,11 @@ async def test_websocket_refuses_voice_controls_out_of_range(
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 async def test_http_accepts_voice_controls_in_range(server: LocalServer, path: str) -> None:
-    for fields in ({"speed_control": 0.7, "stability": 0}, {"speed_control": 2, "stability": 100.0}):
+    accepted: list[dict[str, Any]] = [
+        {"speed_control": 0.7, "stability": 0},
+        {"speed_control": 2, "stability": 100.0},
+    ]
+    for fields in accepted:
         response = await post(server, path, body(**fields))
         assert response.status_code == 200, response.text
     assert server.log.http[-1].body["stability"] == 100.0  # logged as sent
