@@ -14,7 +14,8 @@ EXAMPLES = sorted([*(ROOT / "docs" / "examples").glob("*.py"), *(ROOT / "example
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_example_runs(script: Path, tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "error::ResourceWarning"}
+    # PYTHONPATH: the examples run against this checkout, not whatever copy is installed.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "error::ResourceWarning", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

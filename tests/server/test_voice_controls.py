@@ -20,6 +20,7 @@ from trio_asyncai.server import (
     piper_available,
 )
 from trio_asyncai.server._audio import encode, mulaw_encode
+from trio_asyncai.server._requests import KNOWN_MODELS
 
 from .helpers import (
     API_KEY,
@@ -253,7 +254,7 @@ async def test_websocket_refuses_nl(server: LocalServer) -> None:
     await expect_ws_init_error(server, init_message(language="nl-BE"), "INVALID_LANGUAGE")
 
 
-@pytest.mark.parametrize("model", ["async_flash_v1.5", "async_pro_v1.0", "async_flash_v1.0", "future_v9"])
+@pytest.mark.parametrize("model", [*KNOWN_MODELS, "future_v9"])
 async def test_every_model_id_is_accepted(server: LocalServer, model: str) -> None:
     assert await ws_audio(server, init_message(model_id=model))
     response = await post(server, ENDPOINTS[1], body(model_id=model))
