@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 import wave
 from pathlib import Path
 
 import pytest
 
 from trio_asyncai._cli import main
+from trio_asyncai._wav import mulaw_to_pcm16
+from trio_asyncai.server import SignalEngine
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +55,8 @@ def test_speak_honours_sample_rate_and_local(tmp_path: Path, monkeypatch: pytest
         (["speak", "   "], "text must not be empty"),
         (["speak", "hi", "--sample-rate", "5"], "sample_rate must be from 8000"),
         (["speak", "hi", "--voice", "no-such-voice"], "VOICE_NOT_FOUND"),
+        (["speak", "hi", "--model", "async_flash_v1.0", "--speed", "5"], "speed_control must be from"),
+        (["speak", "hi", "--model", "async_flash_v1.0", "--stability", "101"], "stability must be from"),
     ],
 )
 def test_errors_are_one_line_on_stderr(
@@ -70,3 +75,79 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["speak"])
     assert info.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def riff_chunks(path: Path) -> dict[bytes, bytes]:
+    """The chunks of a RIFF/WAVE file by id, checking the sizes on the way."""
+    data = path.read_bytes()
+    riff, size, wave_id = struct.unpack_from("<4sI4s", data)
+    assert (riff, wave_id, size) == (b"RIFF", b"WAVE", len(data) - 8)
+    chunks: dict[bytes, bytes] = {}
+    position = 12
+    while position < len(data):
+        chunk_id, chunk_size = struct.unpack_from("<4sI", data, position)
+        chunks[chunk_id] = data[position + 8 : position + 8 + chunk_size]
+        position += 8 + chunk_size + chunk_size % 2  # chunks are padded to even sizes
+    assert position == len(data)
+    return chunks
+
+
+def speak_to(tmp_path: Path, name: str, *args: str, text: str = "Dial tone.") -> Path:
+    out = tmp_path / name
+    assert main(["speak", text, "-o", str(out), "--engine", "signal", *args]) == 0
+    return out
+
+
+def test_mulaw_is_written_as_a_mulaw_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = speak_to(tmp_path, "call.wav", "--encoding", "pcm_mulaw", "--sample-rate", "8000")
+    assert "pcm_mulaw audio at 8000 Hz" in capsys.readouterr().out
+    chunks = riff_chunks(out)
+    assert list(chunks) == [b"fmt ", b"fact", b"data"]
+    # WAVE_FORMAT_MULAW, mono, 8000 Hz, 8000 bytes/s, 1 byte a block, 8 bits, no extra bytes.
+    assert struct.unpack("<HHIIHHH", chunks[b"fmt "]) == (7, 1, 8000, 8000, 1, 8, 0)
+    (samples,) = struct.unpack("<I", chunks[b"fact"])
+    audio = chunks[b"data"]
+    assert samples == len(audio) > 8000 // 2
+    # ... and --pcm16 writes the same audio decoded, as a plain 16-bit WAV.
+    decoded = speak_to(tmp_path, "call16.wav", "--encoding", "pcm_mulaw", "--sample-rate", "8000", "--pcm16")
+    with wave.open(str(decoded), "rb") as wav:
+        assert (wav.getsampwidth(), wav.getframerate(), wav.getnframes()) == (2, 8000, len(audio))
+        assert wav.readframes(len(audio)) == mulaw_to_pcm16(audio)
+
+
+def test_an_odd_number_of_mulaw_bytes_is_padded(tmp_path: Path) -> None:
+    # 9 characters of the signal engine (0.54 s) resampled to 11025 Hz: 5953 samples.
+    out = speak_to(tmp_path, "odd.wav", "--encoding", "pcm_mulaw", "--sample-rate", "11025", text="a b c d e")
+    chunks = riff_chunks(out)  # checks that the pad byte is there
+    (samples,) = struct.unpack("<I", chunks[b"fact"])
+    assert samples == len(chunks[b"data"])
+    assert samples % 2 == 1
+
+
+def test_float_audio_is_written_as_an_ieee_float_wav(tmp_path: Path) -> None:
+    out = speak_to(tmp_path, "f.wav", "--encoding", "pcm_f32le")
+    chunks = riff_chunks(out)
+    assert struct.unpack("<HHIIHHH", chunks[b"fmt "]) == (3, 1, 24000, 96000, 4, 32, 0)
+    assert struct.unpack("<I", chunks[b"fact"])[0] * 4 == len(chunks[b"data"]) > 0
+
+
+def test_speed_and_stability(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "Quick now."
+    normal = speak_to(tmp_path, "n.wav", "--model", "async_flash_v1.0", text=text)
+    fast = speak_to(
+        tmp_path, "s.wav", "--model", "async_flash_v1.0", "--speed", "2", "--stability", "5", text=text
+    )
+    assert "note" not in capsys.readouterr().err
+    frames = SignalEngine().samples_for(text)
+    with wave.open(str(normal), "rb") as a, wave.open(str(fast), "rb") as b:
+        assert (a.getnframes(), b.getnframes()) == (frames, frames // 2)
+    # Other models take the controls too, and ignore them: the command says so.
+    speak_to(tmp_path, "m.wav", "--speed", "1.5", text=text)
+    assert "honours --speed and --stability with async_flash_v1.0 only" in capsys.readouterr().err
+
+
+def test_pcm16_needs_mulaw(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["speak", "hi", "--pcm16"])
+    assert info.value.code == 2
+    assert "--pcm16" in capsys.readouterr().err

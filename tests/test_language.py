@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_asyncai import ConfigurationError, Language, Settings, open_http_synthesizer, open_synthesizer
+from trio_asyncai import (
+    APIError,
+    ConfigurationError,
+    Language,
+    Settings,
+    open_http_synthesizer,
+    open_synthesizer,
+)
 from trio_asyncai.server import DEFAULT_VOICE_ID, SUPPORTED_LANGUAGES, LocalServer
 
 TIMEOUT = 20
-CODES = ["en", "fr", "es", "de", "it", "pt", "nl", "ar", "ru", "ro", "ja", "he", "hy", "tr", "hi", "zh"]
+#: The 15 TTS languages of the reference, in its order.
+CODES = ["en", "fr", "es", "de", "it", "pt", "ar", "ru", "ro", "ja", "he", "hy", "tr", "hi", "zh"]
 
 
 def test_every_service_language_has_a_member() -> None:
@@ -17,6 +25,30 @@ def test_every_service_language_has_a_member() -> None:
     assert {member.value for member in Language} == set(SUPPORTED_LANGUAGES)
     for code in CODES:
         assert Language[code.upper()].value == code
+
+
+def test_dutch_is_no_tts_language() -> None:
+    assert "NL" not in Language.__members__
+    with pytest.raises(ConfigurationError, match="does not speak 'nl-BE'"):
+        Language.from_tag("nl-BE")
+    # A plain code is the service's to judge, as model ids are.
+    assert Settings(voice_id="v", language="nl-NL").request_body()["language"] == "nl"
+
+
+async def test_a_plain_nl_reaches_the_service_which_refuses_it(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_synthesizer(base_url=server.url, voice_id=DEFAULT_VOICE_ID, language="nl") as synth:
+            with pytest.raises(APIError) as ws_error:
+                async with synth.speak("Hallo.") as utterance:
+                    await utterance.read_all()
+        async with open_http_synthesizer(
+            base_url=server.url, voice_id=DEFAULT_VOICE_ID, language="nl"
+        ) as http:
+            with pytest.raises(APIError) as http_error:
+                async with http.speak("Hallo.") as utterance:
+                    await utterance.read_all()
+    assert ws_error.value.code == http_error.value.code == "INVALID_LANGUAGE"
+    assert server.log.connections[0].messages[0]["language"] == "nl"
 
 
 def test_members_are_their_codes() -> None:

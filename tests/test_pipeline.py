@@ -568,6 +568,35 @@ async def test_an_invalid_settings_change_is_an_error_frame(tts: TTSFactory) -> 
     assert len(utterances(sink.frames)) == 1
 
 
+async def test_speed_and_stability_reach_the_wire(tts: TTSFactory) -> None:
+    frames: list[Frame] = [
+        TTSSpeakFrame("At the stage's speed."),
+        TTSUpdateSettingsFrame(speed_control=2.0, stability=20),
+        TTSSpeakFrame("Faster and steadier."),
+        TTSUpdateSettingsFrame(speed_control=9.0),  # out of range: an ErrorFrame, nothing changes
+        TTSSpeakFrame("Still the same."),
+        EndFrame(),
+    ]
+    sink = Sink()
+    await run([tts(speed_control=1.25, model="async_flash_v1.0"), sink], frames)
+    first, second, third = (
+        tts.settings_for(t) for t in ("At the stage's speed.", "Faster and steadier.", "Still the same.")
+    )
+    assert first["speed_control"] == 1.25 and "stability" not in first
+    assert (second["speed_control"], second["stability"]) == (2.0, 20)
+    assert (third["speed_control"], third["stability"]) == (2.0, 20)
+    (error,) = sink.of(ErrorFrame)
+    assert isinstance(error.error, ConfigurationError) and "speed_control" in str(error.error)
+    assert len(utterances(sink.frames)) == 3
+
+
+def test_a_stage_checks_its_voice_controls() -> None:
+    with pytest.raises(ConfigurationError, match="stability"):
+        WebSocketTTS(voice_id=DEFAULT_VOICE_ID, stability=101)
+    with pytest.raises(ConfigurationError, match="speed_control"):
+        HttpTTS(voice_id=DEFAULT_VOICE_ID, speed_control=0.5)
+
+
 async def test_the_sample_rate_comes_from_the_params_unless_the_stage_sets_its_own(
     tts: TTSFactory,
 ) -> None:

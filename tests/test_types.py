@@ -19,6 +19,7 @@ from trio_asyncai import (
 )
 from trio_asyncai._types import (
     ApiKey,
+    check_output_format,
     normalize_language,
     resolve_api_key,
     resolve_base_url,
@@ -40,12 +41,25 @@ def test_output_format_defaults_are_the_websocket_defaults() -> None:
 
 
 @pytest.mark.parametrize("container", ["raw", "wav", "mp3"])
-@pytest.mark.parametrize("encoding", ["pcm_s16le", "pcm_f32le"])
-def test_output_format_accepts_documented_values(container: Any, encoding: Any) -> None:
+@pytest.mark.parametrize(("encoding", "width"), [("pcm_s16le", 2), ("pcm_f32le", 4), ("pcm_mulaw", 1)])
+def test_output_format_accepts_documented_values(container: Any, encoding: Any, width: int) -> None:
     fmt = OutputFormat(container=container, encoding=encoding, sample_rate=8000)
     assert fmt.to_json()["container"] == container
     assert fmt.to_json()["encoding"] == encoding
-    assert fmt.sample_width == (4 if encoding == "pcm_f32le" else 2)
+    assert fmt.sample_width == width
+
+
+def test_mulaw_is_for_streaming_only_and_wav_for_whole_files() -> None:
+    mulaw = OutputFormat(encoding="pcm_mulaw", sample_rate=8000)
+    wav = OutputFormat(container="wav")
+    assert check_output_format(mulaw, streaming=True) is mulaw
+    assert check_output_format(wav, streaming=False) is wav
+    with pytest.raises(ConfigurationError, match="pcm_mulaw is a streaming format"):
+        check_output_format(mulaw, streaming=False)
+    with pytest.raises(ConfigurationError, match="not wav"):
+        check_output_format(wav, streaming=True)
+    with pytest.raises(ConfigurationError, match="output_format"):
+        check_output_format("raw", streaming=True)
 
 
 @pytest.mark.parametrize("container", ["ogg", "RAW", "", None, 1])
@@ -116,6 +130,7 @@ def test_audio_chunk_duration() -> None:
     assert AudioChunk(b"\x00" * 88200, sample_rate=44100).duration == pytest.approx(1.0)
     assert AudioChunk(b"\x00" * 4800, sample_rate=24000, encoding="pcm_f32le").duration == pytest.approx(0.05)
     assert AudioChunk(b"", sample_rate=8000).duration == 0.0
+    assert AudioChunk(b"\xff" * 4000, sample_rate=8000, encoding="pcm_mulaw").duration == pytest.approx(0.5)
     assert AudioChunk(b"\xff" * 1000, sample_rate=44100, container="mp3").duration == 0.0
 
 
@@ -159,6 +174,44 @@ def test_settings_defaults_and_request_body() -> None:
 def test_settings_request_body_with_language() -> None:
     body = Settings(voice_id="v1", language="fr").request_body()
     assert body["language"] == "fr"
+
+
+def test_default_model_is_the_real_time_one() -> None:
+    assert DEFAULT_MODEL == "async_flash_v1.5"
+
+
+def test_voice_controls_are_sent_only_when_set() -> None:
+    body = Settings(voice_id="v", speed_control=1.5, stability=40).request_body()
+    assert (body["speed_control"], body["stability"]) == (1.5, 40)
+    assert isinstance(Settings(voice_id="v", speed_control=2).speed_control, float)
+    plain = Settings(voice_id="v").request_body()
+    assert "speed_control" not in plain
+    assert "stability" not in plain
+    # Not refused for models that ignore them: model ids are open.
+    assert Settings(voice_id="v", model="async_pro_v1.0", stability=0).request_body()["stability"] == 0
+
+
+@pytest.mark.parametrize("speed", [0.69, 2.01, -1, float("nan"), True, "1.0", [1]])
+def test_speed_control_range_and_type(speed: Any) -> None:
+    with pytest.raises(ConfigurationError, match="speed_control"):
+        Settings(voice_id="v", speed_control=speed)
+    with pytest.raises(ConfigurationError, match="speed_control"):
+        Settings(voice_id="v").with_changes(speed_control=speed)
+
+
+@pytest.mark.parametrize("stability", [-1, 101, 50.0, True, "50"])
+def test_stability_range_and_type(stability: Any) -> None:
+    with pytest.raises(ConfigurationError, match="stability"):
+        Settings(voice_id="v", stability=stability)
+    with pytest.raises(ConfigurationError, match="stability"):
+        Settings(voice_id="v").with_changes(stability=stability)
+
+
+@pytest.mark.parametrize(("speed", "stability"), [(0.7, 0), (2.0, 100), (1, 50)])
+def test_voice_controls_at_the_edges(speed: float, stability: int) -> None:
+    settings = Settings(voice_id="v").with_changes(speed_control=speed, stability=stability)
+    assert (settings.speed_control, settings.stability) == (speed, stability)
+    assert settings.with_changes(model="m").speed_control == speed  # kept by other changes
 
 
 def test_unknown_models_are_not_refused_client_side() -> None:

@@ -34,6 +34,8 @@ from typing import Final, final
 
 import sentencex  # type: ignore[import-untyped]  # no type information shipped
 
+from ._types import normalize_language
+
 __all__ = ["SentenceAggregator"]
 
 #: A list item's number (``1.``, ``2)``) at the end of a piece of text.
@@ -127,7 +129,7 @@ class SentenceAggregator:
     """
 
     def __init__(self, language: str = "en", *, max_pending: int | None = _MAX_PENDING) -> None:
-        self.language = (language or "en").replace("_", "-").split("-", 1)[0].lower()
+        self.language = normalize_language(language or None) or "en"
         #: Characters held without a sentence end before a run-on is cut
         #: (``None``: never; then only sentence ends release text).
         self.max_pending = max_pending

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-import wave
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ import trio
 
 from ._errors import AsyncAIError
 from ._types import DEFAULT_MODEL, OutputFormat, resolve_api_key
+from ._wav import WavWriter, mulaw_to_pcm16
 from ._websocket import open_synthesizer
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _EXIT_ERROR = 1
+#: The one model the service applies speed_control and stability to.
+_VOICE_CONTROL_MODEL = "async_flash_v1.0"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -36,7 +38,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="speak TEXT into a WAV file",
         description=(
             "Speak TEXT into a WAV file over the WebSocket API. Uses the real service when "
-            "ASYNCAI_API_KEY is set, else (or with --local) a local server started in-process."
+            "ASYNCAI_API_KEY is set, else (or with --local) a local server started in-process. "
+            "The WAV file holds the encoding asked for: 16-bit PCM, 32-bit float, or mu-law "
+            "(format 7; --pcm16 decodes it to 16-bit PCM instead)."
         ),
     )
     speak.add_argument("text", help="the text to speak")
@@ -51,6 +55,26 @@ def _build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--language", help="ISO 639-1 language code, e.g. en")
     speak.add_argument(
         "--sample-rate", type=int, default=24000, help="Hz, 8000 to 48000 (default: %(default)s)"
+    )
+    speak.add_argument(
+        "--encoding",
+        choices=("pcm_s16le", "pcm_f32le", "pcm_mulaw"),
+        default="pcm_s16le",
+        help=(
+            "sample format asked of the service and written to the WAV file (default: %(default)s; "
+            "pcm_mulaw at 8000 Hz is the telephony format)"
+        ),
+    )
+    speak.add_argument(
+        "--pcm16",
+        action="store_true",
+        help="with --encoding pcm_mulaw: decode the audio and write a 16-bit PCM WAV instead",
+    )
+    speak.add_argument(
+        "--speed", type=float, help="speaking rate, 0.7 to 2.0 (honoured by async_flash_v1.0 only)"
+    )
+    speak.add_argument(
+        "--stability", type=int, help="voice stability, 0 to 100 (honoured by async_flash_v1.0 only)"
     )
     speak.add_argument(
         "--base-url", help="the service's base URL (default: ASYNCAI_BASE_URL or the real service)"
@@ -96,6 +120,12 @@ async def _maybe_local_server(use_local: bool, engine: str) -> AsyncIterator[Loc
 
 
 async def _speak(args: argparse.Namespace) -> int:
+    if (args.speed is not None or args.stability is not None) and args.model != _VOICE_CONTROL_MODEL:
+        print(
+            f"trio-asyncai: note: the service honours --speed and --stability with "
+            f"{_VOICE_CONTROL_MODEL} only, not {args.model}",
+            file=sys.stderr,
+        )
     use_local = args.local or (
         resolve_api_key(None) is None and args.base_url is None and not os.environ.get("ASYNCAI_BASE_URL")
     )
@@ -110,26 +140,33 @@ async def _speak(args: argparse.Namespace) -> int:
         else:
             base_url = args.base_url
             where = base_url or os.environ.get("ASYNCAI_BASE_URL") or "the Async API"
-        fmt = OutputFormat(sample_rate=args.sample_rate)
+        fmt = OutputFormat(sample_rate=args.sample_rate, encoding=args.encoding)
+        decode = args.pcm16 and fmt.encoding == "pcm_mulaw"
         async with open_synthesizer(
             voice_id=voice,
             model=args.model,
             language=args.language,
             output_format=fmt,
+            speed_control=args.speed,
+            stability=args.stability,
             base_url=base_url,
             api_key=None if server is None else "local",
         ) as synth:
-            with wave.open(args.output, "wb") as wav:
-                wav.setnchannels(1)
-                wav.setsampwidth(fmt.sample_width)
-                wav.setframerate(fmt.sample_rate)
-                async with synth.speak(args.text) as utterance:
-                    async for chunk in utterance:
-                        wav.writeframes(chunk.audio)
+            with open(args.output, "wb") as file:  # noqa: ASYNC230 - a local file, written as audio comes
+                wav = WavWriter(
+                    file, sample_rate=fmt.sample_rate, encoding="pcm_s16le" if decode else fmt.encoding
+                )
+                try:
+                    async with synth.speak(args.text) as utterance:
+                        async for chunk in utterance:
+                            wav.write(mulaw_to_pcm16(chunk.audio) if decode else chunk.audio)
+                finally:
+                    wav.close()  # a valid file even when the audio was cut short
         metrics = utterance.metrics
     seconds = metrics.audio_bytes / (fmt.sample_width * fmt.sample_rate)
     ttfb = f"{metrics.ttfb * 1000:.0f} ms" if metrics.ttfb is not None else "n/a"
-    print(f"wrote {args.output}: {seconds:.2f} s of audio at {fmt.sample_rate} Hz from {where}")
+    written = "pcm_s16le" if decode else fmt.encoding
+    print(f"wrote {args.output}: {seconds:.2f} s of {written} audio at {fmt.sample_rate} Hz from {where}")
     print(f"time to first audio: {ttfb}; {metrics.characters} characters")
     return 0
 
@@ -162,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-asyncai`` command; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "speak" and args.pcm16 and args.encoding != "pcm_mulaw":
+        parser.error("--pcm16 converts mu-law audio: use it with --encoding pcm_mulaw")
     runner = _speak if args.command == "speak" else _serve
     try:
         return trio.run(runner, args)

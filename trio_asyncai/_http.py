@@ -234,6 +234,8 @@ async def open_http_synthesizer(
     language: Any = None,
     output_format: OutputFormat | None = None,
     sample_rate: int | None = None,
+    speed_control: float | None = None,
+    stability: int | None = None,
     base_url: str | None = None,
     client: httpx.AsyncClient | None = None,
     connect_timeout: float = 10.0,
@@ -246,8 +248,10 @@ async def open_http_synthesizer(
 
     Takes the synthesis arguments of :func:`~trio_asyncai.open_synthesizer`
     (``api_key``, ``voice_id``, ``model``, ``language``, ``output_format``,
-    ``sample_rate``, ``base_url``, ``connect_timeout``, ``audio_timeout``,
-    ``max_buffered_audio``), the WebSocket-only ones aside, and:
+    ``sample_rate``, ``speed_control``, ``stability``, ``base_url``,
+    ``connect_timeout``, ``audio_timeout``, ``max_buffered_audio``), the
+    WebSocket-only ones aside, and sends them with every request;
+    ``pcm_mulaw`` is available here too (the streaming endpoint takes it). And:
 
     :param client: an :class:`httpx.AsyncClient` to send requests with; it is
         left open. Without one, the synthesizer makes and closes its own.
@@ -267,6 +271,8 @@ async def open_http_synthesizer(
         sample_rate=sample_rate,
         base_url=base_url,
         allow_wav=False,
+        speed_control=speed_control,
+        stability=stability,
     )
     if client is not None and not isinstance(client, httpx.AsyncClient):
         raise ConfigurationError("client must be an httpx.AsyncClient")

@@ -57,6 +57,8 @@ from ._types import (
     MIN_SAMPLE_RATE,
     OutputFormat,
     Settings,
+    check_speed_control,
+    check_stability,
     check_text,
     normalize_language,
 )
@@ -394,6 +396,8 @@ class _Speaker(Protocol):
         model: str | None = None,
         language: object = None,
         output_format: OutputFormat | None = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
     ) -> None: ...
 
     def open_utterance(self) -> AbstractAsyncContextManager[Utterance]: ...
@@ -463,6 +467,8 @@ class _TTSStage:
         voice_id: str | None,
         model: str,
         language: Any,
+        speed_control: float | None,
+        stability: int | None,
         base_url: str | None,
         sample_rate: int | None,
         aggregate: Aggregate,
@@ -484,6 +490,8 @@ class _TTSStage:
         self.voice_id = voice_id
         self.model = model
         self.language = language
+        self.speed_control = check_speed_control(speed_control)
+        self.stability = check_stability(stability)
         self.base_url = base_url
         #: The stage's own output sample rate; ``None`` means the pipeline params'.
         self.sample_rate = sample_rate
@@ -499,6 +507,8 @@ class _TTSStage:
             voice_id=self.voice_id,
             model=self.model,
             language=self.language,
+            speed_control=self.speed_control,
+            stability=self.stability,
             base_url=self.base_url,
             sample_rate=sample_rate,
             **self._options,
@@ -544,10 +554,10 @@ class WebSocketTTS(_TTSStage):
       EndFrame). The text still held at the end of the utterance is spoken then.
     - :class:`~trio_asyncai.frames.TTSSpeakFrame`: the text is spoken whole,
       as an utterance of its own (after the current one, which it ends).
-    - :class:`~trio_asyncai.frames.TTSUpdateSettingsFrame`: voice, model and
-      language change from the next utterance on (here by opening a new
-      connection at that utterance, since the service fixes them per
-      connection). An invalid change becomes an ErrorFrame.
+    - :class:`~trio_asyncai.frames.TTSUpdateSettingsFrame`: voice, model,
+      language, speed and stability change from the next utterance on (here
+      by opening a new connection at that utterance, since the service fixes
+      them per connection). An invalid change becomes an ErrorFrame.
     - :class:`~trio_asyncai.frames.InterruptionFrame`: every utterance in
       flight is interrupted, the text being gathered is dropped, and the
       InterruptionFrame is forwarded right after the frames the interrupted
@@ -592,6 +602,8 @@ class WebSocketTTS(_TTSStage):
         voice_id: str | None = None,
         model: str = DEFAULT_MODEL,
         language: Any = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
         base_url: str | None = None,
         sample_rate: int | None = None,
         aggregate: Aggregate = "sentence",
@@ -609,6 +621,8 @@ class WebSocketTTS(_TTSStage):
             voice_id=voice_id,
             model=model,
             language=language,
+            speed_control=speed_control,
+            stability=stability,
             base_url=base_url,
             sample_rate=sample_rate,
             aggregate=aggregate,
@@ -645,6 +659,8 @@ class HttpTTS(_TTSStage):
         voice_id: str | None = None,
         model: str = DEFAULT_MODEL,
         language: Any = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
         base_url: str | None = None,
         sample_rate: int | None = None,
         aggregate: Aggregate = "sentence",
@@ -661,6 +677,8 @@ class HttpTTS(_TTSStage):
             voice_id=voice_id,
             model=model,
             language=language,
+            speed_control=speed_control,
+            stability=stability,
             base_url=base_url,
             sample_rate=sample_rate,
             aggregate=aggregate,
@@ -702,7 +720,7 @@ class _TTSRun:
         self.synth: _Speaker | None = None
         #: A fatal error from opening the synthesizer: no use trying again.
         self.fatal_error: AsyncAIError | None = None
-        #: Settings changes so far (voice_id, model, language), for new jobs.
+        #: Settings changes so far (voice_id, model, language, ...), for new jobs.
         self.changes: dict[str, Any] = {}
         #: The utterance text is being gathered into.
         self.job: _Job | None = None
@@ -888,6 +906,10 @@ class _TTSRun:
                 changes["model"] = _check_setting("model", frame.model)
             if frame.language is not None:
                 changes["language"] = normalize_language(frame.language)
+            if frame.speed_control is not None:
+                changes["speed_control"] = check_speed_control(frame.speed_control)
+            if frame.stability is not None:
+                changes["stability"] = check_stability(frame.stability)
         except ConfigurationError as exc:
             self._queue(ErrorFrame(exc))
             return

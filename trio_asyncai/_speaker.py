@@ -7,8 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import trio
 
-from ._errors import ConfigurationError
-from ._types import OutputFormat, Settings, check_text
+from ._types import OutputFormat, Settings, check_output_format, check_text
 from ._utterance import Utterance
 
 __all__ = ["SpeakerBase"]
@@ -33,18 +32,27 @@ class SpeakerBase:
         model: str | None = None,
         language: object = None,
         output_format: OutputFormat | None = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
     ) -> None:
-        """Change voice, model, language or output format from the next utterance on.
+        """Change voice, model, language, output format or voice controls from the next utterance on.
 
         Utterances already open keep the settings they started with. (On the
         WebSocket these settings are fixed per connection, so the next
         utterance opens a new connection, and the old one is closed once its
         utterances are done.) ``None`` leaves a setting as it is.
+        ``speed_control`` (0.7 to 2.0) and ``stability`` (0 to 100) are
+        honoured by the ``async_flash_v1.0`` model only.
         """
-        if output_format is not None and output_format.container == "wav":
-            raise ConfigurationError("streaming gives raw or mp3 audio, not wav")
+        if output_format is not None:
+            check_output_format(output_format, streaming=True)
         self._settings = self._settings.with_changes(
-            voice_id=voice_id, model=model, language=language, output_format=output_format
+            voice_id=voice_id,
+            model=model,
+            language=language,
+            output_format=output_format,
+            speed_control=speed_control,
+            stability=stability,
         )
 
     def open_utterance(self) -> AbstractAsyncContextManager[Utterance]:

@@ -23,20 +23,27 @@ __all__ = [
 ]
 
 Container = Literal["raw", "wav", "mp3"]
-Encoding = Literal["pcm_s16le", "pcm_f32le"]
+Encoding = Literal["pcm_s16le", "pcm_f32le", "pcm_mulaw"]
 
 #: Where the service lives unless told otherwise (``base_url=`` or ``ASYNCAI_BASE_URL``).
 DEFAULT_BASE_URL: Final = "https://api.async.com"
-#: The model used unless told otherwise.
-DEFAULT_MODEL: Final = "async_flash_v1.0"
+#: The model used unless told otherwise: the one the service recommends for
+#: voice agents and real-time use. Any model id may be given; ids are not
+#: checked client-side.
+DEFAULT_MODEL: Final = "async_flash_v1.5"
 API_VERSION: Final = "v1"
 
 #: Hosts of the real service: a key is required there.
 SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 _CONTAINERS: Final = ("raw", "wav", "mp3")
-_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le")
+_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "pcm_mulaw")
+#: Bytes per sample of each encoding.
+_SAMPLE_WIDTH: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "pcm_mulaw": 1}
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 48000
+#: The range of ``speed_control``.
+MIN_SPEED: Final = 0.7
+MAX_SPEED: Final = 2.0
 
 
 def _check_container(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -70,10 +77,16 @@ def _check_bit_rate(_: object, attribute: attrs.Attribute[int | None], value: in
 class OutputFormat:
     """The audio format the service returns.
 
-    ``container`` is ``"raw"`` (bare samples), ``"wav"`` or ``"mp3"`` (whole-file
-    endpoints only; the streaming ones take ``"raw"`` and ``"mp3"``).
-    ``encoding`` is the sample format of raw and wav audio. ``bit_rate`` applies
-    to mp3 only (``None``: the service's default, 192000 where the rate allows). Audio is mono.
+    ``container`` is ``"raw"`` (bare samples), ``"wav"`` or ``"mp3"`` (``"wav"``
+    on the whole-file endpoints only; the streaming ones take ``"raw"`` and
+    ``"mp3"``). ``encoding`` is the sample format of raw and wav audio:
+    ``"pcm_s16le"``, ``"pcm_f32le"``, or ``"pcm_mulaw"`` (8-bit G.711 mu-law,
+    the telephony format; the streaming endpoint and the WebSocket only, so
+    the whole-file and timestamp calls refuse it). ``bit_rate`` applies to mp3
+    only (``None``: the service's default, 192000 where the rate allows).
+    Audio is mono.
+
+    A telephony stream is ``OutputFormat(encoding="pcm_mulaw", sample_rate=8000)``.
     """
 
     container: Container = attrs.field(default="raw", validator=_check_container)
@@ -83,8 +96,8 @@ class OutputFormat:
 
     @property
     def sample_width(self) -> int:
-        """Bytes per sample of raw audio in this format (2 or 4)."""
-        return 4 if self.encoding == "pcm_f32le" else 2
+        """Bytes per sample of raw audio in this format (1 for mu-law, 2 or 4)."""
+        return _SAMPLE_WIDTH[self.encoding]
 
     def to_json(self) -> dict[str, Any]:
         """The ``output_format`` object as the API takes it."""
@@ -106,7 +119,8 @@ class AudioChunk:
     """One piece of an utterance's audio, in the order the service produced it.
 
     ``audio`` is the bytes as the service sent them: raw samples in
-    ``encoding`` (or mp3 frames when ``container`` is ``"mp3"``).
+    ``encoding`` (one byte each for ``"pcm_mulaw"``), or mp3 frames when
+    ``container`` is ``"mp3"``.
     """
 
     audio: bytes = attrs.field(repr=lambda a: f"<{len(a)} bytes>")
@@ -122,7 +136,7 @@ class AudioChunk:
         """Seconds of audio in this chunk (0.0 for mp3, whose length is not known by size)."""
         if self.container == "mp3":
             return 0.0
-        width = 4 if self.encoding == "pcm_f32le" else 2
+        width = _SAMPLE_WIDTH[self.encoding]
         return len(self.audio) / (width * self.num_channels * self.sample_rate)
 
 
@@ -166,7 +180,14 @@ def _check_optional_str(name: str, value: object) -> str | None:
 
 
 def normalize_language(language: object) -> str | None:
-    """``"en-US"`` -> ``"en"``; ``None`` stays ``None``; anything with a ``.value`` is unwrapped."""
+    """The base code of a language: ``"en-US"`` -> ``"en"``, ``"pt_BR"`` -> ``"pt"``.
+
+    The one place the client reduces a language tag to the code the service
+    takes. ``None`` stays ``None``; anything with a ``.value`` (a
+    :class:`~trio_asyncai.Language`) is unwrapped. Any other code passes
+    through unchecked, as model ids do: the service answers a language it
+    does not speak (``"nl"``, say) with ``INVALID_LANGUAGE``.
+    """
     if language is None:
         return None
     value = getattr(language, "value", language)
@@ -176,20 +197,68 @@ def normalize_language(language: object) -> str | None:
     return checked.replace("_", "-").split("-", 1)[0].lower()
 
 
+def check_speed_control(value: object) -> float | None:
+    """``value`` as a speaking-rate factor from 0.7 to 2.0 (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"speed_control must be a number, not {type(value).__name__}")
+    if not MIN_SPEED <= value <= MAX_SPEED:
+        raise ConfigurationError(f"speed_control must be from {MIN_SPEED} to {MAX_SPEED}, not {value}")
+    return float(value)
+
+
+def check_stability(value: object) -> int | None:
+    """``value`` as a stability from 0 to 100 (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"stability must be an int, not {type(value).__name__}")
+    if not 0 <= value <= 100:
+        raise ConfigurationError(f"stability must be from 0 to 100, not {value}")
+    return value
+
+
+def check_output_format(output_format: object, *, streaming: bool) -> OutputFormat:
+    """``output_format`` if the endpoints it is for accept it; else a ConfigurationError.
+
+    Streaming (the WebSocket, ``/text_to_speech/streaming``) takes no wav;
+    whole-file synthesis (``/text_to_speech``, ``/with_timestamps``) takes no
+    ``pcm_mulaw``.
+    """
+    if not isinstance(output_format, OutputFormat):
+        raise ConfigurationError("output_format must be an OutputFormat")
+    if streaming and output_format.container == "wav":
+        raise ConfigurationError("streaming gives raw or mp3 audio, not wav")
+    if not streaming and output_format.encoding == "pcm_mulaw":
+        raise ConfigurationError(
+            "pcm_mulaw is a streaming format (the WebSocket and the streaming endpoint), "
+            "not one for whole-file synthesis"
+        )
+    return output_format
+
+
 @final
 @attrs.frozen
 class Settings:
-    """The per-connection synthesis settings: voice, model, language, output format.
+    """The per-connection synthesis settings: voice, model, language, output format, voice controls.
 
     Immutable; use :func:`attrs.evolve` or a synthesizer's ``update_settings``.
+
+    ``speed_control`` (0.7 to 2.0, the speaking rate) and ``stability`` (0 to
+    100) are sent only when set (``None``: the service's default). The service
+    honours them with ``async_flash_v1.0`` only and ignores them with its
+    other models; they are not refused for other models here, since model ids
+    are open strings.
     """
 
     voice_id: str
     model: str = DEFAULT_MODEL
-    # Normalized here too, not only in with_changes(): Settings is public, and
-    # Settings(language="en-US") used to send "en-US" as is.
+    # Normalized on construction too, not only in with_changes(): Settings is public.
     language: str | None = attrs.field(default=None, converter=normalize_language)
     output_format: OutputFormat = OutputFormat()
+    speed_control: float | None = attrs.field(default=None, converter=check_speed_control)
+    stability: int | None = attrs.field(default=None, converter=check_stability)
 
     def __attrs_post_init__(self) -> None:
         if _check_optional_str("voice_id", self.voice_id) is None:
@@ -206,6 +275,8 @@ class Settings:
         model: str | None = None,
         language: object = None,
         output_format: OutputFormat | None = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
     ) -> Settings:
         """A copy with the given (non-``None``) fields replaced."""
         changes: dict[str, Any] = {}
@@ -217,6 +288,10 @@ class Settings:
             changes["language"] = normalize_language(language)
         if output_format is not None:
             changes["output_format"] = output_format
+        if speed_control is not None:
+            changes["speed_control"] = speed_control
+        if stability is not None:
+            changes["stability"] = stability
         return attrs.evolve(self, **changes)
 
     def request_body(self) -> dict[str, Any]:
@@ -228,6 +303,10 @@ class Settings:
         }
         if self.language is not None:
             body["language"] = self.language
+        if self.speed_control is not None:
+            body["speed_control"] = self.speed_control
+        if self.stability is not None:
+            body["stability"] = self.stability
         return body
 
 
@@ -289,8 +368,13 @@ def resolve_common(
     sample_rate: int | None,
     base_url: str | None,
     allow_wav: bool,
+    speed_control: float | None = None,
+    stability: int | None = None,
 ) -> tuple[Settings, ApiKey | None, str]:
-    """Check and resolve the arguments both synthesizers take (with the environment)."""
+    """Check and resolve the arguments both synthesizers take (with the environment).
+
+    ``allow_wav`` means whole-file use: wav allowed, ``pcm_mulaw`` not.
+    """
     key = resolve_api_key(api_key)
     url = resolve_base_url(base_url)
     host = urlsplit(url).hostname or ""
@@ -301,16 +385,15 @@ def resolve_common(
         raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
     if output_format is None:
         output_format = OutputFormat(sample_rate=sample_rate if sample_rate is not None else 44100)
-    elif not isinstance(output_format, OutputFormat):
-        raise ConfigurationError("output_format must be an OutputFormat")
-    elif sample_rate is not None and sample_rate != output_format.sample_rate:
+    output_format = check_output_format(output_format, streaming=not allow_wav)
+    if sample_rate is not None and sample_rate != output_format.sample_rate:
         raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
-    if output_format.container == "wav" and not allow_wav:
-        raise ConfigurationError("streaming gives raw or mp3 audio, not wav")
     settings = Settings(
         voice_id=voice,
         model=model,
         language=normalize_language(language),
         output_format=output_format,
+        speed_control=speed_control,
+        stability=stability,
     )
     return settings, key, url

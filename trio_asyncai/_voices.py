@@ -22,6 +22,10 @@ from ._types import (
     SERVICE_HOSTS,
     OutputFormat,
     Settings,
+    _check_optional_str,
+    check_output_format,
+    check_speed_control,
+    check_stability,
     check_text,
     normalize_language,
     resolve_api_key,
@@ -405,9 +409,10 @@ class AsyncAIClient:
     synthesis, word timestamps, voices (``client.voices``) and the status check.
     """
 
-    def __init__(self, rest: RestCore, *, defaults: Settings | None) -> None:
+    def __init__(self, rest: RestCore, *, defaults: Mapping[str, Any]) -> None:
         self._rest = rest
-        self._defaults = defaults
+        #: The synthesis defaults: Settings' fields, ``voice_id`` perhaps None.
+        self._defaults = dict(defaults)
         #: Voice management.
         self.voices = Voices(rest)
 
@@ -420,14 +425,22 @@ class AsyncAIClient:
         model: str | None,
         language: object,
         output_format: OutputFormat | None,
+        speed_control: float | None,
+        stability: int | None,
     ) -> Settings:
-        base = self._defaults
-        if base is None:
-            if voice_id is None:
-                raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
-            base = Settings(voice_id=voice_id)
+        if voice_id is None and self._defaults["voice_id"] is None:
+            raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
+        voice = voice_id if voice_id is not None else self._defaults["voice_id"]
+        base = Settings(**{**self._defaults, "voice_id": voice})
+        if output_format is not None:
+            check_output_format(output_format, streaming=False)
         return base.with_changes(
-            voice_id=voice_id, model=model, language=language, output_format=output_format
+            voice_id=voice_id,
+            model=model,
+            language=language,
+            output_format=output_format,
+            speed_control=speed_control,
+            stability=stability,
         )
 
     def _body(self, text: str, settings: Settings) -> dict[str, Any]:
@@ -443,9 +456,16 @@ class AsyncAIClient:
         model: str | None = None,
         language: object = None,
         output_format: OutputFormat | None = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
     ) -> bytes:
-        """The whole audio file for ``text`` (``/text_to_speech``): raw, wav or mp3 bytes."""
-        settings = self._settings(voice_id, model, language, output_format)
+        """The whole audio file for ``text`` (``/text_to_speech``): raw, wav or mp3 bytes.
+
+        The keyword arguments override the client's defaults for this call
+        (see :func:`open_client`). ``pcm_mulaw`` is refused: the service
+        gives it on the streaming endpoints only.
+        """
+        settings = self._settings(voice_id, model, language, output_format, speed_control, stability)
         response = await self._rest.request(
             "POST",
             "/text_to_speech",
@@ -463,9 +483,14 @@ class AsyncAIClient:
         model: str | None = None,
         language: object = None,
         output_format: OutputFormat | None = None,
+        speed_control: float | None = None,
+        stability: int | None = None,
     ) -> TimestampedAudio:
-        """Audio for ``text`` with the start and end time of every word."""
-        settings = self._settings(voice_id, model, language, output_format)
+        """Audio for ``text`` with the start and end time of every word.
+
+        Takes the keyword arguments of :meth:`synthesize`.
+        """
+        settings = self._settings(voice_id, model, language, output_format, speed_control, stability)
         data = await self._rest.request_json(
             "POST",
             "/text_to_speech/with_timestamps",
@@ -501,6 +526,8 @@ async def open_client(
     model: str = DEFAULT_MODEL,
     language: Literal[None] | str = None,
     output_format: OutputFormat | None = None,
+    speed_control: float | None = None,
+    stability: int | None = None,
     client: httpx.AsyncClient | None = None,
     timeout: float = 60.0,  # noqa: ASYNC109 - the httpx client's per-request timeout
     max_retries: int = 3,
@@ -508,24 +535,31 @@ async def open_client(
 ) -> AsyncIterator[AsyncAIClient]:
     """Open an :class:`AsyncAIClient` for whole-file synthesis, timestamps and voices.
 
-    ``voice_id``, ``model``, ``language`` and ``output_format`` are defaults for
-    the synthesis calls, each of which can override them.
+    ``voice_id``, ``model``, ``language``, ``output_format``,
+    ``speed_control`` and ``stability`` are defaults for the synthesis calls,
+    each of which can override them. They are checked here as
+    :func:`~trio_asyncai.open_synthesizer` checks them, except that wav is
+    allowed and ``pcm_mulaw`` (a streaming format) is not.
     """
     key = resolve_api_key(api_key)
     url = resolve_base_url(base_url)
     if key is None and (httpx.URL(url).host or "") in SERVICE_HOSTS:
         raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
     voice = resolve_voice_id(voice_id)
-    defaults = (
-        Settings(
-            voice_id=voice,
-            model=model,
-            language=normalize_language(language),
-            output_format=output_format or OutputFormat(),
-        )
-        if voice is not None
-        else None
-    )
+    fmt = check_output_format(output_format or OutputFormat(), streaming=False)
+    # Checked now even without a default voice: a bad default is a bad argument.
+    speed = check_speed_control(speed_control)
+    steady = check_stability(stability)
+    if _check_optional_str("model", model) is None:
+        raise ConfigurationError("model must not be empty")
+    defaults = {
+        "voice_id": voice,
+        "model": model,
+        "language": normalize_language(language),
+        "output_format": fmt,
+        "speed_control": speed,
+        "stability": steady,
+    }
     # No nursery here, so nothing to unwrap: the caller's exceptions pass as they are.
     if client is not None:
         yield AsyncAIClient(

@@ -607,6 +607,8 @@ async def open_synthesizer(
     language: Any = None,
     output_format: OutputFormat | None = None,
     sample_rate: int | None = None,
+    speed_control: float | None = None,
+    stability: int | None = None,
     base_url: str | None = None,
     keepalive_interval: float | None = 10.0,
     connect_timeout: float = 10.0,
@@ -625,8 +627,16 @@ async def open_synthesizer(
     :param language: an ISO 639-1 code (``"en"``; ``"en-US"`` becomes ``"en"``),
         a :class:`~trio_asyncai.Language`, or ``None`` for the voice's own.
     :param output_format: the audio format; default raw ``pcm_s16le`` at
-        ``sample_rate`` (or 44100 Hz).
+        ``sample_rate`` (or 44100 Hz). Raw or mp3; for telephony,
+        ``OutputFormat(encoding="pcm_mulaw", sample_rate=8000)``.
     :param sample_rate: shorthand for the output format's sample rate.
+    :param speed_control: the speaking rate, 0.7 to 2.0 (``None``: the
+        service's default, 1.0).
+    :param stability: the voice's stability, an int from 0 to 100
+        (``None``: the service's default). The service honours
+        ``speed_control`` and ``stability`` with ``async_flash_v1.0`` only
+        and ignores them with its other models; they are not refused for
+        other models here.
     :param base_url: the service; default ``ASYNCAI_BASE_URL`` or
         ``https://api.async.com``. ``http(s)://`` becomes ``ws(s)://``.
     :param keepalive_interval: seconds of silence after which a keepalive is
@@ -656,6 +666,8 @@ async def open_synthesizer(
         sample_rate=sample_rate,
         base_url=base_url,
         allow_wav=False,
+        speed_control=speed_control,
+        stability=stability,
     )
     for name, value in (
         ("keepalive_interval", keepalive_interval),

@@ -81,16 +81,20 @@ class TTSSpeakFrame(Frame):
 
 @attrs.frozen
 class TTSUpdateSettingsFrame(Frame):
-    """Change the voice, model or language, from the next utterance on.
+    """Change the voice, model, language or voice controls, from the next utterance on.
 
     Fields left ``None`` stay as they are. ``language`` is a code (``"fr"``),
     a regional tag (``"fr-CA"``, read as ``"fr"``) or a
-    :class:`~trio_asyncai.Language`.
+    :class:`~trio_asyncai.Language`. ``speed_control`` (0.7 to 2.0) and
+    ``stability`` (0 to 100) are honoured by the ``async_flash_v1.0`` model
+    only. A value out of range becomes an :class:`ErrorFrame`.
     """
 
     voice_id: str | None = None
     model: str | None = None
     language: str | Language | None = None
+    speed_control: float | None = None
+    stability: int | None = None
 
 
 @attrs.frozen

@@ -44,7 +44,7 @@ async def test_unknown_voice(server: LocalServer) -> None:
         {"container": "wav", "encoding": "pcm_s16le", "sample_rate": 24000},
         {"container": "mp3", "encoding": "pcm_s16le", "sample_rate": 24000, "bit_rate": 192000},
         {"container": "ogg", "encoding": "pcm_s16le", "sample_rate": 24000},
-        {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 24000},
+        {"container": "raw", "encoding": "pcm_u8", "sample_rate": 24000},
         {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 7999},
         {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 48001},
         {"container": "raw", "encoding": "pcm_s16le", "sample_rate": "24000"},

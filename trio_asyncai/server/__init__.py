@@ -19,9 +19,13 @@ this), and its checks are written from the contract, not from what the SDK
 sends. Shared code would share mistakes; kept apart, the server catches the
 client's.
 
-Audio comes raw, as wav (whole-file endpoints) or as mp3, encoded by LAME
-through ``lameenc`` at the MPEG sample rates (8000, 11025, 12000, 16000,
-22050, 24000, 32000, 44100 and 48000 Hz) and the bit rates each allows.
+Audio comes raw (``pcm_s16le``, ``pcm_f32le``, or ``pcm_mulaw`` on the
+streaming endpoint and the WebSocket), as wav (whole-file endpoints) or as
+mp3, encoded by LAME through ``lameenc`` at the MPEG sample rates (8000,
+11025, 12000, 16000, 22050, 24000, 32000, 44100 and 48000 Hz) and the bit
+rates each allows. ``speed_control`` and ``stability`` are validated; speed
+changes the speaking rate with ``async_flash_v1.0``, the one model the
+service applies them to.
 
 Needs the ``[server]`` extra (``lameenc`` is imported only for mp3; without
 it mp3 is refused with 400 ``FORMAT_NOT_RECOGNIZED``); the voice extra is

@@ -16,6 +16,7 @@ from typing import Final, Protocol, final
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 import soxr
 import trio
 
@@ -33,6 +34,7 @@ __all__ = [
     "encode",
     "encode_all",
     "make_encoder",
+    "mulaw_encode",
     "render",
     "render_all",
     "split_breaks",
@@ -89,12 +91,44 @@ def split_breaks(text: str) -> list[str | float]:
     return parts
 
 
+#: G.711 mu-law: the bias added to a 16-bit magnitude, and the largest magnitude coded.
+_MULAW_BIAS: Final = 0x84
+_MULAW_CLIP: Final = 32635
+
+
+def mulaw_encode(pcm: npt.NDArray[np.int16]) -> bytes:
+    """16-bit linear samples -> G.711 mu-law bytes, exactly as the ITU-T G.191 reference coder.
+
+    Each byte is the inverted sign bit, a 3-bit segment (exponent) and a
+    4-bit step within it: 0 -> 0xFF, -1 -> 0x7F, 32767 -> 0x80, -32768 -> 0x00.
+    """
+    values = pcm.astype(np.int32)
+    negative = values < 0
+    sign = negative.astype(np.int32) << 7
+    # A negative sample's magnitude is its one's complement (-x - 1), as in
+    # the ITU-T G.191 reference coder: -1 codes as "negative zero".
+    magnitude = np.where(negative, -values - 1, values)
+    magnitude = np.minimum(magnitude, _MULAW_CLIP) + _MULAW_BIAS
+    # magnitude is 132..32767: its bit length, less 8, is the segment 0..7.
+    _, bits = np.frexp(magnitude.astype(np.float64))
+    exponent = bits.astype(np.int32) - 8
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    coded = ~(sign | (exponent << 4) | mantissa) & 0xFF
+    return bytes(coded.astype(np.uint8).tobytes())
+
+
 def encode(samples: FloatArray, encoding: str) -> bytes:
-    """Mono float samples -> little-endian ``pcm_s16le`` or ``pcm_f32le`` bytes."""
+    """Mono float samples -> little-endian ``pcm_s16le`` or ``pcm_f32le`` bytes, or ``pcm_mulaw``.
+
+    mu-law is coded from the same 16-bit samples ``pcm_s16le`` gives.
+    """
     clipped = np.clip(samples, -1.0, 1.0)
     if encoding == "pcm_f32le":
         return bytes(clipped.astype("<f4").tobytes())
-    return bytes(np.rint(clipped * 32767.0).astype("<i2").tobytes())
+    pcm = np.rint(clipped * 32767.0).astype("<i2")
+    if encoding == "pcm_mulaw":
+        return mulaw_encode(pcm)
+    return bytes(pcm.tobytes())
 
 
 class AudioEncoder(Protocol):
@@ -117,7 +151,7 @@ class AudioEncoder(Protocol):
 @final
 @attrs.frozen
 class PcmEncoder:
-    """Raw ``pcm_s16le`` or ``pcm_f32le`` bytes: nothing is ever held back."""
+    """Raw ``pcm_s16le``, ``pcm_f32le`` or ``pcm_mulaw`` bytes: nothing is ever held back."""
 
     encoding: str
 

@@ -87,8 +87,9 @@ class SignalEngine:
     space) lasts ``seconds_per_char``: a letter is a tone whose pitch depends on
     the character, a space a quiet hum, so the audio is never silent and its
     length is exactly ``len(" ".join(text.split())) * seconds_per_char``
-    (at ``sample_rate``, before the voice's pitch factor). Yields about every
-    half second of audio.
+    (at ``sample_rate``, before the voice's pitch factor). A voice's
+    ``params.speed`` divides the time per character (rounded to whole
+    samples). Yields about every half second of audio.
     """
 
     name: str = "signal"
@@ -100,20 +101,26 @@ class SignalEngine:
         fade = min(self._samples_per_char // 2, round(sample_rate * 0.005))
         self._fade_in = np.linspace(0.0, 1.0, fade, dtype=np.float32)
 
-    def samples_for(self, text: str) -> int:
-        """How many samples :meth:`synthesize` yields for ``text`` in total."""
-        return len(" ".join(text.split())) * self._samples_per_char
+    def samples_for(self, text: str, *, speed: float = 1.0) -> int:
+        """How many samples :meth:`synthesize` yields for ``text`` in total (at ``speed``)."""
+        return len(" ".join(text.split())) * self._char_samples(speed)
+
+    def _char_samples(self, speed: float) -> int:
+        if speed == 1.0:
+            return self._samples_per_char
+        return max(1, round(self.native_sample_rate * self.seconds_per_char / speed))
 
     def synthesize(self, text: str, voice: Voice) -> Iterator[FloatArray]:
         """Yield the signal for ``text`` (see the class docstring)."""
         amplitude = 0.5 * voice.params.volume
+        n = self._char_samples(voice.params.speed)
         pending: list[FloatArray] = []
         pending_samples = 0
         words = text.split()
         for index, word in enumerate(words):
-            piece = self._word(word, amplitude)
+            piece = self._word(word, amplitude, n)
             if index < len(words) - 1:
-                piece = np.concatenate([piece, self._space(amplitude)])
+                piece = np.concatenate([piece, self._space(amplitude, n)])
             pending.append(piece)
             pending_samples += piece.size
             if pending_samples >= self.native_sample_rate // 2:
@@ -122,21 +129,20 @@ class SignalEngine:
         if pending:
             yield np.concatenate(pending)
 
-    def _word(self, word: str, amplitude: float) -> FloatArray:
-        n = self._samples_per_char
+    def _word(self, word: str, amplitude: float, n: int) -> FloatArray:
         # One frequency per character, from 220 Hz up two octaves, with the
         # phase carried over so that the word is one continuous tone.
         freqs = np.repeat(np.array([220.0 * 2.0 ** ((ord(c) % 24) / 12.0) for c in word]), n)
         phase = 2.0 * np.pi * np.cumsum(freqs) / self.native_sample_rate
         tone = (amplitude * np.sin(phase)).astype(np.float32)
-        fade = self._fade_in.size
+        fade = min(self._fade_in.size, n // 2)
         if fade:
-            tone[:fade] *= self._fade_in
-            tone[-fade:] *= self._fade_in[::-1]
+            tone[:fade] *= self._fade_in[:fade]
+            tone[-fade:] *= self._fade_in[:fade][::-1]
         return tone
 
-    def _space(self, amplitude: float) -> FloatArray:
-        t = np.arange(self._samples_per_char) / self.native_sample_rate
+    def _space(self, amplitude: float, n: int) -> FloatArray:
+        t = np.arange(n) / self.native_sample_rate
         return (0.04 * amplitude * np.sin(2.0 * np.pi * 110.0 * t)).astype(np.float32)
 
     def __repr__(self) -> str:
@@ -184,7 +190,9 @@ class PiperEngine:
     :exc:`EngineError` before the file is handed to onnxruntime.
 
     Piper's voice settings (length, noise, volume) come from each voice's
-    :class:`~trio_asyncai.server.VoiceParams`.
+    :class:`~trio_asyncai.server.VoiceParams`; its ``speed`` divides the
+    length scale (piper's ``length_scale`` is the inverse of a speaking
+    rate). Piper has no counterpart of the API's ``stability``.
     """
 
     name: str = "piper"
@@ -247,8 +255,12 @@ class PiperEngine:
         from piper import SynthesisConfig
 
         params = voice.params
+        length_scale = params.length_scale
+        if params.speed != 1.0:
+            base = length_scale if length_scale is not None else piper_voice.config.length_scale
+            length_scale = base / params.speed
         config = SynthesisConfig(
-            length_scale=params.length_scale,
+            length_scale=length_scale,
             noise_scale=params.noise_scale,
             noise_w_scale=params.noise_w_scale,
             volume=params.volume,

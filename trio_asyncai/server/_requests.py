@@ -19,7 +19,10 @@ from ._voices import Voice, VoiceLibrary
 __all__ = [
     "DEFAULT_OUTPUT_FORMAT",
     "ERROR_STATUS",
+    "KNOWN_MODELS",
     "SUPPORTED_LANGUAGES",
+    "VOICE_CONTROL_MODEL",
+    "VOICE_LANGUAGES",
     "ConnectionSettings",
     "OutputFormat",
     "RequestError",
@@ -31,6 +34,7 @@ __all__ = [
     "parse_output_format",
     "parse_synthesis_request",
     "parse_voice",
+    "parse_voice_controls",
 ]
 
 #: The HTTP status of each error code the server uses.
@@ -69,19 +73,34 @@ CODE_FOR_STATUS: Final[Mapping[int, str]] = {
     504: "SERVICE_UNAVAILABLE",
 }
 
-#: Language codes the service takes (ISO 639-1). A regional tag (``en-US``)
-#: falls back to its base code.
+#: Language codes the service synthesizes (ISO 639-1): the 15 TTS languages.
+#: A regional tag (``en-US``) falls back to its base code. Not ``nl``.
 SUPPORTED_LANGUAGES: Final = frozenset(
-    ["en", "fr", "es", "de", "it", "pt", "nl", "ar", "ru", "ro", "ja", "he", "hy", "tr", "hi", "zh"]
+    ["en", "fr", "es", "de", "it", "pt", "ar", "ru", "ro", "ja", "he", "hy", "tr", "hi", "zh"]
 )
+#: Language codes voices are described and filtered with: the TTS languages and ``nl``.
+VOICE_LANGUAGES: Final = SUPPORTED_LANGUAGES | {"nl"}
+
+#: The models the service documents. Other ids are accepted too (our
+#: choice): the reference does not say how the service answers an unknown
+#: model, and model ids are open strings on the client side.
+KNOWN_MODELS: Final = ("async_flash_v1.5", "async_pro_v1.0", "async_flash_v1.0")
+#: The one model that honours ``speed_control`` and ``stability``; the
+#: others accept and ignore them, as the reference says of the service.
+VOICE_CONTROL_MODEL: Final = "async_flash_v1.0"
+MIN_SPEED: Final = 0.7
+MAX_SPEED: Final = 2.0
 
 API_VERSION: Final = "v1"
 
 Container = Literal["raw", "wav", "mp3"]
-Encoding = Literal["pcm_s16le", "pcm_f32le"]
+Encoding = Literal["pcm_s16le", "pcm_f32le", "pcm_mulaw"]
 
 _CONTAINERS: Final = ("raw", "wav", "mp3")
-_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le")
+_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "pcm_mulaw")
+#: Encodings only the streaming endpoint and the WebSocket give.
+_STREAMING_ENCODINGS: Final = ("pcm_mulaw",)
+_SAMPLE_WIDTH: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "pcm_mulaw": 1}
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 48000
 MIN_BIT_RATE: Final = 32000
@@ -188,8 +207,8 @@ class OutputFormat:
 
     @property
     def sample_width(self) -> int:
-        """Bytes per sample of pcm audio (2 or 4)."""
-        return 4 if self.encoding == "pcm_f32le" else 2
+        """Bytes per sample of raw audio (1 for mu-law, 2 or 4)."""
+        return _SAMPLE_WIDTH[self.encoding]
 
 
 #: What a WebSocket connection gets when ``output_format`` is omitted.
@@ -210,7 +229,9 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
     """Validate an ``output_format`` object; ``None`` gives the default format.
 
     Missing fields take their defaults (raw, pcm_s16le, 44100 Hz). ``wav`` is
-    refused on the streaming endpoints. ``mp3`` needs the ``lameenc`` package
+    refused on the streaming endpoints, ``pcm_mulaw`` (G.711 mu-law) on the
+    others (``/text_to_speech``, ``/with_timestamps``), as the reference
+    lists them. ``mp3`` needs the ``lameenc`` package
     and a sample rate and bit rate LAME can make (``_mp3.MP3_BIT_RATES``); its
     ``bit_rate`` defaults to 192000 (lower at the MPEG-2 and MPEG-2.5 rates,
     whose highest are 160000 and 64000), and its ``encoding`` is ignored.
@@ -231,6 +252,11 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
         encoding = "pcm_s16le"  # ignored for mp3
     elif encoding not in _ENCODINGS:
         raise RequestError("FORMAT_NOT_RECOGNIZED", f"encoding must be one of {_ENCODINGS}, not {encoding!r}")
+    elif encoding in _STREAMING_ENCODINGS and not streaming:
+        raise RequestError(
+            "FORMAT_NOT_RECOGNIZED",
+            f"{encoding} is available on the streaming endpoint and the WebSocket only",
+        )
     sample_rate = _int_field(value.get("sample_rate", 44100), "sample_rate")
     if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise RequestError(
@@ -263,19 +289,59 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
     )
 
 
-def parse_language(value: object) -> str | None:
-    """The base language code of ``value`` (``"en-US"`` -> ``"en"``); ``None``/``""`` -> ``None``."""
+def parse_language(value: object, *, languages: frozenset[str] = VOICE_LANGUAGES) -> str | None:
+    """The base language code of ``value`` (``"en-US"`` -> ``"en"``); ``None``/``""`` -> ``None``.
+
+    ``languages`` are the codes accepted: by default those of voices
+    (:data:`VOICE_LANGUAGES`); synthesis passes :data:`SUPPORTED_LANGUAGES`.
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise RequestError("INVALID_LANGUAGE", f"language must be a string, not {value!r}")
     base = value.strip().replace("_", "-").split("-", 1)[0].lower()
-    if base not in SUPPORTED_LANGUAGES:
+    if base not in languages:
         raise RequestError(
             "INVALID_LANGUAGE",
-            f"language {value!r} is not supported; use one of {sorted(SUPPORTED_LANGUAGES)}",
+            f"language {value!r} is not supported; use one of {sorted(languages)}",
         )
     return base
+
+
+def parse_voice_controls(body: Mapping[str, Any]) -> tuple[float | None, int | None]:
+    """``speed_control`` (a number from 0.7 to 2.0) and ``stability`` (an integer from 0 to 100).
+
+    Missing or null: ``None``. Anything else out of range or of the wrong
+    type: 400 ``INVALID_REQUEST`` (our choice: the reference names no code).
+    """
+    speed = body.get("speed_control")
+    if speed is not None:
+        if isinstance(speed, bool) or not isinstance(speed, int | float):
+            raise RequestError("INVALID_REQUEST", f"speed_control must be a number, not {speed!r}")
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise RequestError(
+                "INVALID_REQUEST", f"speed_control must be from {MIN_SPEED} to {MAX_SPEED}, not {speed}"
+            )
+        speed = float(speed)
+    stability = body.get("stability")
+    if stability is not None:
+        if (
+            isinstance(stability, bool)
+            or not isinstance(stability, int | float)
+            or (isinstance(stability, float) and not stability.is_integer())
+        ):
+            raise RequestError("INVALID_REQUEST", f"stability must be an integer, not {stability!r}")
+        stability = int(stability)
+        if not 0 <= stability <= 100:
+            raise RequestError("INVALID_REQUEST", f"stability must be from 0 to 100, not {stability}")
+    return speed, stability
+
+
+def _voice_for(voice: Voice, model_id: str, speed: float | None) -> Voice:
+    """The voice as this request renders it: at ``speed`` when the model honours it."""
+    if speed is None or model_id != VOICE_CONTROL_MODEL:
+        return voice
+    return attrs.evolve(voice, params=attrs.evolve(voice.params, speed=speed))
 
 
 def parse_voice(value: object, voices: VoiceLibrary) -> Voice:
@@ -304,12 +370,18 @@ def _model_id(body: Mapping[str, Any]) -> str:
 @final
 @attrs.frozen
 class ConnectionSettings:
-    """What a WebSocket's initializeConnection fixes for the whole connection."""
+    """What a WebSocket's initializeConnection fixes for the whole connection.
+
+    ``voice`` is the voice as rendered on this connection: its
+    ``params.speed`` is ``speed_control`` when the model honours it.
+    """
 
     model_id: str
     voice: Voice
     output_format: OutputFormat
     language: str | None
+    speed_control: float | None = None
+    stability: int | None = None
 
 
 def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionSettings:
@@ -326,20 +398,30 @@ def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionS
         raise RequestError("INVALID_REQUEST", "voice is required")
     voice = parse_voice(body["voice"], voices)
     output_format = parse_output_format(body.get("output_format"), streaming=True)
-    language = parse_language(body.get("language"))
-    return ConnectionSettings(model_id=model_id, voice=voice, output_format=output_format, language=language)
+    language = parse_language(body.get("language"), languages=SUPPORTED_LANGUAGES)
+    speed, stability = parse_voice_controls(body)
+    return ConnectionSettings(
+        model_id=model_id,
+        voice=_voice_for(voice, model_id, speed),
+        output_format=output_format,
+        language=language,
+        speed_control=speed,
+        stability=stability,
+    )
 
 
 @final
 @attrs.frozen
 class SynthesisRequest:
-    """A validated HTTP synthesis request body."""
+    """A validated HTTP synthesis request body (``voice`` as in :class:`ConnectionSettings`)."""
 
     model_id: str
     transcript: str
     voice: Voice
     output_format: OutputFormat
     language: str | None
+    speed_control: float | None = None
+    stability: int | None = None
 
 
 def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bool) -> SynthesisRequest:
@@ -356,11 +438,14 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
         raise RequestError("INVALID_REQUEST", "voice is required")
     voice = parse_voice(body["voice"], voices)
     output_format = parse_output_format(body.get("output_format"), streaming=streaming)
-    language = parse_language(body.get("language"))
+    language = parse_language(body.get("language"), languages=SUPPORTED_LANGUAGES)
+    speed, stability = parse_voice_controls(body)
     return SynthesisRequest(
         model_id=model_id,
         transcript=transcript,
-        voice=voice,
+        voice=_voice_for(voice, model_id, speed),
         output_format=output_format,
         language=language,
+        speed_control=speed,
+        stability=stability,
     )

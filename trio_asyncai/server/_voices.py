@@ -27,7 +27,10 @@ class VoiceParams:
     ``SynthesisConfig`` (``None`` = the model's own value). ``pitch`` is a
     playback-rate factor applied by the server to any engine's output: above
     1 the voice is higher and a little faster, below 1 lower and slower.
-    ``volume`` scales the samples.
+    ``volume`` scales the samples. ``speed`` is the speaking rate a request
+    asks for (its ``speed_control``): the engines divide their phoneme or
+    character length by it, so 2.0 speaks in about half the time, at the
+    same pitch.
     """
 
     length_scale: float | None = None
@@ -35,6 +38,7 @@ class VoiceParams:
     noise_w_scale: float | None = None
     pitch: float = 1.0
     volume: float = 0.9
+    speed: float = 1.0
 
 
 @final
