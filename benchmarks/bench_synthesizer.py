@@ -1,4 +1,4 @@
-"""Time to first audio and audio throughput of the WebSocket Synthesizer.
+"""Time to first audio, end of utterance and audio throughput of the WebSocket Synthesizer.
 
 Runs against the local server with the instant signal engine, so what is
 measured is the SDK and the server's transport, not a voice model::
@@ -39,6 +39,18 @@ async def _ttfb(synth: Synthesizer, rounds: int) -> list[float]:
     return out
 
 
+async def _end_after_last_audio(synth: Synthesizer, rounds: int) -> list[float]:
+    """Seconds from the caller's last chunk to the end of iteration (the context's final)."""
+    out = []
+    for _ in range(rounds):
+        last = 0.0
+        async with synth.speak(SHORT) as utterance:
+            async for _chunk in utterance:
+                last = time.perf_counter()
+        out.append(time.perf_counter() - last)
+    return out
+
+
 async def _throughput(synth: Synthesizer, concurrency: int, sample_rate: int) -> tuple[float, float]:
     total = 0
 
@@ -66,12 +78,14 @@ async def main(rounds: int, concurrency: int, sample_rate: int, base_url: str | 
         ) as synth:
             await _ttfb(synth, 5)  # warm up
             ttfbs = sorted(await _ttfb(synth, rounds))
+            ends = sorted(await _end_after_last_audio(synth, rounds))
             rt1, mb1 = await _throughput(synth, 1, sample_rate)
             rtn, mbn = await _throughput(synth, concurrency, sample_rate)
     p95 = ttfbs[min(len(ttfbs) - 1, int(len(ttfbs) * 0.95))]
     print(f"machine: {platform.machine()} {platform.python_implementation()} {platform.python_version()}")
     print(f"engine: {engine}; format: raw pcm_s16le {sample_rate} Hz; rounds: {rounds}")
     print(f"time to first audio: median {_ms(statistics.median(ttfbs))}, p95 {_ms(p95)}")
+    print(f"end after the last audio: median {_ms(statistics.median(ends))}, max {_ms(ends[-1])}")
     print(f"throughput, 1 utterance: {rt1:.0f}x real time ({mb1:.1f} MB/s)")
     print(f"throughput, {concurrency} concurrent utterances: {rtn:.0f}x real time ({mbn:.1f} MB/s)")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -20,10 +21,10 @@ from trio_asyncai._protocol import (
     QUOTA_MARKER,
     AudioReceived,
     ClientProtocol,
+    ContextEndedEarly,
     ContextFinished,
     ContextState,
     Event,
-    FlushesCompleted,
     MessageIgnored,
     ServerErrorReceived,
     StreamScanner,
@@ -67,6 +68,12 @@ def error_msg(code: str | None, message: str | None = "boom", **rest: Any) -> st
     if message is not None:
         data["message"] = message
     return json.dumps(data)
+
+
+def split_text(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({min(c, len(text)) for c in cuts})
+    edges = [0, *points, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(edges)]
 
 
 # ------------------------------------------------------------- initialize
@@ -143,10 +150,118 @@ def test_send_text_default_context_has_no_context_id() -> None:
 
 def test_send_text_passes_markup_and_unicode_through() -> None:
     proto = make_protocol()
-    text = 'Grüße, 世界 <break time="1s"/> "quoted"\n '
-    message = proto.send_text("a", text)
-    assert loads(message)["transcript"] == text
+    message = proto.send_text("a", 'Grüße, 世界 <break time="1s"/> "quoted"\n ')
+    # Inner whitespace and markup pass as they are; the chunk ends with one space.
+    assert loads(message)["transcript"] == 'Grüße, 世界 <break time="1s"/> "quoted" '
+    assert message is not None
     assert "Grüße" in message  # not \u-escaped
+
+
+def test_send_text_holds_back_a_partial_word() -> None:
+    proto = make_protocol()
+    assert proto.send_text("a", "Hel") is None
+    assert proto.state("a") is ContextState.OPEN
+    assert loads(proto.send_text("a", "lo wor")) == {"transcript": "Hello ", "context_id": "a"}
+    assert proto.send_text("a", "ld") is None
+    assert [loads(m) for m in proto.finish("a", "!")] == [
+        {"transcript": "world! ", "context_id": "a", "force": True},
+        {"close_context": True, "transcript": "", "context_id": "a"},
+    ]
+
+
+@pytest.mark.parametrize("text", ["", " ", "\n\t  "])
+def test_send_text_of_only_whitespace_sends_nothing(text: str) -> None:
+    proto = make_protocol()
+    assert proto.send_text("a", text) is None
+    proto.send_text("a", "Hi ")
+    # The last chunk already ends with a space.
+    assert proto.send_text("a", text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "transcript"),
+    [
+        ("Hello  ", "Hello "),
+        ("Hello\n", "Hello "),
+        ("Hello \t\n ", "Hello "),
+        ("one  two\nthree ", "one  two\nthree "),
+        ("one two thr", "one two "),
+    ],
+)
+def test_a_chunk_ends_with_exactly_one_space(text: str, transcript: str) -> None:
+    proto = make_protocol()
+    assert loads(proto.send_text("a", text))["transcript"] == transcript
+
+
+def test_force_sends_the_held_partial_word() -> None:
+    proto = make_protocol()
+    assert proto.send_text("a", "Hel") is None
+    assert loads(proto.send_text("a", "lo", force=True)) == {
+        "transcript": "Hello ",
+        "context_id": "a",
+        "force": True,
+    }
+
+
+def test_force_with_nothing_to_speak_sends_nothing() -> None:
+    proto = make_protocol()
+    assert proto.send_text("a", "", force=True) is None
+    assert proto.send_text("a", "Hi ", force=True) is not None
+    # Everything was already forced out.
+    assert proto.send_text("a", "  ", force=True) is None
+
+
+def test_force_after_unforced_text_flushes_it() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hi ")
+    assert loads(proto.send_text("a", "", force=True)) == {
+        "transcript": " ",
+        "context_id": "a",
+        "force": True,
+    }
+    assert proto.send_text("a", "", force=True) is None
+
+
+def test_an_unfinished_tag_is_held_back() -> None:
+    proto = make_protocol()
+    assert loads(proto.send_text("a", 'Say <break time="1'))["transcript"] == "Say "
+    assert loads(proto.send_text("a", 's"/> now ')) == {
+        "transcript": '<break time="1s"/> now ',
+        "context_id": "a",
+    }
+
+
+@pytest.mark.parametrize("element", ["digits", "phonemes"])
+def test_an_unclosed_element_is_held_back(element: str) -> None:
+    proto = make_protocol()
+    assert loads(proto.send_text("a", f"Call <{element}>12 3"))["transcript"] == "Call "
+    assert proto.send_text("a", "4 5") is None
+    assert loads(proto.send_text("a", f"6</{element}> now ")) == {
+        "transcript": f"<{element}>12 34 56</{element}> now ",
+        "context_id": "a",
+    }
+
+
+def test_a_bare_less_than_is_not_a_tag() -> None:
+    proto = make_protocol()
+    assert loads(proto.send_text("a", "if a < b then"))["transcript"] == "if a < b "
+
+
+def test_a_complete_tag_at_the_end_is_not_cut() -> None:
+    # The text ends right after a tag with a space inside it: the only
+    # whitespace to cut at is inside the tag.
+    proto = make_protocol()
+    message = proto.send_text("a", 'Hello <break time="1s"/>')
+    assert message is not None
+    assert loads(message)["transcript"] in ("Hello ", 'Hello <break time="1s"/> ')
+
+
+@pytest.mark.parametrize("element", ["digits", "phonemes"])
+def test_a_closed_element_at_the_end_is_not_cut(element: str) -> None:
+    proto = make_protocol()
+    message = proto.send_text("a", f"Call <{element}>123 456</{element}>")
+    assert message is not None
+    assert loads(message)["transcript"] in ("Call ", f"Call <{element}>123 456</{element}> ")
 
 
 def test_contexts_are_tracked_oldest_first() -> None:
@@ -182,90 +297,181 @@ def test_no_text_after_finish() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ")
     proto.finish("a")
-    with pytest.raises(ConfigurationError, match="flushed"):
+    with pytest.raises(ConfigurationError, match="closing"):
         proto.send_text("a", "more ")
+    assert proto.state("a") is ContextState.CLOSING
+
+
+# ------------------------------------------------------ the chunking rule
+
+# Words, whitespace runs, and markup that must reach the service whole.
+tokens = st.lists(
+    st.sampled_from(
+        [
+            "Hello",
+            "world.",
+            "a",
+            "1<2",
+            "Grüße",
+            " ",
+            "  ",
+            "\n",
+            " \t ",
+            '<break time="1s"/>',
+            "<digits>12 34</digits>",
+            "<phonemes>h e l o</phonemes>",
+        ]
+    ),
+    max_size=16,
+)
+WHOLE = re.compile(r'<break time="1s"/>|<digits>.*?</digits>|<phonemes>.*?</phonemes>', re.DOTALL)
+
+
+def markup_is_whole(transcript: str) -> bool:
+    """The chunk holds only whole tags and elements: none of them was cut."""
+    rest = WHOLE.sub("", transcript)
+    return re.search(r"<[A-Za-z/]|>", rest) is None
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(tokens, st.data())
+def test_chunks_carry_the_same_words_and_never_cut_markup(parts: list[str], data: st.DataObject) -> None:
+    text = "".join(parts)
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=8), label="cuts")
+    last = data.draw(st.sampled_from(["", "end.", " "]), label="last")
+    pieces = split_text(text, cuts)
+    proto = make_protocol()
+    transcripts: list[str] = []
+    for piece in pieces:
+        message = proto.send_text("a", piece)
+        if message is not None:
+            sent = loads(message)
+            assert "force" not in sent
+            transcripts.append(sent["transcript"])
+    messages = [loads(m) for m in proto.finish("a", last)]
+    if messages:
+        assert messages[-1] == {"close_context": True, "transcript": "", "context_id": "a"}
+        for m in messages[:-1]:
+            assert m["force"] is True
+            transcripts.append(m["transcript"])
+    assert proto.state("a") is (ContextState.CLOSING if messages else ContextState.CLOSED)
+
+    # Joining the chunks gives the same words, markup included.
+    assert "".join(transcripts).split() == (text + last).split()
+    assert bool(messages) == bool((text + last).strip())
+    for transcript in transcripts:
+        assert transcript.endswith(" ")
+        assert not transcript.strip() or not transcript[-2].isspace()
+        assert markup_is_whole(transcript), transcript
+    # Nothing but the finish's flush is whitespace only.
+    assert all(t.strip() for t in transcripts[:-1])
 
 
 # ----------------------------------------------------------------- finish
 
 
-def test_finish_with_text_sends_it_flushed() -> None:
+def test_finish_sends_the_last_text_then_closes() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ")
-    assert loads(proto.finish("a", "world.")) == {
-        "transcript": "world.",
-        "context_id": "a",
-        "force": True,
-    }
-    assert proto.state("a") is ContextState.FLUSHED
+    assert [loads(m) for m in proto.finish("a", "world.")] == [
+        {"transcript": "world. ", "context_id": "a", "force": True},
+        {"close_context": True, "transcript": "", "context_id": "a"},
+    ]
+    assert proto.state("a") is ContextState.CLOSING
+    assert proto.tracked_contexts == ["a"]
 
 
-def test_finish_of_nothing_still_asks_for_a_final() -> None:
+def test_finish_then_final_finishes_the_context() -> None:
     proto = make_protocol()
-    proto.send_text("a", "Hello ")  # not flushed: no final asked for yet
-    assert loads(proto.finish("a")) == {"transcript": " ", "context_id": "a", "force": True}
-    assert proto.state("a") is ContextState.FLUSHED
-    assert proto.receive(final_msg("a")) == [ContextFinished("a")]
-    assert proto.state("a") is ContextState.COMPLETE
-
-
-def test_finish_sends_nothing_when_a_flush_is_pending() -> None:
-    proto = make_protocol()
-    proto.send_text("a", "Hello ", force=True)
-    assert proto.finish("a") is None
-    assert proto.state("a") is ContextState.FLUSHED
-    # The final of the earlier flush ends the context.
-    assert proto.receive(final_msg("a")) == [ContextFinished("a")]
-    assert proto.state("a") is ContextState.COMPLETE
-
-
-def test_finish_asks_again_when_the_pending_flush_was_answered() -> None:
-    proto = make_protocol()
-    proto.send_text("a", "Hello ", force=True)
-    # Still open: no ContextFinished, but nothing is owed any more.
-    assert proto.receive(final_msg("a")) == [FlushesCompleted("a")]
+    assert proto.state("a") is ContextState.CLOSED  # untracked reads as closed
+    proto.send_text("a", "Hello ")
     assert proto.state("a") is ContextState.OPEN
-    assert loads(proto.finish("a")) == {"transcript": " ", "context_id": "a", "force": True}
+    proto.finish("a", "world.")
+    assert proto.state("a") is ContextState.CLOSING
+    # The rest of the audio arrives after close_context, then the final.
+    assert proto.receive(audio_msg("a", b"\x01\x02")) == [AudioReceived("a", b"\x01\x02")]
+    assert proto.state("a") is ContextState.CLOSING
     assert proto.receive(final_msg("a")) == [ContextFinished("a")]
+    assert proto.state("a") is ContextState.CLOSED
+    assert proto.tracked_contexts == []
+    # Forgotten: nothing more to close, and anything late goes nowhere.
+    assert proto.close_context("a") is None
+    assert proto.receive(audio_msg("a", b"late")) == [
+        MessageIgnored("a", "audio for a context not awaiting audio")
+    ]
+    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
 
 
-def test_finish_flushes_text_sent_after_the_pending_flush() -> None:
-    # Regression: with a flush pending, finish() used to send nothing, so
-    # "world " stayed buffered on the server, the context completed on the
-    # first final, and the audio of "world " was then ignored.
+def test_finish_of_unforced_text_forces_it() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hello ")
+    assert [loads(m) for m in proto.finish("a")] == [
+        {"transcript": " ", "context_id": "a", "force": True},
+        {"close_context": True, "transcript": "", "context_id": "a"},
+    ]
+
+
+def test_finish_after_a_force_only_closes() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ", force=True)
-    proto.send_text("a", "world ")
-    assert loads(proto.finish("a")) == {"transcript": " ", "context_id": "a", "force": True}
-    assert proto.receive(final_msg("a")) == []
-    assert proto.state("a") is ContextState.FLUSHED
-    assert proto.receive(audio_msg("a", b"world")) == [AudioReceived("a", b"world")]
+    assert [loads(m) for m in proto.finish("a")] == [
+        {"close_context": True, "transcript": "", "context_id": "a"}
+    ]
+    assert proto.state("a") is ContextState.CLOSING
     assert proto.receive(final_msg("a")) == [ContextFinished("a")]
+
+
+def test_finish_sends_the_held_partial_word() -> None:
+    proto = make_protocol()
+    assert proto.send_text("a", "Hel") is None
+    assert [loads(m) for m in proto.finish("a")] == [
+        {"transcript": "Hel ", "context_id": "a", "force": True},
+        {"close_context": True, "transcript": "", "context_id": "a"},
+    ]
 
 
 def test_finish_opens_a_new_context() -> None:
-    # speak(): the whole text in one flushed message.
+    # speak(): the whole text in one forced message, then the close.
     proto = make_protocol()
-    assert loads(proto.finish("a", "Hello.")) == {
-        "transcript": "Hello.",
-        "context_id": "a",
-        "force": True,
-    }
-    assert proto.state("a") is ContextState.FLUSHED
+    assert [loads(m) for m in proto.finish("a", "Hello.")] == [
+        {"transcript": "Hello. ", "context_id": "a", "force": True},
+        {"close_context": True, "transcript": "", "context_id": "a"},
+    ]
+    assert proto.state("a") is ContextState.CLOSING
     assert proto.receive(audio_msg("a", b"pcm")) == [AudioReceived("a", b"pcm")]
     assert proto.receive(final_msg("a")) == [ContextFinished("a")]
 
 
-@pytest.mark.parametrize("setup", ["flushed", "complete"])
-def test_finish_twice_is_refused(setup: str) -> None:
+@pytest.mark.parametrize("before", [None, "", "  ", "\n"])
+@pytest.mark.parametrize("last", ["", " "])
+def test_finish_of_a_never_sent_context_sends_nothing(before: str | None, last: str) -> None:
+    proto = make_protocol()
+    proto.send_text("other", "x ")
+    if before is not None:
+        assert proto.send_text("a", before) is None
+        assert proto.tracked_contexts == ["other", "a"]
+    assert proto.finish("a", last) == []
+    assert proto.state("a") is ContextState.CLOSED
+    assert proto.tracked_contexts == ["other"]
+    assert proto.close_context("a") is None
+    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
+
+
+def test_a_finished_context_id_may_be_used_again() -> None:
+    proto = make_protocol()
+    proto.finish("a", "One.")
+    proto.receive(final_msg("a"))
+    assert loads(proto.send_text("a", "Two ")) == {"transcript": "Two ", "context_id": "a"}
+    assert proto.state("a") is ContextState.OPEN
+
+
+def test_finish_twice_is_refused() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ")
     proto.finish("a")
-    if setup == "complete":
-        proto.receive(final_msg("a"))
-    with pytest.raises(ConfigurationError, match=setup):
+    with pytest.raises(ConfigurationError, match="closing"):
         proto.finish("a")
-    assert proto.state("a") is ContextState(setup)
+    assert proto.state("a") is ContextState.CLOSING
 
 
 def test_finish_needs_a_live_connection() -> None:
@@ -287,71 +493,138 @@ def test_finish_rejects_bad_context_ids() -> None:
     assert proto.tracked_contexts == []
 
 
-def test_one_final_per_force() -> None:
+def test_force_gets_no_final() -> None:
+    # The service answers force with audio only: audio for an open context is
+    # delivered and changes nothing.
     proto = make_protocol()
     proto.send_text("a", "One. ", force=True)
+    assert proto.receive(audio_msg("a", b"one")) == [AudioReceived("a", b"one")]
     proto.send_text("a", "Two. ", force=True)
-    assert proto.finish("a", "Three.") is not None
-    assert proto.receive(final_msg("a")) == []
-    assert proto.state("a") is ContextState.FLUSHED
-    assert proto.receive(final_msg("a")) == []
-    assert proto.state("a") is ContextState.FLUSHED
-    assert proto.receive(final_msg("a")) == [ContextFinished("a")]
-    assert proto.state("a") is ContextState.COMPLETE
-
-
-def test_complete_if_done() -> None:
-    proto = make_protocol()
-    assert proto.complete_if_done("nobody") is False
-    proto.send_text("a", "Hi ")
-    assert proto.complete_if_done("a") is False  # open
-    proto.finish("a")
-    assert proto.complete_if_done("a") is False  # final pending
-    proto.receive(final_msg("a"))
-    assert proto.complete_if_done("a") is True
-    assert proto.state("a") is ContextState.COMPLETE
-
-
-# ---------------------------------------------------------- close_context
-
-
-def test_full_lifecycle_open_flushed_complete_closed() -> None:
-    proto = make_protocol()
-    assert proto.state("a") is ContextState.CLOSED  # untracked reads as closed
-    proto.send_text("a", "Hello ")
+    assert proto.receive(audio_msg("a", b"two")) == [AudioReceived("a", b"two")]
     assert proto.state("a") is ContextState.OPEN
-    proto.finish("a", "world.")
-    assert proto.state("a") is ContextState.FLUSHED
-    assert proto.receive(audio_msg("a", b"\x01\x02")) == [AudioReceived("a", b"\x01\x02")]
-    assert proto.state("a") is ContextState.FLUSHED
+    proto.finish("a", "Three.")
+    assert proto.receive(audio_msg("a", b"three")) == [AudioReceived("a", b"three")]
     assert proto.receive(final_msg("a")) == [ContextFinished("a")]
-    assert proto.state("a") is ContextState.COMPLETE
+
+
+# ------------------------------------------------------- a final too early
+
+
+def test_final_before_close_ends_the_context_early() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hi ", force=True)
+    assert proto.receive(audio_msg("a", b"hi")) == [AudioReceived("a", b"hi")]
+    assert proto.receive(final_msg("a")) == [ContextEndedEarly("a")]
+    assert proto.state("a") is ContextState.ENDED
+    assert proto.tracked_contexts == ["a"]
+    # Nothing after the final is delivered.
+    assert proto.receive(audio_msg("a", b"late")) == [
+        MessageIgnored("a", "audio for a context not awaiting audio")
+    ]
+    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
+    assert proto.state("a") is ContextState.ENDED
+    # No more text, no finish; the context must still be closed.
+    with pytest.raises(ConfigurationError, match="ended"):
+        proto.send_text("a", "more ")
+    with pytest.raises(ConfigurationError, match="ended"):
+        proto.finish("a")
     assert loads(proto.close_context("a")) == {
         "close_context": True,
         "transcript": "",
         "context_id": "a",
     }
     assert proto.state("a") is ContextState.CLOSED
-    assert proto.tracked_contexts == []
+    assert proto.close_context("a") is None
+
+
+def test_final_with_audio_before_close_delivers_the_audio() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hi ")
+    assert proto.receive(audio_msg("a", b"end", final=True)) == [
+        AudioReceived("a", b"end"),
+        ContextEndedEarly("a"),
+    ]
+    assert proto.state("a") is ContextState.ENDED
+
+
+def test_an_ended_context_is_not_kept_alive() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "x ")
+    proto.send_text("b", "y ")
+    proto.receive(final_msg("b"))
+    assert loads(proto.keepalive()) == {"transcript": " ", "context_id": "a"}
+
+
+# ---------------------------------------------------------- close_context
 
 
 def test_close_context_once_only() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ")
-    assert proto.close_context("a") is not None
+    assert loads(proto.close_context("a")) == {
+        "close_context": True,
+        "transcript": "",
+        "context_id": "a",
+    }
+    assert proto.state("a") is ContextState.CLOSED
     assert proto.close_context("a") is None
     assert proto.close_context("never-opened") is None
+
+
+def test_close_after_finish_sends_nothing_more() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hello ")
+    assert len(proto.finish("a")) == 2
+    # finish() sent the close already; this one only stops tracking.
+    assert proto.close_context("a") is None
+    assert proto.state("a") is ContextState.CLOSED
+    assert proto.tracked_contexts == []
+    assert proto.receive(audio_msg("a", b"late")) == [
+        MessageIgnored("a", "audio for a context not awaiting audio")
+    ]
+    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
+
+
+def test_close_of_a_context_never_sent_sends_nothing() -> None:
+    proto = make_protocol()
+    assert proto.send_text("a", "Hel") is None
+    assert proto.close_context("a") is None
+    assert proto.tracked_contexts == []
 
 
 def test_close_an_open_context_interrupts_it() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ", force=True)
     proto.send_text("b", "Other ", force=True)
-    assert proto.close_context("a") is not None
+    assert proto.receive(audio_msg("a", b"early")) == [AudioReceived("a", b"early")]
+    assert loads(proto.close_context("a")) == {
+        "close_context": True,
+        "transcript": "",
+        "context_id": "a",
+    }
     assert proto.tracked_contexts == ["b"]
-    # The reused id is a new context with no pending finals of its own.
-    proto.send_text("a", "Again ")
-    assert loads(proto.finish("a")) == {"transcript": " ", "context_id": "a", "force": True}
+    # The service still sends the rest of a's audio and its final: dropped.
+    assert proto.receive(audio_msg("a", b"late")) == [
+        MessageIgnored("a", "audio for a context not awaiting audio")
+    ]
+    assert proto.receive(audio_msg("a", b"last", final=True)) == [
+        MessageIgnored("a", "audio for a context not awaiting audio")
+    ]
+    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
+    assert proto.state("b") is ContextState.OPEN
+    assert proto.receive(audio_msg("b", b"b")) == [AudioReceived("b", b"b")]
+
+
+def test_an_interrupted_id_may_be_used_again() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hello ", force=True)
+    proto.close_context("a")
+    # The reused id is a new context: the old one's late final does not end it.
+    assert loads(proto.send_text("a", "Again ")) == {"transcript": "Again ", "context_id": "a"}
+    assert [loads(m) for m in proto.finish("a")] == [
+        {"transcript": " ", "context_id": "a", "force": True},
+        {"close_context": True, "transcript": "", "context_id": "a"},
+    ]
 
 
 def test_close_default_context_has_no_context_id() -> None:
@@ -359,6 +632,14 @@ def test_close_default_context_has_no_context_id() -> None:
     proto.send_text(None, "Hi ")
     assert loads(proto.close_context(None)) == {"close_context": True, "transcript": ""}
     assert proto.close_context(None) is None
+
+
+def test_finish_default_context_has_no_context_id() -> None:
+    proto = make_protocol()
+    assert [loads(m) for m in proto.finish(None, "Hi")] == [
+        {"transcript": "Hi ", "force": True},
+        {"close_context": True, "transcript": ""},
+    ]
 
 
 # -------------------------------------------------------------- keepalive
@@ -374,28 +655,40 @@ def test_keepalive_picks_the_newest_open_context() -> None:
     proto.send_text("old", "a ")
     proto.send_text("new", "b ")
     assert loads(proto.keepalive()) == {"transcript": " ", "context_id": "new"}
-    proto.finish("new")  # flushed: no longer open
+    proto.finish("new")  # closing: no longer open
     assert loads(proto.keepalive()) == {"transcript": " ", "context_id": "old"}
     proto.finish("old")
     assert loads(proto.keepalive()) == {"transcript": " "}
 
 
-def test_keepalive_skips_closed_and_complete_contexts() -> None:
+def test_keepalive_skips_contexts_not_open_or_not_on_the_wire() -> None:
     proto = make_protocol()
     proto.send_text("a", "x ")
-    proto.send_text("b", "y ")
-    proto.send_text("c", "z ")
-    proto.close_context("c")
-    proto.finish("b")
-    proto.receive(final_msg("b"))
-    assert proto.state("b") is ContextState.COMPLETE
-    assert loads(proto.keepalive())["context_id"] == "a"
+    proto.send_text("ended", "y ")
+    proto.receive(final_msg("ended"))
+    proto.send_text("closed", "z ")
+    proto.close_context("closed")
+    proto.send_text("closing", "w ")
+    proto.finish("closing")
+    assert proto.send_text("held", "Hel") is None  # tracked, but the service does not know it
+    assert proto.state("held") is ContextState.OPEN
+    assert loads(proto.keepalive()) == {"transcript": " ", "context_id": "a"}
 
 
 def test_keepalive_does_not_name_the_default_context() -> None:
     proto = make_protocol()
     proto.send_text(None, "x ")
     assert loads(proto.keepalive()) == {"transcript": " "}
+
+
+def test_keepalive_changes_no_context() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hi ", force=True)
+    proto.keepalive()
+    # Nothing unforced is pending because of the keepalive.
+    assert [loads(m) for m in proto.finish("a")] == [
+        {"close_context": True, "transcript": "", "context_id": "a"}
+    ]
 
 
 # -------------------------------------------------------------- terminate
@@ -467,14 +760,6 @@ def test_empty_non_final_audio_is_no_event() -> None:
     assert proto.state("a") is ContextState.OPEN
 
 
-def test_final_while_open_does_not_complete() -> None:
-    proto = make_protocol()
-    proto.send_text("a", "Hi ")
-    # A stray final with no flush pending: nothing to finish.
-    assert proto.receive(final_msg("a")) == []
-    assert proto.state("a") is ContextState.OPEN
-
-
 def test_untracked_context_audio_is_ignored() -> None:
     proto = make_protocol()
     assert proto.receive(audio_msg("ghost", b"x")) == [
@@ -488,30 +773,6 @@ def test_untracked_context_audio_is_ignored() -> None:
         MessageIgnored(None, "audio for a context not awaiting audio")
     ]
     assert proto.tracked_contexts == []
-
-
-def test_closed_context_audio_and_final_are_ignored() -> None:
-    proto = make_protocol()
-    proto.send_text("a", "Hi ", force=True)
-    proto.close_context("a")
-    events = proto.receive(audio_msg("a", b"late"))
-    assert len(events) == 1
-    assert isinstance(events[0], MessageIgnored)
-    assert events[0].context_id == "a"
-    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
-    assert proto.state("a") is ContextState.CLOSED
-
-
-def test_complete_context_audio_is_ignored() -> None:
-    proto = make_protocol()
-    proto.send_text("a", "Hi ")
-    proto.finish("a")
-    proto.receive(final_msg("a"))
-    assert proto.receive(audio_msg("a", b"late")) == [
-        MessageIgnored("a", "audio for a context not awaiting audio")
-    ]
-    assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
-    assert proto.state("a") is ContextState.COMPLETE
 
 
 def test_audio_repr_hides_bytes() -> None:
@@ -609,7 +870,49 @@ def test_error_does_not_change_context_state() -> None:
     proto.send_text("a", "Hi ")
     proto.finish("a")
     proto.receive(error_msg("X", context_id="a"))
-    assert proto.state("a") is ContextState.FLUSHED
+    assert proto.state("a") is ContextState.CLOSING
+
+
+def test_error_for_an_ended_context_is_reported() -> None:
+    # An ended context is tracked until it is closed: its errors still count.
+    proto = make_protocol()
+    proto.send_text("a", "Hi ")
+    proto.receive(final_msg("a"))
+    [event] = proto.receive(error_msg("X", context_id="a"))
+    assert isinstance(event, ServerErrorReceived)
+    assert event.context_id == "a"
+    assert proto.state("a") is ContextState.ENDED
+
+
+def test_error_carries_the_request_id() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hi ")
+    [event] = proto.receive(error_msg("TIMEOUT", "idle", request_id="req-1", extra=None))
+    assert event == ServerErrorReceived(
+        code="TIMEOUT", message="idle", context_id=None, extra={}, request_id="req-1"
+    )
+    [event] = proto.receive(error_msg("X", context_id="a", request_id=None))
+    assert isinstance(event, ServerErrorReceived)
+    assert event.request_id is None
+
+
+def test_a_request_id_that_is_not_a_string_is_kept_as_one() -> None:
+    proto = make_protocol()
+    [event] = proto.receive(error_msg("X", request_id=12345))
+    assert isinstance(event, ServerErrorReceived)
+    assert event.request_id == "12345"
+
+
+def test_error_with_extra_null() -> None:
+    proto = make_protocol()
+    proto.send_text("a", "Hi ")
+    [event] = proto.receive(
+        '{"error_code": "INTERNAL_SERVER_ERROR", "message": "oops", "extra": null,'
+        ' "request_id": "r", "context_id": "a"}'
+    )
+    assert event == ServerErrorReceived(
+        code="INTERNAL_SERVER_ERROR", message="oops", context_id="a", extra={}, request_id="r"
+    )
 
 
 # -------------------------------------------------------- receive: invalid
@@ -693,12 +996,14 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-TRACKED = ("open", "flushed", "complete", "closed")
+TRACKED = ("open", "closing", "ended", "closed", "finished")
 context_ids = st.sampled_from([*TRACKED, "never", ""]) | st.text(max_size=8)
 base64_audio = st.binary(max_size=32).map(lambda b: base64.b64encode(b).decode("ascii"))
 interesting_values = json_values | context_ids | base64_audio | st.sampled_from(["A", "AAA", "====", "é"])
 message_dicts = st.dictionaries(
-    st.sampled_from(["audio", "final", "error_code", "error", "message", "extra", "context_id", "other"]),
+    st.sampled_from(
+        ["audio", "final", "error_code", "error", "message", "extra", "context_id", "request_id", "other"]
+    ),
     interesting_values,
     max_size=6,
 ) | st.fixed_dictionaries(
@@ -722,19 +1027,21 @@ def protocol_with_contexts() -> ClientProtocol:
     """A protocol with one context in each state, and the default context open."""
     proto = make_protocol()
     proto.send_text("open", "a ", force=True)
-    proto.send_text("flushed", "b ")
-    proto.finish("flushed")
-    proto.send_text("complete", "c ")
-    proto.finish("complete")
-    proto.receive(final_msg("complete"))
+    proto.send_text("closing", "b ")
+    proto.finish("closing")
+    proto.send_text("ended", "c ")
+    proto.receive(final_msg("ended"))
     proto.send_text("closed", "d ")
     proto.close_context("closed")
-    proto.send_text(None, "e ")
+    proto.finish("finished", "e")
+    proto.receive(final_msg("finished"))
+    proto.send_text(None, "f ")
     return proto
 
 
 def check_receive(message: str | bytes) -> None:
     proto = protocol_with_contexts()
+    states = {ctx: proto.state(ctx) for ctx in [*TRACKED, None]}
     error: ProtocolError | None = None
     try:
         events = proto.receive(message)
@@ -742,15 +1049,24 @@ def check_receive(message: str | bytes) -> None:
         error = exc
     if error is not None:
         assert error.raw is None or len(error.raw) <= 200
+        # A bad message changes nothing.
+        assert {ctx: proto.state(ctx) for ctx in states} == states
         return
     assert isinstance(events, list)
     for event in events:
         assert isinstance(
-            event, AudioReceived | ContextFinished | FlushesCompleted | ServerErrorReceived | MessageIgnored
+            event,
+            AudioReceived | ContextFinished | ContextEndedEarly | ServerErrorReceived | MessageIgnored,
         )
-        if isinstance(event, AudioReceived | ContextFinished | FlushesCompleted):
-            # Only a context the protocol tracks gets audio or an end.
-            assert event.context_id in {"open", "flushed", None}
+        if isinstance(event, AudioReceived | ContextEndedEarly):
+            # Only a context awaiting audio gets audio; only an open one ends early.
+            assert event.context_id in {"open", "closing", None}
+        if isinstance(event, ContextEndedEarly):
+            assert states[event.context_id] is ContextState.OPEN
+            assert proto.state(event.context_id) is ContextState.ENDED
+        if isinstance(event, ContextFinished):
+            assert event.context_id == "closing"
+            assert proto.state("closing") is ContextState.CLOSED
         if isinstance(event, AudioReceived):
             assert isinstance(event.audio, bytes)
             assert event.audio
@@ -758,6 +1074,15 @@ def check_receive(message: str | bytes) -> None:
             assert event.code is None or isinstance(event.code, str)
             assert isinstance(event.message, str)
             assert isinstance(event.extra, dict)
+            assert event.request_id is None or isinstance(event.request_id, str)
+            assert event.context_id in {"open", "closing", "ended", None}
+    # No message brings a context back, and only a final moves one.
+    for ctx, before in states.items():
+        after = proto.state(ctx)
+        assert after is before or (before, after) in {
+            (ContextState.OPEN, ContextState.ENDED),
+            (ContextState.CLOSING, ContextState.CLOSED),
+        }
 
 
 @settings(max_examples=300)
@@ -801,85 +1126,92 @@ def test_interleaved_audio_goes_to_its_own_context(data: st.DataObject) -> None:
     proto = make_protocol()
     for ctx in chunks:
         proto.send_text(ctx, "text ")
-        proto.finish(ctx)
+        assert len(proto.finish(ctx)) == 2
     proto.send_text("\x00closed", "text ", force=True)
-    proto.close_context("\x00closed")
+    assert proto.close_context("\x00closed") is not None
+    assert all(proto.state(ctx) is ContextState.CLOSING for ctx in chunks)
 
-    labels = [ctx for ctx, audio in chunks.items() for _ in audio] + ["\x00closed"] * len(closed)
+    # Every context's audio, then its final, interleaved with the others'.
+    labels = [ctx for ctx, audio in chunks.items() for _ in range(len(audio) + 1)]
+    labels += ["\x00closed"] * (len(closed) + 1)
     order = data.draw(st.permutations(labels), label="interleaving")
-    queues = {ctx: list(audio) for ctx, audio in chunks.items()} | {"\x00closed": list(closed)}
+    queues: dict[str, list[bytes | None]] = {ctx: [*audio, None] for ctx, audio in chunks.items()}
+    queues["\x00closed"] = [*closed, None]
 
-    received: dict[str | None, list[bytes]] = {ctx: [] for ctx in chunks}
+    received: dict[str, list[bytes]] = {ctx: [] for ctx in chunks}
+    finished: list[str] = []
     ignored = 0
     for ctx in order:
-        events = proto.receive(audio_msg(ctx, queues[ctx].pop(0)))
+        audio = queues[ctx].pop(0)
+        # The final comes last for its context: permutations do not know that.
+        if audio is None and queues[ctx]:
+            queues[ctx].append(None)
+            audio = queues[ctx].pop(0)
+        events = proto.receive(final_msg(ctx) if audio is None else audio_msg(ctx, audio))
         assert len(events) == 1
         event = events[0]
-        if isinstance(event, AudioReceived):
-            assert event.context_id == ctx
-            received[ctx].append(event.audio)
-        else:
+        if ctx == "\x00closed":
             assert isinstance(event, MessageIgnored)
-            assert ctx == "\x00closed"
             ignored += 1
+        elif audio is None:
+            assert event == ContextFinished(ctx)
+            assert proto.state(ctx) is ContextState.CLOSED
+            finished.append(ctx)
+        else:
+            assert event == AudioReceived(ctx, audio)
+            received[ctx].append(audio)
     assert received == chunks
-    assert ignored == len(closed)
+    assert sorted(finished) == sorted(chunks)
+    assert ignored == len(closed) + 1
+    assert proto.tracked_contexts == []
+    # Once finished, a context's audio goes nowhere.
+    for ctx in chunks:
+        [event] = proto.receive(audio_msg(ctx, b"late"))
+        assert isinstance(event, MessageIgnored)
 
-    for ctx in reversed(list(chunks)):
-        assert proto.receive(final_msg(ctx)) == [ContextFinished(ctx)]
-    assert all(proto.state(ctx) is ContextState.COMPLETE for ctx in chunks)
 
-
-# One step of a context's life: text (forced or not), or the server answering
-# one outstanding flush with its final.
+# One step of a context's life before its finish: text (forced or not), audio
+# from the service, or a keepalive.
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("send"), st.sampled_from(["", " ", "word "]), st.booleans()),
-        st.tuples(st.just("final"), st.just(""), st.just(False)),
+        st.tuples(st.just("send"), st.sampled_from(["", " ", "word ", "par", "tial "]), st.booleans()),
+        st.tuples(st.just("audio"), st.just(""), st.just(False)),
+        st.tuples(st.just("keepalive"), st.just(""), st.just(False)),
     ),
     max_size=12,
 )
 
 
 @settings(max_examples=300)
-@given(steps, st.sampled_from(["", "last."]))
-def test_a_context_completes_exactly_when_every_flush_is_answered(
+@given(steps, st.sampled_from(["", " ", "last."]))
+def test_a_context_ends_exactly_on_the_final_after_its_close(
     script: list[tuple[str, str, bool]], last_text: str
 ) -> None:
     proto = make_protocol()
     proto.send_text("a", "first ")
-    sent: list[dict[str, Any]] = []
-    outstanding = 0  # finals the (simulated) server still owes
+    events: list[Event] = []
     for kind, text, force in script:
         if kind == "send":
-            message = loads(proto.send_text("a", text, force=force))
-            sent.append(message)
-            outstanding += bool(message.get("force"))
-        elif outstanding:
-            outstanding -= 1
-            expected = [FlushesCompleted("a")] if outstanding == 0 else []
-            assert proto.receive(final_msg("a")) == expected
-            assert proto.state("a") is ContextState.OPEN
-    finish = proto.finish("a", last_text)
-    if finish is not None:
-        message = loads(finish)
-        assert message["force"] is True
-        sent.append(message)
-        outstanding += 1
-    assert proto.state("a") is ContextState.FLUSHED
+            message = proto.send_text("a", text, force=force)
+            if message is not None:
+                assert bool(loads(message).get("force")) is force
+        elif kind == "audio":
+            events += proto.receive(audio_msg("a", b"pcm"))
+        else:
+            assert loads(proto.keepalive()) == {"transcript": " ", "context_id": "a"}
+        assert proto.state("a") is ContextState.OPEN
+    # Force gets no final: only audio so far.
+    assert all(event == AudioReceived("a", b"pcm") for event in events)
 
-    # Whatever text was sent is followed by a flush: nothing stays buffered.
-    last_force = max((i for i, m in enumerate(sent) if m.get("force")), default=-1)
-    assert all(not m["transcript"] for m in sent[last_force + 1 :])
-    assert outstanding >= 1  # "first " at least needed a flush
-
-    events: list[Event] = []
-    for _ in range(outstanding - 1):
-        events += proto.receive(final_msg("a"))
-        assert proto.state("a") is ContextState.FLUSHED
-    assert events == []
+    messages = [loads(m) for m in proto.finish("a", last_text)]
+    # "first " reached the service, so the context must be closed there.
+    assert messages[-1] == {"close_context": True, "transcript": "", "context_id": "a"}
+    assert all(m["force"] is True for m in messages[:-1])
+    assert len(messages) <= 2
+    assert proto.state("a") is ContextState.CLOSING
+    assert proto.receive(audio_msg("a", b"rest")) == [AudioReceived("a", b"rest")]
     assert proto.receive(final_msg("a")) == [ContextFinished("a")]
-    assert proto.state("a") is ContextState.COMPLETE
+    assert proto.state("a") is ContextState.CLOSED
 
 
 # ---------------------------------------------- the HTTP stream's quota marker

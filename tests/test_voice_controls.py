@@ -129,7 +129,11 @@ async def test_the_slow_consumer_limit_counts_mulaw_bytes(server: LocalServer) -
     with trio.fail_after(TIMEOUT):
         async with synth_for("websocket", server, output_format=TELEPHONY, max_buffered_audio=0.25) as synth:
             async with synth.speak("Hi you") as utterance:
-                await server.log.wait_for(lambda log: log.contexts_closed == 1)
+                # Messages are read in order: once a later utterance is
+                # complete, this one has had all of its audio.
+                await server.log.wait_for(lambda log: log.connections[0].finals_sent == 1)
+                async with synth.speak("Barrier.") as barrier:
+                    await barrier.read_all()
                 assert utterance.state == "failed"
                 with pytest.raises(SlowConsumerError):
                     async for _ in utterance:

@@ -2,19 +2,31 @@
 
 :class:`ClientProtocol` builds every message a client sends (as JSON text) and
 turns every message the server sends into :data:`Event` objects, keeping track
-of each context it opened::
+of each context it opened. A context's life, as the service documents it
+(``ASYNC_API.md``, "End of a context")::
 
-    OPEN ──finish()──▶ FLUSHED ──last final──▶ COMPLETE
-      │                   │                        │
-      └───────────────────┴──close_context()───────┴──▶ CLOSED (forgotten)
+    OPEN ──finish(): last text (force), close_context──▶ CLOSING ──final──▶ done
+      │                                                     │
+      ├──final before we closed it──▶ ENDED ──close()──┐     │
+      └──close_context() (interrupt, abandon)──────────┴─────┴──▶ CLOSED (forgotten)
 
-* Every ``force`` flush asks the server for one ``final``; a context is
-  complete when it has been finished and every flush has had its final.
+* ``force`` makes the service speak what it holds now; it is answered with
+  audio only, never with a ``final``.
+* ``close_context`` is the end of a context's input: the service sends the
+  rest of that context's audio, then its one ``final``.
+* A ``final`` for a context we have not closed is unexpected: the context is
+  ENDED (its audio so far was delivered) and :class:`ContextEndedEarly` says so.
 * Audio, finals and errors for a context the protocol does not track (never
-  opened, or already closed) become :class:`MessageIgnored`: the server may
-  still be sending for a context we closed, and that audio must go nowhere.
+  opened, or already closed) become :class:`MessageIgnored`: the service keeps
+  sending for a context we closed, and that audio must go nowhere.
 * Anything else the server sends that is not valid protocol raises
   :exc:`~trio_asyncai.ProtocolError`, never another exception.
+
+Text goes out the way the reference asks: every transcript chunk ends with a
+single space. So the protocol sends text up to its last word boundary and
+holds back a trailing partial word (an LLM token such as ``"Hel"``) until the
+rest of the word, a flush or the finish arrives; it never cuts inside a markup
+tag (``<break time="1s"/>``) or a ``<digits>``/``<phonemes>`` element.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import base64
 import binascii
 import enum
 import json
+import re
 from typing import Any, Final, TypeAlias, final
 
 import attrs
@@ -33,10 +46,10 @@ from ._types import Settings, check_text
 __all__ = [
     "AudioReceived",
     "ClientProtocol",
+    "ContextEndedEarly",
     "ContextFinished",
     "ContextState",
     "Event",
-    "FlushesCompleted",
     "MessageIgnored",
     "QUOTA_MARKER",
     "ServerErrorReceived",
@@ -49,11 +62,12 @@ class ContextState(enum.Enum):
 
     #: Text may still be sent.
     OPEN = "open"
-    #: The last text was sent and flushed; waiting for the server's final(s).
-    FLUSHED = "flushed"
-    #: Every flush has had its final: all audio has arrived.
-    COMPLETE = "complete"
-    #: ``close_context`` was sent; nothing more is tracked for it.
+    #: ``close_context`` was sent after the last text: the rest of the audio
+    #: and then the context's ``final`` are on their way.
+    CLOSING = "closing"
+    #: The service sent the ``final`` before the client closed the context.
+    ENDED = "ended"
+    #: Not tracked: never opened, or closed and forgotten.
     CLOSED = "closed"
 
 
@@ -69,17 +83,19 @@ class AudioReceived:
 @final
 @attrs.frozen
 class ContextFinished:
-    """All audio of a finished context has arrived (its last ``final``)."""
+    """A closed context's ``final`` arrived: all of its audio is here."""
 
     context_id: str | None
 
 
 @final
 @attrs.frozen
-class FlushesCompleted:
-    """Every flush of a still-open context has had its final: no audio is owed now.
+class ContextEndedEarly:
+    """A ``final`` arrived for a context the client had not closed.
 
-    More text may still come; the context completes after :meth:`ClientProtocol.finish`.
+    The service says it will send nothing more for it; what it sent before
+    was delivered. Whether more text was still to come is for the caller to
+    judge; the context must still be closed (:meth:`ClientProtocol.close_context`).
     """
 
     context_id: str | None
@@ -92,12 +108,14 @@ class ServerErrorReceived:
 
     ``context_id`` is the context it names, or ``None`` when it names none (an
     error about the whole connection, such as a bad voice at initialization).
+    ``request_id`` is the service's id for the failed request, if it sent one.
     """
 
     code: str | None
     message: str
     context_id: str | None
     extra: dict[str, Any] = attrs.field(factory=dict)
+    request_id: str | None = None
 
 
 @final
@@ -109,20 +127,29 @@ class MessageIgnored:
     reason: str
 
 
-Event: TypeAlias = AudioReceived | ContextFinished | FlushesCompleted | ServerErrorReceived | MessageIgnored
+Event: TypeAlias = (
+    AudioReceived | ContextFinished | ContextEndedEarly | ServerErrorReceived | MessageIgnored
+)
 
 _MAX_CONTEXT_ID: Final = 256
+#: The start of a markup tag (``<break .../>``, ``</digits>``), as opposed to a bare ``<``.
+_TAG_START: Final = re.compile(r"<[A-Za-z/]")
+#: A complete markup tag.
+_TAG: Final = re.compile(r"<[A-Za-z/][^<>]*>")
+#: Elements whose content must reach the service in one piece.
+_ELEMENTS: Final = ("digits", "phonemes")
+_ELEMENT: Final = re.compile(r"<(digits|phonemes)\b[^>]*>.*?</\1>", re.DOTALL)
 
 
 @attrs.define
 class _Context:
     state: ContextState = ContextState.OPEN
-    pending_finals: int = 0
-    # Text was sent without ``force`` since the last flush: finish() must
-    # flush it, even when an earlier flush's final is still pending, or the
-    # server may keep it buffered and its audio would arrive after the
-    # context completed (and be ignored).
+    #: Text held back: a partial word, or an unfinished tag or element.
+    held: str = ""
+    #: Text went out without ``force`` since the last flush.
     unflushed: bool = False
+    #: Some message for this context was sent: the service knows it.
+    on_wire: bool = False
 
 
 def _check_context_id(context_id: str | None) -> None:
@@ -136,12 +163,46 @@ def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
+def split_at_word_boundary(text: str) -> tuple[str, str]:
+    """Split text into what may go out now and what must wait for more.
+
+    The first part ends at the last whitespace that is outside any markup tag
+    and any unclosed ``<digits>``/``<phonemes>`` element; the second part is
+    the rest (a partial word, an unfinished tag). ``("", text)`` when there is
+    no such boundary.
+    """
+    limit = len(text)
+    last_tag = max((m.start() for m in _TAG_START.finditer(text)), default=-1)
+    if last_tag >= 0 and text.find(">", last_tag) < 0:
+        limit = last_tag  # an unfinished tag
+    for name in _ELEMENTS:
+        opened = text.rfind(f"<{name}", 0, limit)
+        if opened >= 0 and text.find(f"</{name}>", opened) < 0:
+            limit = opened  # an element still open: its content stays whole
+    # Complete tags and elements are whole too: no cut strictly inside one.
+    spans = [m.span() for m in _TAG.finditer(text, 0, limit)]
+    spans += [m.span() for m in _ELEMENT.finditer(text, 0, limit)]
+    cut = limit
+    while cut > 0 and (not text[cut - 1].isspace() or any(a < cut < b for a, b in spans)):
+        cut -= 1
+    return text[:cut], text[cut:]
+
+
+def _chunk(text: str) -> str:
+    """A transcript chunk as the reference asks for it: ending with a single space."""
+    return text.rstrip() + " "
+
+
 @final
 class ClientProtocol:
     """The client side of one Async WebSocket connection, without I/O.
 
-    Methods that build messages return the JSON text to send; :meth:`receive`
-    takes one message from the server and returns the events it means.
+    Methods that build messages return the JSON text to send (or ``None`` when
+    nothing needs to go out yet); :meth:`receive` takes one message from the
+    server and returns the events it means.
+
+    Misuse by the caller (text after the finish, a bad context id, anything
+    before :meth:`initialize`) raises :exc:`~trio_asyncai.ConfigurationError`.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -171,85 +232,99 @@ class ClientProtocol:
         self._initialized = True
         return _dumps(self.settings.request_body())
 
-    def _require_live(self) -> None:
+    def _open(self, context_id: str | None) -> _Context:
+        """The context to send text into, made if new; refuses one past its input."""
         if not self._initialized:
             raise ConfigurationError("initialize() must come first")
         if self._terminated:
             raise ConfigurationError("the connection was terminated")
-
-    def send_text(self, context_id: str | None, text: str, *, force: bool = False) -> str:
-        """A ``sendText`` message; opens the context if it is new.
-
-        With ``force`` the server synthesizes what it holds now and answers
-        with a ``final`` once that audio has been sent.
-        """
-        self._require_live()
         _check_context_id(context_id)
-        check_text(text, allow_empty=True)
         ctx = self._contexts.get(context_id)
         if ctx is None:
             ctx = self._contexts[context_id] = _Context()
         elif ctx.state is not ContextState.OPEN:
             raise ConfigurationError(f"context {context_id!r} is {ctx.state.value}: no more text")
+        return ctx
+
+    def _text_message(self, context_id: str | None, ctx: _Context, text: str, force: bool) -> str:
         message: dict[str, Any] = {"transcript": text}
         if context_id is not None:
             message["context_id"] = context_id
         if force:
             message["force"] = True
-            ctx.pending_finals += 1
-            ctx.unflushed = False
-        elif text:
-            ctx.unflushed = True
+        ctx.on_wire = True
+        ctx.unflushed = not force
         return _dumps(message)
 
-    def finish(self, context_id: str | None, text: str = "") -> str | None:
-        """Send the last text of a context, flushed; ``None`` if nothing needs sending.
+    def send_text(self, context_id: str | None, text: str, *, force: bool = False) -> str | None:
+        """A ``sendText`` message for the text so far, or ``None`` if it must wait.
 
-        Nothing is sent when no text has come since the last flush: the
-        finals already asked for end the context.
+        Opens the context if it is new. Without ``force``, text after the
+        last word boundary is held back (see the module docs). With ``force``
+        everything held goes out and the service speaks it now; ``None`` when
+        there is nothing it has not already been asked to speak.
         """
-        self._require_live()
-        _check_context_id(context_id)
-        ctx = self._contexts.get(context_id)
-        if ctx is None:
-            ctx = self._contexts[context_id] = _Context()
-        elif ctx.state is not ContextState.OPEN:
-            raise ConfigurationError(f"context {context_id!r} is {ctx.state.value}: no more text")
-        message: str | None = None
-        if text or ctx.pending_finals == 0 or ctx.unflushed:
-            # A flush of nothing still asks for a final, so the context can end.
-            message = self.send_text(context_id, text if text else " ", force=True)
-        ctx.state = ContextState.FLUSHED
-        return message
+        ctx = self._open(context_id)
+        check_text(text, allow_empty=True)
+        buffered = ctx.held + text
+        if force:
+            ctx.held = ""
+            if not buffered.strip() and not ctx.unflushed:
+                return None
+            return self._text_message(context_id, ctx, _chunk(buffered), True)
+        ready, ctx.held = split_at_word_boundary(buffered)
+        if not ready.strip():
+            # Only whitespace before the boundary: the last chunk sent already ends with a space.
+            return None
+        return self._text_message(context_id, ctx, _chunk(ready), False)
 
-    def complete_if_done(self, context_id: str | None) -> bool:
-        """Move a flushed context with no finals pending to COMPLETE; say whether it is."""
-        ctx = self._contexts.get(context_id)
-        if ctx is None:
-            return False
-        if ctx.state is ContextState.FLUSHED and ctx.pending_finals == 0:
-            ctx.state = ContextState.COMPLETE
-        return ctx.state is ContextState.COMPLETE
+    def finish(self, context_id: str | None, text: str = "") -> list[str]:
+        """End a context's input: the last text with ``force``, then ``close_context``.
+
+        The context is then CLOSING: the rest of its audio and its ``final``
+        are to come. A context that never reached the service needs no
+        message at all: it is forgotten at once (its state is CLOSED).
+        """
+        ctx = self._open(context_id)
+        messages: list[str] = []
+        last = self.send_text(context_id, text, force=True)
+        if last is not None:
+            messages.append(last)
+        if not ctx.on_wire:
+            del self._contexts[context_id]
+            return messages
+        messages.append(self._close_message(context_id))
+        ctx.state = ContextState.CLOSING
+        return messages
 
     def close_context(self, context_id: str | None) -> str | None:
-        """The ``closeContext`` message, and forget the context.
+        """Stop tracking a context, with the ``closeContext`` message if it still needs one.
 
-        ``None`` if the context is not tracked (never opened or already
-        closed): closing twice sends once.
+        Whatever arrives for it afterwards is ignored. ``None`` if the context
+        is not tracked, never reached the service, or was already closed by
+        :meth:`finish`: closing twice sends once.
         """
-        if self._contexts.pop(context_id, None) is None or self._terminated:
+        ctx = self._contexts.pop(context_id, None)
+        if ctx is None or self._terminated or not ctx.on_wire or ctx.state is ContextState.CLOSING:
             return None
+        return self._close_message(context_id)
+
+    @staticmethod
+    def _close_message(context_id: str | None) -> str:
         message: dict[str, Any] = {"close_context": True, "transcript": ""}
         if context_id is not None:
             message["context_id"] = context_id
         return _dumps(message)
 
     def keepalive(self) -> str:
-        """The keepalive: a single space, into the newest open context if any."""
-        self._require_live()
+        """The keepalive: a single space, into the newest open context the service knows."""
+        if not self._initialized:
+            raise ConfigurationError("initialize() must come first")
+        if self._terminated:
+            raise ConfigurationError("the connection was terminated")
         message: dict[str, Any] = {"transcript": " "}
-        for context_id in reversed(self._contexts):
-            if context_id is not None and self._contexts[context_id].state is ContextState.OPEN:
+        for context_id, ctx in reversed(self._contexts.items()):
+            if context_id is not None and ctx.state is ContextState.OPEN and ctx.on_wire:
                 message["context_id"] = context_id
                 break
         return _dumps(message)
@@ -306,7 +381,7 @@ class ClientProtocol:
             raise ProtocolError("audio is not valid base64", raw=message) from exc
 
         ctx = self._contexts.get(context_id)
-        if ctx is None or ctx.state is ContextState.COMPLETE:
+        if ctx is None or ctx.state is ContextState.ENDED:
             what = "final" if is_final and not audio else "audio"
             return [MessageIgnored(context_id, f"{what} for a context not awaiting audio")]
 
@@ -314,13 +389,12 @@ class ClientProtocol:
         if audio:
             events.append(AudioReceived(context_id, audio))
         if is_final:
-            answered = ctx.pending_finals > 0
-            if answered:
-                ctx.pending_finals -= 1
-            if self.complete_if_done(context_id):
+            if ctx.state is ContextState.CLOSING:
+                del self._contexts[context_id]
                 events.append(ContextFinished(context_id))
-            elif answered and ctx.pending_finals == 0 and ctx.state is ContextState.OPEN:
-                events.append(FlushesCompleted(context_id))
+            else:
+                ctx.state = ContextState.ENDED
+                events.append(ContextEndedEarly(context_id))
         return events
 
     def _error_event(
@@ -343,9 +417,14 @@ class ClientProtocol:
             text = code or "the server reported an error"
         if not isinstance(text, str):
             raise ProtocolError("message is not a string", raw=raw)
+        request_id = data.get("request_id")
+        if request_id is not None and not isinstance(request_id, str):
+            request_id = str(request_id)
         if context_id is not None and context_id not in self._contexts:
             return MessageIgnored(context_id, f"error {code} for a context no longer tracked")
-        return ServerErrorReceived(code=code, message=text, context_id=context_id, extra=extra)
+        return ServerErrorReceived(
+            code=code, message=text, context_id=context_id, extra=extra, request_id=request_id
+        )
 
 
 #: What the HTTP streaming endpoint writes into a 200 body when the quota runs out.

@@ -236,21 +236,21 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
     # ------------------------------------------------ called by the transport
 
     def _note_text(self, text: str, *, force: bool) -> None:
-        now = trio.current_time()
         if self._t_first_text is None and (text.strip() or force):
-            self._t_first_text = now
+            self._t_first_text = trio.current_time()
         self._characters += len(text)
-        if force:
-            self._awaiting_audio = True
-            self._t_last_activity = now
-
-    def _note_caught_up(self) -> None:
-        """Every flush so far has been answered: the service owes no audio until the next."""
-        self._awaiting_audio = False
 
     def _note_finished(self) -> None:
+        """All text is sent: from now on the rest of the audio, then its end, is owed.
+
+        Only now does the audio timeout run: while text may still come, the
+        service owes nothing it would tell us about (it answers a flush with
+        audio, never with an end), so silence then is no sign of trouble.
+        """
         if self._state == "open":
             self._state = "finished"
+            self._awaiting_audio = True
+            self._t_last_activity = trio.current_time()
 
     def _deliver(self, audio: bytes) -> None:
         """Queue a chunk for the caller (synchronous; never blocks the reader)."""

@@ -34,9 +34,9 @@ from ._groups import nursery_twin, single_exception
 from ._protocol import (
     AudioReceived,
     ClientProtocol,
+    ContextEndedEarly,
     ContextFinished,
     Event,
-    FlushesCompleted,
     MessageIgnored,
 )
 from ._speaker import SpeakerBase
@@ -62,7 +62,14 @@ _KNOWN_CODES: Final = _SETTINGS_ERRORS | {
     "TOO_MANY_CONCURRENT_REQUESTS",
     "RATE_LIMIT_EXCEEDED",
     "USAGE_LIMIT_EXCEEDED",
+    "INTERNAL_SERVER_ERROR",
+    "SERVICE_UNAVAILABLE",
 }
+#: The service's word that it is closing a connection that was idle (60 s without a message).
+_IDLE_CODE: Final = "TIMEOUT"
+#: The largest server message we accept by default: one message may carry seconds of audio
+#: (four seconds of 48 kHz f32 is 1 MiB of samples, a third more in base64).
+DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
 
 @final
@@ -134,7 +141,7 @@ class _Connection:
             self.outbox_send.send_nowait(message)
 
     def forget(self, utterance: Utterance) -> None:
-        """Close the utterance's context on the server and stop routing audio to it."""
+        """Stop routing audio to the utterance, and close its context if it is still open."""
         self.utterances.pop(utterance.context_id, None)
         message = self.protocol.close_context(utterance.context_id)
         if message is not None:
@@ -248,17 +255,37 @@ class _Connection:
                 utterance._complete()
                 self.forget(utterance)
                 self.synth._failures_in_a_row = 0  # the service works: no backoff
-        elif isinstance(event, FlushesCompleted):
+        elif isinstance(event, ContextEndedEarly):
+            # Our choice where the reference is silent: the service ended the
+            # context while we could still send text. Its audio so far is
+            # delivered; the utterance then fails so that nothing is cut off
+            # silently, and the context is closed all the same.
             if utterance is not None:
-                utterance._note_caught_up()
+                utterance._fail(
+                    ProtocolError(
+                        "the service ended the utterance's context before its text was finished "
+                        "(a final for a context the client had not closed)",
+                        utterance=utterance,
+                    )
+                )
+                self.forget(utterance)
         else:
-            error = error_from_code(event.code, event.message, extra=event.extra)
+            if event.code == _IDLE_CODE:
+                # The service is closing the idle connection: nothing new goes
+                # to it, and whatever still runs on it is lost with it.
+                logger.debug("the service closes the connection as idle: %s", event.message)
+                self.fail(ConnectionLostError(f"the service closed the connection as idle ({event.message})"))
+                return
+            extra = dict(event.extra)
+            if event.request_id is not None:
+                extra["request_id"] = event.request_id
+            error = error_from_code(event.code, event.message, extra=extra)
             if utterance is not None:
                 utterance._fail(error)
                 self.forget(utterance)
                 return
             # An error that names no context concerns the whole connection.
-            logger.warning("the service reported an error for the connection: %s", error)
+            logger.debug("the service reported an error for the connection: %s", error)
             if event.code in _SETTINGS_ERRORS:
                 # The service refuses these settings: the connection is useless.
                 self.synth._settings_error = (self.settings, error)
@@ -281,6 +308,8 @@ def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
     error; anything else is a lost connection.
     """
     reason = exc.reason.reason if exc.reason is not None else None
+    if reason and reason.split(":", 1)[0].strip() == _IDLE_CODE:
+        return ConnectionLostError(f"the service closed the connection as idle ({_reason(exc)})")
     if reason and reason.split(":", 1)[0].strip() in _KNOWN_CODES:
         code, _, message = reason.partition(":")
         return error_from_code(code.strip(), message.strip() or f"the service closed the connection ({code})")
@@ -321,6 +350,7 @@ class Synthesizer(SpeakerBase):
         max_buffered_audio: float | None,
         max_reconnect_attempts: int,
         reconnect_backoff: float,
+        max_message_size: int,
     ) -> None:
         self._nursery = nursery
         self._settings = settings
@@ -333,6 +363,7 @@ class Synthesizer(SpeakerBase):
         self._max_buffered_audio = max_buffered_audio
         self._max_reconnect_attempts = max_reconnect_attempts
         self._reconnect_backoff = reconnect_backoff
+        self._max_message_size = max_message_size
         #: The connection new utterances go to.
         self._connection: _Connection | None = None
         #: Every connection still running (older ones finish their utterances).
@@ -410,7 +441,9 @@ class Synthesizer(SpeakerBase):
         try:
             async with trio.open_nursery() as nursery:
                 with trio.fail_at(deadline):
-                    ws = await trio_websocket.wrap_client_stream(nursery, stream, host_header, resource)
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery, stream, host_header, resource, max_message_size=self._max_message_size
+                    )
                 conn = _Connection(self, settings, ws)
                 conn.send_nowait(conn.protocol.initialize())
                 self._connections_opened += 1
@@ -464,16 +497,22 @@ class Synthesizer(SpeakerBase):
                 if not conn.utterances:
                     conn.close()
             attempt = 0
+            asked: float | None = None  # the wait the service asked for, if it did
             while True:
-                if self._failures_in_a_row:
-                    delay = min(self._reconnect_backoff * 2 ** (self._failures_in_a_row - 1), 30.0)
-                    logger.info("reconnecting in %.1f s", delay)
+                if asked is not None or self._failures_in_a_row:
+                    delay = (
+                        asked
+                        if asked is not None
+                        else min(self._reconnect_backoff * 2 ** (self._failures_in_a_row - 1), 30.0)
+                    )
+                    logger.debug("reconnecting in %.1f s", delay)
                     await trio.sleep(delay)
                 try:
                     conn = await self._connect(settings)
                 except AsyncAIError as exc:
                     self._failures_in_a_row += 1
                     attempt += 1
+                    asked = exc.retry_after if isinstance(exc, APIError) else None
                     if not exc.retryable or attempt > self._max_reconnect_attempts:
                         if isinstance(exc, APIError) and exc.code in _SETTINGS_ERRORS:
                             self._settings_error = (settings, exc)
@@ -514,7 +553,7 @@ class Synthesizer(SpeakerBase):
         )
         utterance = Utterance(
             self,
-            uuid.uuid4().hex,
+            str(uuid.uuid4()),
             fmt,
             audio_timeout=self._audio_timeout,
             max_buffered_bytes=max_bytes,
@@ -540,7 +579,9 @@ class Synthesizer(SpeakerBase):
         if not conn.alive:
             raise ConnectionLostError("the connection was lost", utterance=utterance)
         utterance._note_text(text, force=force)
-        conn.send_nowait(conn.protocol.send_text(utterance.context_id, text, force=force))
+        message = conn.protocol.send_text(utterance.context_id, text, force=force)
+        if message is not None:
+            conn.send_nowait(message)
 
     async def _finish(self, utterance: Utterance, text: str) -> None:
         conn = self._conn_of(utterance)
@@ -551,10 +592,14 @@ class Synthesizer(SpeakerBase):
         if not conn.alive:
             raise ConnectionLostError("the connection was lost", utterance=utterance)
         utterance._note_text(text, force=True)
-        message = conn.protocol.finish(utterance.context_id, text)
-        if message is not None:
+        messages = conn.protocol.finish(utterance.context_id, text)
+        for message in messages:
             conn.send_nowait(message)
         utterance._note_finished()
+        if not messages:
+            # Nothing ever reached the service: there is no audio to wait for.
+            utterance._complete()
+            conn.forget(utterance)
 
     def _abandon(self, utterance: Utterance) -> None:
         conn = self._conn_of(utterance)
@@ -617,6 +662,7 @@ async def open_synthesizer(
     max_buffered_audio: float | None = 600.0,
     max_reconnect_attempts: int = 3,
     reconnect_backoff: float = 0.5,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[Synthesizer]:
     """Open a :class:`Synthesizer`: speech over one persistent WebSocket.
 
@@ -642,9 +688,10 @@ async def open_synthesizer(
     :param keepalive_interval: seconds of silence after which a keepalive is
         sent (``None``: never).
     :param connect_timeout: seconds allowed for connecting.
-    :param audio_timeout: seconds an utterance waits for audio after its text
-        was flushed, or between chunks, before failing with
-        :exc:`~trio_asyncai.SynthesisTimeout` (``None``: forever).
+    :param audio_timeout: seconds a finished utterance waits for its next
+        audio or its end before failing with
+        :exc:`~trio_asyncai.SynthesisTimeout` (``None``: forever). It runs
+        only once all text was sent: before that the service owes nothing.
     :param close_timeout: seconds allowed for closing the connection politely.
     :param max_buffered_audio: seconds of unread audio one utterance may hold
         before it fails with :exc:`~trio_asyncai.SlowConsumerError`
@@ -652,6 +699,10 @@ async def open_synthesizer(
     :param max_reconnect_attempts: connection attempts after the first that
         fails, for errors that may pass (network, 429, 5xx).
     :param reconnect_backoff: the first delay between attempts; it doubles.
+    :param max_message_size: the largest message (in bytes) accepted from
+        the service; a larger one ends the connection with
+        :exc:`~trio_asyncai.ConnectionLostError`. One message can hold
+        seconds of audio in base64: the default is 16 MiB.
 
     The connection is opened on entry, so a refused key or an unreachable
     service raises here. Errors reach you as :exc:`~trio_asyncai.AsyncAIError`
@@ -676,6 +727,8 @@ async def open_synthesizer(
     ):
         if value is not None and not value > 0:
             raise ConfigurationError(f"{name} must be positive or None")
+    if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size < 1:
+        raise ConfigurationError("max_message_size must be a positive int")
     # The nursery raises an ExceptionGroup when the block or a task fails;
     # our tasks never raise on purpose, so a group holds the block's own
     # exception (or a bug of ours): hand back that one exception as itself.
@@ -693,6 +746,7 @@ async def open_synthesizer(
                 max_buffered_audio=max_buffered_audio,
                 max_reconnect_attempts=max_reconnect_attempts,
                 reconnect_backoff=reconnect_backoff,
+                max_message_size=max_message_size,
             )
             try:
                 synth._connection = await synth._connection_for(settings)

@@ -72,8 +72,16 @@ class Client:
             message["force"] = True
         await self.send(message)
 
-    async def close_context(self, context_id: str) -> None:
-        await self.send({"context_id": context_id, "close_context": True, "transcript": ""})
+    async def close_context(self, context_id: str | None) -> None:
+        message: dict[str, Any] = {"close_context": True, "transcript": ""}
+        if context_id is not None:
+            message["context_id"] = context_id
+        await self.send(message)
+
+    async def finish(self, transcript: str, context_id: str | None = None) -> None:
+        """End a context's input as the reference says: the last text with force, then close_context."""
+        await self.text(transcript, context_id, force=True)
+        await self.close_context(context_id)
 
     async def receive(self) -> dict[str, Any]:
         """The next message, which must be a JSON object."""

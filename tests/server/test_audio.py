@@ -108,7 +108,7 @@ def test_break_alone_is_only_silence() -> None:
 async def test_break_over_the_websocket(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(sample_rate=SIGNAL_RATE)) as client:
-            await client.text('One <break time="1s"/> two. ', "c", force=True)
+            await client.finish('One <break time="1s"/> two. ', "c")
             audio = s16(audio_of(await client.until_finals("c"), "c"))
     assert audio.size * 2 == signal_bytes("One") + signal_bytes("two.") + 2 * SIGNAL_RATE
     assert not audio[signal_bytes("One") // 2 : signal_bytes("One") // 2 + SIGNAL_RATE].any()

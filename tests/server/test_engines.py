@@ -196,7 +196,7 @@ async def test_piper_over_the_websocket_at_the_requested_rate(piper: PiperEngine
         async with open_local_server(api_key=API_KEY, engine=piper, idle_timeout=None) as srv:
             assert isinstance(srv.engine, PiperEngine)
             async with connect(srv, init_message(sample_rate=16000)) as client:
-                await client.text("Testing the real voice. ", "c", force=True)
+                await client.finish("Testing the real voice. ", "c")
                 audio = s16(audio_of(await client.until_finals("c"), "c"))
     seconds = audio.size / 16000
     assert 0.8 < seconds < 5.0

@@ -20,7 +20,7 @@ async def test_drop_after_audio_messages(server: LocalServer) -> None:
     server.faults.drop_after_audio_messages = 2
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.text(LONG, "c", force=True)
+            await client.finish(LONG, "c")
             received = []
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
@@ -36,7 +36,7 @@ async def test_drop_counts_per_connection(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         for _ in range(2):
             async with connect(server) as client:
-                await client.text(LONG, "c", force=True)
+                await client.finish(LONG, "c")
                 with pytest.raises(ConnectionClosed):
                     while True:
                         await client.receive()
@@ -47,7 +47,7 @@ async def test_garbage_before_audio(server: LocalServer) -> None:
     server.faults.garbage_before_audio = True
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.text("Short one. ", "c", force=True)
+            await client.finish("Short one. ", "c")
             frames: list[str | bytes] = []
             while True:
                 frame = await client.ws.get_message()
@@ -72,7 +72,7 @@ async def test_late_audio_after_close(server: LocalServer) -> None:
     server.faults.late_audio_after_close = True
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.text("Hi. ", "c", force=True)
+            await client.finish("Hi. ", "c")
             await client.until_finals("c")
             await client.close_context("c")
             late_audio = await client.receive()
@@ -90,7 +90,7 @@ async def test_stall_after_audio_messages(small_jump_clock: trio.testing.MockClo
         srv.faults.stall_after_audio_messages = 1
         with trio.fail_after(1000):
             async with connect(srv) as client:
-                await client.text(LONG, "c", force=True)
+                await client.finish(LONG, "c")
                 first = await client.receive()
                 assert first["context_id"] == "c"
                 await srv.log.wait_for(lambda log: log.connections[0].stalled)
@@ -118,7 +118,7 @@ async def test_chunk_delay_uses_trio_time(small_jump_clock: trio.testing.MockClo
         with trio.fail_after(10_000):
             async with connect(srv) as client:
                 start = trio.current_time()
-                await client.text("Hello there. ", "c", force=True)
+                await client.finish("Hello there. ", "c")
                 messages = await client.until_finals("c")
                 elapsed = trio.current_time() - start
     audio_messages = len(messages) - 1
@@ -132,15 +132,17 @@ async def test_error_on_text(server: LocalServer) -> None:
     faults.error_on_text = "RATE_LIMIT_EXCEEDED"
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.text("This gets an error. ", "c1", force=True)
+            await client.finish("This gets an error. ", "c1")
             error = await client.receive()
             assert server.faults.error_on_text is None  # one-shot
-            await client.text("This works. ", "c2", force=True)
-            messages = await client.until_finals("c2")
+            await client.finish("This works. ", "c2")
+            messages = await client.until_finals("c1", "c2")
     assert error["error_code"] == "RATE_LIMIT_EXCEEDED"
     assert error["context_id"] == "c1"
     assert isinstance(error["message"], str)
-    assert {m["context_id"] for m in messages} == {"c2"}
+    # The refused text has no audio; its context still ends with a final when closed.
+    assert audio_of(messages, "c1") == b""
+    assert len(audio_of(messages, "c2")) == signal_bytes("This works.")
     assert server.log.connections[0].errors_sent == [error]
 
 

@@ -65,7 +65,7 @@ def error_code(rejected: Refusal) -> str | None:
 async def test_right_key_is_accepted(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.text("Hi. ", "c1", force=True)
+            await client.finish("Hi. ", "c1")
             messages = await client.until_finals("c1")
     assert messages[-1] == {"audio": "", "final": True, "context_id": "c1"}
     assert server.log.connections_opened == 1
@@ -89,7 +89,7 @@ async def test_without_a_configured_key_anything_goes() -> None:
         async with open_local_server(engine=SignalEngine(), idle_timeout=None) as srv:
             for key in (None, "sk_anything"):
                 async with connect(srv, api_key=key) as client:
-                    await client.text("Hi. ", force=True)
+                    await client.finish("Hi. ")
                     await client.until_finals(None)
     assert srv.log.connections_opened == 2
 
@@ -97,7 +97,7 @@ async def test_without_a_configured_key_anything_goes() -> None:
 async def test_missing_version_means_v1(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, version=None) as client:
-            await client.text("Hi. ", force=True)
+            await client.finish("Hi. ")
             await client.until_finals(None)
 
 
@@ -122,7 +122,7 @@ async def test_reject_handshake_fault(server: LocalServer, status: int, code: st
             assert error_of(rejected)["extra"] == {"limit": 60, "retry_after_ms": 0}
         server.faults.reset()
         async with connect(server) as client:
-            await client.text("Hi. ", force=True)
+            await client.finish("Hi. ")
             await client.until_finals(None)
 
 
@@ -130,7 +130,7 @@ async def test_the_key_never_reaches_a_log(server: LocalServer, caplog: pytest.L
     caplog.set_level(logging.DEBUG)
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.text("Hi. ", "c", force=True)
+            await client.finish("Hi. ", "c")
             await client.until_finals("c")
             await client.send({"terminate": True})
         await rejection(ws_url(server, api_key="sk_wrong_secret"))

@@ -60,7 +60,7 @@ async def test_whole_file_raw_equals_the_websocket_audio(server: LocalServer) ->
     assert response.headers["content-type"] == "application/octet-stream"
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(sample_rate=16000)) as client:
-            await client.text(text, "c", force=True)
+            await client.finish(text, "c")
             streamed = audio_of(await client.until_finals("c"), "c")
     assert response.content == streamed
 
@@ -290,7 +290,7 @@ async def test_clone_update_speak_delete(server: LocalServer) -> None:
 
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(voice_id=voice_id)) as client:
-            await client.text("My voice. ", "c", force=True)
+            await client.finish("My voice. ", "c")
             assert audio_of(await client.until_finals("c"), "c")
 
     deleted = await request(server, "DELETE", f"/voices/{voice_id}")

@@ -87,7 +87,7 @@ async def test_known_languages_and_regional_tags_are_accepted(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(language=language)) as client:
-            await client.text("Hi. ", "c", force=True)
+            await client.finish("Hi. ", "c")
             await client.until_finals("c")
 
 
@@ -96,7 +96,7 @@ async def test_unknown_model_and_every_predefined_voice_are_accepted(server: Loc
         for voice in PREDEFINED_VOICES:
             init = init_message(voice_id=voice.voice_id, model_id="some_future_model_v9")
             async with connect(server, init) as client:
-                await client.text("Hi. ", "c", force=True)
+                await client.finish("Hi. ", "c")
                 messages = await client.until_finals("c")
                 assert audio_of(messages, "c")
 
@@ -106,7 +106,7 @@ async def test_default_output_format_is_raw_s16_44100(server: LocalServer) -> No
     del init["output_format"]
     with trio.fail_after(TIMEOUT):
         async with connect(server, init) as client:
-            await client.text("Hello there. ", "c", force=True)
+            await client.finish("Hello there. ", "c")
             audio = audio_of(await client.until_finals("c"), "c")
     # The signal engine makes 24 kHz; resampled to 44.1 kHz, 16-bit.
     expected = signal_bytes("Hello there.") * 44100 // 24000
@@ -117,5 +117,6 @@ async def test_default_output_format_is_raw_s16_44100(server: LocalServer) -> No
 async def test_init_may_carry_the_first_text(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, init_message(transcript="Hi. ", context_id="c", force=True)) as client:
+            await client.close_context("c")
             messages = await client.until_finals("c")
     assert len(audio_of(messages, "c")) == signal_bytes("Hi.")

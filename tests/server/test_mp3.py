@@ -390,7 +390,7 @@ async def test_timestamps_with_mp3(server: LocalServer) -> None:
 async def test_websocket_streams_mp3_frames(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, mp3_init(bit_rate=96000)) as client:
-            await client.text(LONG_TEXT, force=True)
+            await client.finish(LONG_TEXT)
             messages = await client.until_finals(None)
     audio_messages = [m for m in messages if not m["final"]]
     assert len(audio_messages) > 1
@@ -412,28 +412,34 @@ async def test_websocket_mp3_flushes_at_each_final(server: LocalServer) -> None:
             assert not early["final"]
             frames(base64.b64decode(early["audio"]))
             # ...and the force flushes what LAME held back, before the final.
-            await client.text("", "c", force=True)
+            await client.finish("", "c")
             messages = [early, *await client.until_finals("c")]
             one = audio_of(messages, "c")
             # The next text is a new stream, flushed at its own final.
-            await client.text(second, "c", force=True)
+            await client.finish(second, "c")
             messages = await client.until_finals("c")
             two = audio_of(messages, "c")
-            await client.close_context("c")
     check_mp3(one, 16000, 32000, min_seconds=signal_seconds(first))
     check_mp3(two, 16000, 32000, min_seconds=signal_seconds(second))
     # Each stream holds no more than LAME's delay and padding beyond its audio.
     assert sum(f.samples for f in frames(one)) <= signal_seconds(first) * 16000 + 3 * 576
     record = server.log.connections[0]
-    assert record.jobs == [("c", first, False), ("c", "", True), ("c", second, True)]
+    # Each finish is a force and a close: both flush (the close's job has no text left).
+    assert record.jobs == [
+        ("c", first, False),
+        ("c", "", True),
+        ("c", "", True),
+        ("c", second, True),
+        ("c", "", True),
+    ]
     assert record.finals_sent == 2
 
 
 async def test_websocket_mp3_contexts_are_separate_streams(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(server, mp3_init(sample_rate=48000, bit_rate=320000)) as client:
-            await client.text("Context a speaks. ", "a", force=True)
-            await client.text("And context b speaks too. ", "b", force=True)
+            await client.finish("Context a speaks. ", "a")
+            await client.finish("And context b speaks too. ", "b")
             messages = await client.until_finals("a", "b")
             await client.close_context("a")
             await client.close_context("b")
@@ -445,7 +451,7 @@ async def test_websocket_late_audio_fault_is_mp3_too(server: LocalServer) -> Non
     server.faults.late_audio_after_close = True
     with trio.fail_after(TIMEOUT):
         async with connect(server, mp3_init(sample_rate=44100)) as client:
-            await client.text("Hi. ", "x", force=True)
+            await client.finish("Hi. ", "x")
             await client.until_finals("x")
             await client.close_context("x")
             late = await client.receive()

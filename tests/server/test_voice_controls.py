@@ -74,7 +74,7 @@ async def ws_audio(server: LocalServer, init: dict[str, Any], text: str = TEXT) 
     """The audio of one context, up to its final (the one place these tests end a context)."""
     with trio.fail_after(TIMEOUT):
         async with connect(server, init) as client:
-            await client.text(text + " ", "c", force=True)
+            await client.finish(text + " ", "c")
             return audio_of(await client.until_finals("c"), "c")
 
 

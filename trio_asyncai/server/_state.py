@@ -31,8 +31,12 @@ class Faults:
       a connection, end it abruptly with close code 1011.
     * ``garbage_before_audio``: send a non-JSON text frame and a binary frame
       before every audio message.
-    * ``late_audio_after_close``: after a closeContext, still send one audio
-      message and a final for that context.
+    * ``late_audio_after_close``: after a closeContext, send one more audio
+      message and one more final for that context, after everything else.
+    * ``final_per_force``: answer every ``force`` with a final after its audio,
+      as the service does not (a final for a context the client has not closed).
+    * ``no_final_on_close``: a closeContext drops the context's audio at once
+      and no final follows, as the service does not.
     * ``stall_after_audio_messages``: after this many audio messages on a
       connection, send nothing more (no audio, finals or errors) while keeping
       the connection open.
@@ -66,6 +70,8 @@ class Faults:
     drop_after_audio_messages: int | None = None
     garbage_before_audio: bool = False
     late_audio_after_close: bool = False
+    final_per_force: bool = False
+    no_final_on_close: bool = False
     stall_after_audio_messages: int | None = None
     chunk_delay: float = 0.0
     reject_handshake_status: int | None = None
@@ -93,7 +99,7 @@ class ConnectionLog:
     not. ``contexts_opened`` lists context ids (``None`` = the default context)
     each time one came into being by receiving text, ``contexts_closed`` the
     ids of closeContext messages. ``jobs`` records each piece of text handed to
-    synthesis as ``(context_id, text, forced)``, at the moment the message
+    synthesis as ``(context_id, text, flushed)`` (flushed: by a force or the close), at the moment the message
     that caused it was processed.
     """
 

@@ -4,41 +4,55 @@ One connection is one :class:`_Connection`: a receive loop (this task), a
 sender task that owns every write to the socket, and one task per open
 context that turns its text into audio. All of them live in one nursery.
 
-What the server does, beyond ASYNC_API.md:
+What the server does, as ASYNC_API.md describes the service, and where the
+reference is silent (marked *our choice*):
 
 * Text accumulates per context (no ``context_id``, or ``""``, is the default
   context, whose messages carry no ``context_id``). Complete sentences (``.``,
-  ``!`` or ``?`` then whitespace) are synthesized as soon as they are there;
-  ``force: true`` synthesizes the rest and is answered, after the last audio
-  of that text, by exactly one final, even when nothing was buffered.
+  ``!`` or ``?`` then whitespace) are synthesized as soon as they are there
+  (*our choice*: the reference only says that text is buffered); ``force:
+  true`` synthesizes the rest now. **A force is answered with audio only,
+  never with a final.**
+* ``close_context`` ends the context's input: what is still buffered is
+  synthesized, every remaining audio message of the context is sent, then
+  exactly one ``{"audio": "", "final": true}``. The connection stays open and
+  the id may be used again later. A close for a context that has no text
+  (never opened, or already closed) is answered with a final alone (*our
+  choice*).
 * Whitespace-only text without ``force`` (the keepalive) is never synthesized
   and opens no context; it only restarts the idle timer.
 * mp3 (``output_format.container == "mp3"``, which needs the ``lameenc``
   package): each context has one mp3 stream, encoded as its text is
   synthesized; every audio message carries whole frames. The encoder holds
-  back the last frame or two of each sentence until more text comes, and a
-  ``force`` flushes it: all of the audio comes before the final. A stream ends
-  at each final; the next text of the context starts a new one.
-* closeContext cancels the context's synthesis at once; audio of it not yet
-  written is dropped, and no final follows. The id may be used again later.
+  back the last frame or two of each sentence until more text comes; a
+  ``force`` or the close flushes it.
 * ``{"text": "..."}`` (older docs) is read as a sendText.
 * Handshake refusals (bad key 401, unknown version 404, the
-  ``reject_handshake_status`` fault) are HTTP responses with a JSON body
-  ``{"error_code", "message"}``, sent through the ASGI denial-response extension.
+  ``reject_handshake_status`` fault) are HTTP responses with a JSON error body,
+  sent through the ASGI denial-response extension.
+* Error messages are ``{"error_code", "message", "extra", "request_id"}``
+  (``extra`` is ``null`` when there is nothing to add), as the service sends them.
 * Errors in the initializeConnection (unknown voice, bad format or language,
   missing fields, a first message that is not JSON or not an init): an error
-  message ``{"error_code", "message"}``, then close code 1008, reason = the code.
+  message, then close code 1008, reason = the code (*our choice*).
 * Malformed messages after the init (not JSON, not an object, wrong types, an
   unknown kind): an error message with code ``INVALID_REQUEST`` (and the
   ``context_id`` when one could be read); the connection stays open, since
-  the other contexts on it are fine.
+  the other contexts on it are fine (*our choice*).
 * A failing engine: an error message ``INTERNAL_SERVER_ERROR`` with the
-  ``context_id``; that request gets no final.
+  ``context_id``; that text gets no audio (the context's final still comes
+  when it is closed).
 * Idle timeout: when no client message arrived for ``idle_timeout`` seconds
-  (trio's clock) and no synthesis or sending is under way, the server closes
-  with code 1008, reason ``"idle timeout"``.
+  (60, trio's clock), the server sends the error ``TIMEOUT`` ("Timeout: no
+  message received in 60.0 seconds") and closes with code 1008, reason
+  ``"TIMEOUT"`` (the close code and reason are *our choice*).
 * ``{"terminate": true}`` (or ``{"text": ""}``): close code 1000 at once;
   pending audio is dropped.
+
+Fault switches (:class:`~trio_asyncai.server.Faults`) bring back behaviours the
+service does not have, for clients' robustness tests: ``final_per_force`` (a
+final after each force's audio) and ``no_final_on_close`` (close_context drops
+the context's audio at once and sends no final).
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ import hmac
 import json
 import logging
 import math
+import uuid
 from contextlib import aclosing, suppress
 from typing import Any, Final, final
 
@@ -64,7 +79,6 @@ from ._requests import (
     ConnectionSettings,
     RequestError,
     error_answer,
-    error_body,
     parse_connection_settings,
 )
 from ._state import ConnectionLog, ServerState
@@ -77,6 +91,8 @@ logger = logging.getLogger("trio_asyncai.server")
 CLOSE_NORMAL: Final = 1000
 CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011
+#: The error code (and close reason) for a connection closed as idle.
+IDLE_CODE: Final = "TIMEOUT"
 
 # What sending to a client that is gone (or closing at the same moment: then
 # Hypercorn's own close reply and ours meet, BusyResourceError) can raise.
@@ -148,7 +164,12 @@ async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
 @attrs.frozen
 class _Job:
     text: str
+    #: Speak everything now (force, or the close): flush the mp3 encoder too.
+    flush: bool
+    #: Send the context's final after this text's audio.
     final: bool
+    #: The close's job: the context's last.
+    closing: bool = False
 
 
 @final
@@ -163,6 +184,7 @@ class _Context:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     buffer: str = ""
     pending: int = 0
+    #: Its audio is no longer wanted: nothing more of it is sent.
     closed: bool = False
 
 
@@ -189,7 +211,6 @@ class _Connection:
         self.settings: ConnectionSettings | None = None
         self.contexts: dict[str | None, _Context] = {}
         self.out_send, self.out_receive = trio.open_memory_channel[_Outgoing](math.inf)
-        self.out_pending = 0
         self.idle_scope: trio.CancelScope | None = None
         self.nursery: trio.Nursery | None = None
         self.close: tuple[int, str] | None = None
@@ -211,7 +232,11 @@ class _Connection:
                     await self._receive_loop()
                     nursery.cancel_scope.cancel()
         if idle_scope.cancelled_caught and self.close is None:
-            self.close = (CLOSE_POLICY, "idle timeout")
+            timeout = self.state.idle_timeout
+            error = ws_error(IDLE_CODE, f"Timeout: no message received in {timeout:.1f} seconds")
+            await self._send_direct(error)
+            self.record.errors_sent.append(error)
+            self.close = (CLOSE_POLICY, IDLE_CODE)
         if self.close is not None and not self.client_gone:
             code, reason = self.close
             self.record.close_code, self.record.close_reason = code, reason
@@ -228,8 +253,9 @@ class _Connection:
                 raise RequestError("INVALID_REQUEST", "the first message must be a JSON initializeConnection")
             self.settings = parse_connection_settings(message, self.state.voices)
         except RequestError as exc:
-            await self._send_direct(exc.to_json())
-            self.record.errors_sent.append(exc.to_json())
+            error = ws_error(exc.code, exc.message)
+            await self._send_direct(error)
+            self.record.errors_sent.append(error)
             self.close = (CLOSE_POLICY, exc.code)
             return None
         return message
@@ -329,12 +355,12 @@ class _Connection:
         context.buffer += transcript
         if force:
             text, context.buffer = context.buffer, ""
-            self._enqueue(context, text, final=True)
+            self._enqueue(context, text, flush=True, final=self.state.faults.final_per_force)
         else:
             complete, rest = split_complete_sentences(context.buffer)
             if complete.strip():
                 context.buffer = rest
-                self._enqueue(context, complete, final=False)
+                self._enqueue(context, complete, flush=False, final=False)
 
     def _open_context(self, key: str | None) -> _Context:
         assert self.nursery is not None
@@ -347,22 +373,36 @@ class _Connection:
         self.nursery.start_soon(self._run_context, context)
         return context
 
-    def _enqueue(self, context: _Context, text: str, *, final: bool) -> None:
-        self.record.jobs.append((context.id, text, final))
+    def _enqueue(
+        self, context: _Context, text: str, *, flush: bool, final: bool, closing: bool = False
+    ) -> None:
+        self.record.jobs.append((context.id, text, flush))
         context.pending += 1
-        context.jobs_send.send_nowait(_Job(text, final))
+        context.jobs_send.send_nowait(_Job(text, flush, final, closing))
         self.state.log.notify()
-        self._activity()
 
     def _close_context(self, message: dict[str, Any]) -> None:
         context_id = message.get("context_id")
         key = context_id if isinstance(context_id, str) and context_id else None
         self.record.contexts_closed.append(key)
         context = self.contexts.pop(key, None)
-        if context is not None:
+        if context is not None and not self.state.faults.no_final_on_close:
+            # The end of input: the rest of the text, its audio, then the final.
+            text, context.buffer = context.buffer, ""
+            self._enqueue(context, text, flush=True, final=True, closing=True)
+            context.jobs_send.close()
+        elif context is not None:
             context.closed = True
             context.scope.cancel()
             context.jobs_send.close()
+            self._after_close(key)
+        else:
+            self._queue(_final_message(key), kind="final")
+            self._after_close(key)
+        self.state.log.notify()
+
+    def _after_close(self, key: str | None) -> None:
+        """What follows a context's final: the ``late_audio_after_close`` fault's extra messages."""
         if self.state.faults.late_audio_after_close:
             assert self.settings is not None
             fmt = self.settings.output_format
@@ -370,11 +410,9 @@ class _Connection:
             late = encode_all((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), fmt)
             self._queue(_audio_message(late, key), kind="audio")
             self._queue(_final_message(key), kind="final")
-        self.state.log.notify()
-        self._activity()
 
     def _error(self, code: str, message: str, context_id: str | None = None) -> None:
-        self._queue(_with_context(error_body(code, message), context_id), kind="error")
+        self._queue(_with_context(ws_error(code, message), context_id), kind="error")
 
     # ------------------------------------------------------------------ synthesis
 
@@ -384,8 +422,8 @@ class _Connection:
         with context.scope:
             async for job in context.jobs_receive:
                 try:
-                    # A final flushes what an mp3 encoder holds back, even with no new text.
-                    if job.text.strip() or (job.final and context.encoder.pending):
+                    # A flush empties what an mp3 encoder holds back, even with no new text.
+                    if job.text.strip() or (job.flush and context.encoder.pending):
                         async with aclosing(
                             stream_audio(
                                 self.state.engine,
@@ -394,40 +432,39 @@ class _Connection:
                                 settings.voice,
                                 settings.output_format,
                                 encoder=context.encoder,
-                                flush=job.final,
+                                flush=job.flush,
                             )
                         ) as chunks:
                             async for chunk in chunks:
                                 self._queue(_audio_message(chunk, context.id), context, "audio")
                     if job.final:
                         self._queue(_final_message(context.id), context, "final")
+                    if job.closing:
+                        self._after_close(context.id)
                 except Exception:
                     logger.exception("synthesis failed")
                     # Start the next job on a clean stream.
                     context.encoder = make_encoder(settings.output_format)
                     self._queue(
-                        _with_context(error_body("INTERNAL_SERVER_ERROR", "synthesis failed"), context.id),
+                        _with_context(ws_error("INTERNAL_SERVER_ERROR", "synthesis failed"), context.id),
                         context,
                         "error",
                     )
+                    if job.final:
+                        self._queue(_final_message(context.id), context, "final")
+                    if job.closing:
+                        self._after_close(context.id)
                 finally:
                     context.pending -= 1
-                    self._activity()
 
     # ------------------------------------------------------------------ sending
 
     def _queue(self, message: dict[str, Any], context: _Context | None = None, kind: str = "other") -> None:
-        self.out_pending += 1
         self.out_send.send_nowait(_Outgoing(message, context, kind))
-        self._activity()
 
     async def _sender(self) -> None:
         async for item in self.out_receive:
-            try:
-                await self._send_item(item)
-            finally:
-                self.out_pending -= 1
-                self._activity()
+            await self._send_item(item)
 
     async def _send_item(self, item: _Outgoing) -> None:
         faults = self.state.faults
@@ -492,12 +529,15 @@ class _Connection:
     # ------------------------------------------------------------------ idle timer
 
     def _activity(self) -> None:
-        """Restart the idle timer, or hold it while work is under way."""
+        """A client message arrived: restart the idle timer.
+
+        The service counts only what it receives: synthesis or audio still
+        being sent does not keep a silent client's connection open.
+        """
         timeout = self.state.idle_timeout
         if self.idle_scope is None or timeout is None:
             return
-        busy = self.out_pending > 0 or any(c.pending > 0 for c in self.contexts.values())
-        self.idle_scope.deadline = math.inf if busy else trio.current_time() + timeout
+        self.idle_scope.deadline = trio.current_time() + timeout
 
 
 class _Bad:
@@ -509,6 +549,11 @@ _BAD: Final = _Bad()
 
 def _audio_message(audio: bytes, context_id: str | None) -> dict[str, Any]:
     return _with_context({"audio": base64.b64encode(audio).decode("ascii"), "final": False}, context_id)
+
+
+def ws_error(code: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error message as the service sends it on the WebSocket."""
+    return {"error_code": code, "message": message, "extra": extra, "request_id": str(uuid.uuid4())}
 
 
 def _final_message(context_id: str | None) -> dict[str, Any]:
