@@ -161,27 +161,6 @@ async def test_a_close_without_final_times_out_after_the_audio(
     assert 5.0 <= elapsed < 6.0
 
 
-async def test_no_audio_timeout_while_text_may_still_come(
-    server: LocalServer, jump_clock: trio.testing.MockClock
-) -> None:
-    # A flush is answered with audio only: silence afterwards, while the
-    # caller is still thinking, is no failure.
-    with trio.fail_after(600):
-        async with synth_for(server, audio_timeout=5.0) as synth:
-            async with synth.open_utterance() as utterance, trio.open_nursery() as nursery:
-
-                async def feed() -> None:
-                    await utterance.send("First part. ")
-                    await utterance.flush()
-                    await trio.sleep(60)
-                    await utterance.finish("Second part.")
-
-                nursery.start_soon(feed)
-                audio = await utterance.read_all()
-    assert audio
-    assert utterance.state == "complete"
-
-
 async def test_the_services_idle_close_fails_nothing_and_the_next_utterance_reconnects(
     jump_clock: trio.testing.MockClock,
 ) -> None:

@@ -67,6 +67,16 @@ def _error_instead_of_audio(response: httpx.Response, body: bytes, what: str) ->
     return ProtocolError(f"{what}: the service answered 200 with {kind}, not audio", raw=body)
 
 
+async def _read_and_close(response: httpx.Response) -> bytes:
+    """The body of a streamed error answer (empty if it breaks off), and the response closed."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()
+
+
 @final
 class RestCore:
     """An httpx client, the service's base URL and key, and the retry policy."""
@@ -120,41 +130,22 @@ class RestCore:
         Retries before yielding; raises our exception for an error status, and,
         with ``expect_audio``, for a 200 answer that is JSON or HTML.
         """
-        attempt = 0
-        while True:
-            error: AsyncAIError
-            try:
-                request = self.client.build_request(
-                    method,
-                    self.url(path),
-                    json=json_body,
-                    headers=self.headers(),
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-                response = await self.client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                error = map_transport_error(exc, what)
-            else:
-                if response.is_success and not (expect_audio and _not_audio(response)):
-                    try:
-                        yield response
-                    finally:
-                        await response.aclose()
-                    return
-                try:
-                    body = await response.aread()
-                except httpx.HTTPError:
-                    body = b""
-                finally:
-                    await response.aclose()
-                if response.is_success:
-                    error = _error_instead_of_audio(response, body, what)
-                else:
-                    error = _error_of(response, body)
-            if not error.retryable or attempt >= self.max_retries:
-                raise error
-            await self._delay(attempt, error)
-            attempt += 1
+        response = await self._send(
+            lambda: self.client.build_request(
+                method,
+                self.url(path),
+                json=json_body,
+                headers=self.headers(),
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            ),
+            what=what,
+            expect_audio=expect_audio,
+            stream=True,
+        )
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     async def request(
         self,
@@ -214,26 +205,35 @@ class RestCore:
         idempotent: bool = True,
         expect_audio: bool = False,
         foreign: bool = False,
+        stream: bool = False,
     ) -> httpx.Response:
+        """Send what ``build`` makes, retrying as the rule says, until a good answer or the last error.
+
+        With ``stream`` the good answer comes back unread (the caller closes it);
+        an error answer is always read and closed here.
+        """
         attempt = 0
         while True:
             error: AsyncAIError
             try:
                 request = build()
                 if foreign:  # no auth the caller's client may carry; a signed URL may redirect
-                    response = await self.client.send(request, auth=None, follow_redirects=True)
+                    response = await self.client.send(
+                        request, auth=None, follow_redirects=True, stream=stream
+                    )
                 else:
-                    response = await self.client.send(request)
+                    response = await self.client.send(request, stream=stream)
             except httpx.HTTPError as exc:
                 error = map_transport_error(exc, what)
                 retry = idempotent or isinstance(exc, _NEVER_SENT)
             else:
                 if response.is_success and not (expect_audio and _not_audio(response)):
                     return response
+                body = await _read_and_close(response) if stream else response.content
                 if response.is_success:
-                    error = _error_instead_of_audio(response, response.content, what)
+                    error = _error_instead_of_audio(response, body, what)
                 else:
-                    error = _error_of(response, response.content)
+                    error = _error_of(response, body)
                 retry = idempotent
             if not (retry and error.retryable) or attempt >= self.max_retries:
                 raise error
