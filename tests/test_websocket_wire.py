@@ -198,6 +198,18 @@ async def test_server_errors_over_the_websocket_are_retryable(server: LocalServe
     assert server.log.connections_opened == 1
 
 
+async def test_a_rate_limit_over_the_websocket_says_how_long_to_wait(server: LocalServer) -> None:
+    server.faults.error_on_text = "RATE_LIMIT_EXCEEDED"
+    server.faults.retry_after_ms = 2500
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+            with pytest.raises(RateLimitError) as info:
+                async with synth.speak("Too fast.") as utterance:
+                    await utterance.read_all()
+    assert info.value.retry_after == 2.5
+    assert info.value.retryable
+
+
 async def test_a_message_over_the_size_limit_loses_the_connection(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         async with synth_for(server, max_message_size=1000) as synth:

@@ -270,7 +270,12 @@ def error_from_code(
 
     The code wins over the status; an unknown code falls back to the status
     (5xx -> :exc:`ServerError`), and an unknown both to :exc:`APIError`.
+    ``extra.retry_after_ms``, wherever the error came from, wins over
+    ``retry_after`` (a ``Retry-After`` header's seconds).
     """
+    ms = (extra or {}).get("retry_after_ms")
+    if isinstance(ms, int | float) and not isinstance(ms, bool):
+        retry_after = _seconds(ms / 1000.0)
     cls: type[APIError] = APIError
     if code is not None and code in _BY_CODE:
         cls, default_status = _BY_CODE[code]
@@ -371,11 +376,9 @@ def error_from_body(
             message = detail_text
         if isinstance(data.get("extra"), dict):
             extra = data["extra"]
-    wait = retry_after_header(retry_after)
-    ms = extra.get("retry_after_ms")
-    if isinstance(ms, int | float) and not isinstance(ms, bool):
-        wait = _seconds(ms / 1000.0)
-    return error_from_code(code, message, status=status, extra=extra, retry_after=wait)
+    return error_from_code(
+        code, message, status=status, extra=extra, retry_after=retry_after_header(retry_after)
+    )
 
 
 def copy_error(error: AsyncAIError) -> AsyncAIError:

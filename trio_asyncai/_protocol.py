@@ -132,10 +132,10 @@ Event: TypeAlias = (
 )
 
 _MAX_CONTEXT_ID: Final = 256
-#: The start of a markup tag (``<break .../>``, ``</digits>``), as opposed to a bare ``<``.
-_TAG_START: Final = re.compile(r"<[A-Za-z/]")
+#: The markup the service reads in transcripts (ASYNC_API.md, "Inline markup").
+_TAG_NAMES: Final = ("break", "digits", "phonemes")
 #: A complete markup tag.
-_TAG: Final = re.compile(r"<[A-Za-z/][^<>]*>")
+_TAG: Final = re.compile(r"</?(?:break|digits|phonemes)\b[^<>]*>")
 #: Elements whose content must reach the service in one piece.
 _ELEMENTS: Final = ("digits", "phonemes")
 _ELEMENT: Final = re.compile(r"<(digits|phonemes)\b[^>]*>.*?</\1>", re.DOTALL)
@@ -172,11 +172,11 @@ def split_at_word_boundary(text: str) -> tuple[str, str]:
     no such boundary.
     """
     limit = len(text)
-    last_tag = max((m.start() for m in _TAG_START.finditer(text)), default=-1)
-    if last_tag >= 0 and text.find(">", last_tag) < 0:
-        limit = last_tag  # an unfinished tag
+    last_lt = text.rfind("<")
+    if last_lt >= 0 and text.find(">", last_lt) < 0 and _may_start_a_tag(text[last_lt + 1 :]):
+        limit = last_lt  # an unfinished tag
     for name in _ELEMENTS:
-        opened = text.rfind(f"<{name}", 0, limit)
+        opened = max((m.start() for m in re.finditer(rf"<{name}\b", text[:limit])), default=-1)
         if opened >= 0 and text.find(f"</{name}>", opened) < 0:
             limit = opened  # an element still open: its content stays whole
     # Complete tags and elements are whole too: no cut strictly inside one.
@@ -186,6 +186,16 @@ def split_at_word_boundary(text: str) -> tuple[str, str]:
     while cut > 0 and (not text[cut - 1].isspace() or any(a < cut < b for a, b in spans)):
         cut -= 1
     return text[:cut], text[cut:]
+
+
+def _may_start_a_tag(after: str) -> bool:
+    """Whether the text after an unclosed ``<`` is, or may become, one of the service's tags."""
+    name = after.removeprefix("/")
+    match = re.match(r"[A-Za-z]*", name)
+    word = match.group() if match else ""
+    if word == name:  # the name is still being written
+        return any(tag.startswith(word) for tag in _TAG_NAMES)
+    return word in _TAG_NAMES
 
 
 def _chunk(text: str) -> str:
@@ -232,12 +242,15 @@ class ClientProtocol:
         self._initialized = True
         return _dumps(self.settings.request_body())
 
-    def _open(self, context_id: str | None) -> _Context:
-        """The context to send text into, made if new; refuses one past its input."""
+    def _require_live(self) -> None:
         if not self._initialized:
             raise ConfigurationError("initialize() must come first")
         if self._terminated:
             raise ConfigurationError("the connection was terminated")
+
+    def _open(self, context_id: str | None) -> _Context:
+        """The context to send text into, made if new; refuses one past its input."""
+        self._require_live()
         _check_context_id(context_id)
         ctx = self._contexts.get(context_id)
         if ctx is None:
@@ -318,10 +331,7 @@ class ClientProtocol:
 
     def keepalive(self) -> str:
         """The keepalive: a single space, into the newest open context the service knows."""
-        if not self._initialized:
-            raise ConfigurationError("initialize() must come first")
-        if self._terminated:
-            raise ConfigurationError("the connection was terminated")
+        self._require_live()
         message: dict[str, Any] = {"transcript": " "}
         for context_id, ctx in reversed(self._contexts.items()):
             if context_id is not None and ctx.state is ContextState.OPEN and ctx.on_wire:

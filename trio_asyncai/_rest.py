@@ -111,7 +111,7 @@ class RestCore:
     async def _delay(self, attempt: int, error: AsyncAIError) -> None:
         retry_after = error.retry_after if isinstance(error, APIError) else None
         delay = retry_after if retry_after is not None else self.retry_backoff * 2**attempt
-        logger.info("retrying in %.2f s after %s", delay, error)
+        logger.debug("retrying in %.2f s after %s", delay, error)
         await trio.sleep(delay)
 
     @asynccontextmanager

@@ -132,12 +132,16 @@ class AudioChunk:
     context_id: str | None = None
 
     @property
+    def sample_width(self) -> int:
+        """Bytes per sample of raw audio in this chunk's encoding (1 for mu-law, 2 or 4)."""
+        return _SAMPLE_WIDTH[self.encoding]
+
+    @property
     def duration(self) -> float:
         """Seconds of audio in this chunk (0.0 for mp3, whose length is not known by size)."""
         if self.container == "mp3":
             return 0.0
-        width = _SAMPLE_WIDTH[self.encoding]
-        return len(self.audio) / (width * self.num_channels * self.sample_rate)
+        return len(self.audio) / (self.sample_width * self.num_channels * self.sample_rate)
 
 
 @final

@@ -135,9 +135,12 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
     async def send(self, text: str) -> None:
         """Send a piece of text, as it comes (LLM tokens, words, sentences).
 
-        The text is passed through untouched: the service joins the pieces
-        and speaks complete sentences as they form. Call :meth:`flush` to have
-        it speak what it holds now, and :meth:`finish` after the last piece.
+        The service joins the pieces and speaks complete sentences as they
+        form. Text goes out up to its last word boundary, each piece ending
+        in a single space as the service asks; a trailing partial word (or an
+        unfinished markup tag) waits for the rest, and markup is passed on
+        untouched. Call :meth:`flush` to have the service speak what it holds
+        now, and :meth:`finish` after the last piece.
         """
         check_text(text, allow_empty=True)
         self._check_open()

@@ -412,7 +412,10 @@ class _Connection:
             self._queue(_final_message(key), kind="final")
 
     def _error(self, code: str, message: str, context_id: str | None = None) -> None:
-        self._queue(_with_context(ws_error(code, message), context_id), kind="error")
+        extra = None
+        if code == "RATE_LIMIT_EXCEEDED":  # the same details as over HTTP
+            extra = {"limit": 60, "retry_after_ms": self.state.faults.retry_after_ms}
+        self._queue(_with_context(ws_error(code, message, extra), context_id), kind="error")
 
     # ------------------------------------------------------------------ synthesis
 
