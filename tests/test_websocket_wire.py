@@ -18,6 +18,7 @@ import trio.testing
 from trio_asyncai import (
     ConfigurationError,
     ConnectionLostError,
+    ContextEndedError,
     ProtocolError,
     RateLimitError,
     ServerError,
@@ -133,7 +134,7 @@ async def test_a_final_before_the_close_fails_the_utterance_after_its_audio(serv
     with trio.fail_after(TIMEOUT):
         async with synth_for(server) as synth:
             chunks = 0
-            with pytest.raises(ProtocolError, match="before its text was finished") as info:
+            with pytest.raises(ContextEndedError, match="before its text was finished") as info:
                 async with synth.open_utterance() as utterance:
                     await utterance.send("A first sentence, flushed.")
                     await utterance.flush()
@@ -208,6 +209,27 @@ async def test_a_rate_limit_over_the_websocket_says_how_long_to_wait(server: Loc
                     await utterance.read_all()
     assert info.value.retry_after == 2.5
     assert info.value.retryable
+
+
+async def test_unreadable_audio_fails_its_utterance_after_what_came_before(server: LocalServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+            async with synth.speak("Warm up.") as utterance:
+                assert await utterance.read_all()
+            server.faults.corrupt_next_audio = True
+            with pytest.raises(ProtocolError, match="base64") as info:
+                async with synth.speak("This one has a hole in it.") as broken:
+                    await broken.read_all()
+            # Only that utterance: the connection and the next one are fine.
+            async with synth.speak("After.") as after:
+                assert await after.read_all()
+            await server.log.wait_for(lambda log: not log.unclosed_contexts())
+            stats = synth.statistics()
+    assert broken.state == "failed"
+    assert info.value.context_id == broken.context_id
+    assert info.value.utterance is broken
+    assert stats.protocol_errors == 1
+    assert stats.connections_opened == 1
 
 
 async def test_a_message_over_the_size_limit_loses_the_connection(server: LocalServer) -> None:

@@ -20,6 +20,7 @@ from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ConnectError as ConnectError
 from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import ContextEndedError as ContextEndedError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError

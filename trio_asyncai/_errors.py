@@ -6,6 +6,8 @@
     ├── ConfigurationError          bad arguments or environment, found client-side
     ├── SynthesizerClosedError      the synthesizer (or utterance) was already closed
     ├── ProtocolError               the server sent something we cannot understand
+    │   └── ContextEndedError       the service ended an utterance's context before
+    │                               the client closed it (a final too early)
     ├── TransportError              the network failed us
     │   ├── ConnectError            could not open the connection (refused, DNS, TLS)
     │   ├── ConnectionLostError     an open connection dropped
@@ -60,6 +62,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectionLostError",
+    "ContextEndedError",
     "InvalidRequestError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -109,14 +112,30 @@ class SynthesizerClosedError(AsyncAIError):
 class ProtocolError(AsyncAIError):
     """The server sent a message that does not follow the protocol.
 
-    ``raw`` holds (a prefix of) the offending message, for debugging.
+    ``raw`` holds (a prefix of) the offending message, for debugging;
+    ``context_id`` the context it named, when it could be read.
     """
 
     def __init__(
-        self, message: str, *, raw: str | bytes | None = None, utterance: Utterance | None = None
+        self,
+        message: str,
+        *,
+        raw: str | bytes | None = None,
+        context_id: str | None = None,
+        utterance: Utterance | None = None,
     ) -> None:
         super().__init__(message, utterance=utterance)
         self.raw = raw[:200] if raw is not None else None
+        self.context_id = context_id
+
+
+class ContextEndedError(ProtocolError):
+    """The service ended an utterance's context while its text was not finished.
+
+    The service sent the context's ``final`` before the client closed it, so
+    nothing more of it will come. The audio that did arrive was delivered
+    before this is raised; the text sent after that point was not spoken.
+    """
 
 
 class TransportError(AsyncAIError):
@@ -397,5 +416,7 @@ def copy_error(error: AsyncAIError) -> AsyncAIError:
             utterance=error.utterance,
         )
     if isinstance(error, ProtocolError):
-        return type(error)(error.message, raw=error.raw, utterance=error.utterance)
+        return type(error)(
+            error.message, raw=error.raw, context_id=error.context_id, utterance=error.utterance
+        )
     return type(error)(error.message, utterance=error.utterance)

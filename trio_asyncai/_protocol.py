@@ -351,7 +351,8 @@ class ClientProtocol:
         """Parse one server message into events.
 
         Raises :exc:`~trio_asyncai.ProtocolError` for anything that is not a
-        valid server message; a valid one for an untracked context becomes
+        valid server message (with the ``context_id`` it named, when that
+        could be read); a valid one for an untracked context becomes
         :class:`MessageIgnored`.
         """
         if isinstance(message, bytes | bytearray):
@@ -368,7 +369,15 @@ class ClientProtocol:
         context_id = data.get("context_id")
         if context_id is not None and not isinstance(context_id, str):
             raise ProtocolError("context_id is not a string", raw=message)
+        try:
+            return self._events(data, context_id, message)
+        except ProtocolError as exc:
+            # Whoever reads the events must know whose audio has a gap now.
+            exc.context_id = context_id
+            raise
 
+    def _events(self, data: dict[str, Any], context_id: str | None, message: str) -> list[Event]:
+        """The events of a server message that is a JSON object naming ``context_id``."""
         if "error_code" in data or "error" in data:
             return [self._error_event(data, context_id, message)]
 

@@ -21,6 +21,7 @@ from ._errors import (
     ConfigurationError,
     ConnectError,
     ConnectionLostError,
+    ContextEndedError,
     ProtocolError,
     SynthesisTimeout,
     SynthesizerClosedError,
@@ -236,7 +237,16 @@ class _Connection:
                 events = self.protocol.receive(message)
             except ProtocolError as exc:
                 self.synth._protocol_errors += 1
-                logger.warning("skipping a message that is not valid protocol: %s", exc)
+                broken = self.utterances.get(exc.context_id) if exc.context_id is not None else None
+                if broken is None:
+                    logger.warning("skipping a message that is not valid protocol: %s", exc)
+                    continue
+                # Part of an utterance's audio is unreadable: fail it rather
+                # than deliver audio with a gap in it, as if it were whole.
+                logger.debug("an utterance's message is not valid protocol: %s", exc)
+                exc.utterance = broken
+                broken._fail(exc)
+                self.forget(broken)
                 continue
             for event in events:
                 self._dispatch(event)
@@ -262,7 +272,7 @@ class _Connection:
             # silently, and the context is closed all the same.
             if utterance is not None:
                 utterance._fail(
-                    ProtocolError(
+                    ContextEndedError(
                         "the service ended the utterance's context before its text was finished "
                         "(a final for a context the client had not closed)",
                         utterance=utterance,

@@ -31,6 +31,8 @@ class Faults:
       a connection, end it abruptly with close code 1011.
     * ``garbage_before_audio``: send a non-JSON text frame and a binary frame
       before every audio message.
+    * ``corrupt_next_audio``: send the next audio message with audio that is
+      not valid base64 (its ``context_id`` intact); then switches off.
     * ``late_audio_after_close``: after a closeContext, send one more audio
       message and one more final for that context, after everything else.
     * ``final_per_force``: answer every ``force`` with a final after its audio,
@@ -69,6 +71,7 @@ class Faults:
 
     drop_after_audio_messages: int | None = None
     garbage_before_audio: bool = False
+    corrupt_next_audio: bool = False
     late_audio_after_close: bool = False
     final_per_force: bool = False
     no_final_on_close: bool = False

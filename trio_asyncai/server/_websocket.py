@@ -484,7 +484,11 @@ class _Connection:
             if faults.garbage_before_audio:
                 await self._send_raw("this is not JSON {")
                 await self._send_raw(b"\x00\xffnot json either")
-            await self._send_raw(json.dumps(item.message))
+            message = item.message
+            if faults.corrupt_next_audio:
+                faults.corrupt_next_audio = False
+                message = {**message, "audio": "%%% not base64 %%%"}
+            await self._send_raw(json.dumps(message))
             record.audio_messages_sent += 1
             self.state.log.notify()
             self._audio_limit_reached()
