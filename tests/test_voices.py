@@ -15,6 +15,7 @@ import trio.testing
 from trio_asyncai import (
     APIError,
     AsyncAIError,
+    AuthenticationError,
     ConfigurationError,
     InvalidRequestError,
     NotFoundError,
@@ -473,3 +474,21 @@ async def test_voice_ids_are_escaped_into_one_path_segment() -> None:
             for voice_id in ("a#b", "../status", "mine?x=1"):
                 await client.voices.delete(voice_id)
     assert paths == ["/voices/a%23b", "/voices/..%2Fstatus", "/voices/mine%3Fx%3D1"]
+
+
+@pytest.mark.parametrize(("status", "error"), [(403, APIError), (404, APIError), (503, ServerError)])
+async def test_a_refused_signed_url_is_not_a_refused_key(status: int, error: type[APIError]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/voices/preview/"):
+            return httpx.Response(200, json={"signed_url": "https://storage.invalid/preview.mp3?sig=x"})
+        # A storage host's answer: no Async error body.
+        return httpx.Response(status, content=b"<Error><Code>AccessDenied</Code></Error>")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with open_client(base_url="http://mock.invalid", voice_id="v", client=http, max_retries=0) as c:
+            with trio.fail_after(TIMEOUT), pytest.raises(APIError) as info:
+                await c.voices.preview("v")
+    assert type(info.value) is error
+    assert not isinstance(info.value, AuthenticationError)
+    assert info.value.status == status
+    assert "signed URL was refused" in info.value.message

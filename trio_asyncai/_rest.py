@@ -24,6 +24,7 @@ from ._errors import (
     ConnectError,
     ConnectionLostError,
     ProtocolError,
+    ServerError,
     SynthesisTimeout,
     error_from_body,
 )
@@ -50,6 +51,18 @@ def map_transport_error(exc: httpx.HTTPError, what: str) -> AsyncAIError:
 
 def _error_of(response: httpx.Response, body: bytes) -> APIError:
     return error_from_body(response.status_code, body, retry_after=response.headers.get("retry-after"))
+
+
+def _foreign_error(response: httpx.Response, what: str) -> APIError:
+    """The error for a refused URL the service handed out: not the service's own answer.
+
+    Its body is the storage host's, not an Async error, and a 403 there means
+    an expired or bad signature, not a refused API key.
+    """
+    status = response.status_code
+    cls = ServerError if status >= 500 else APIError
+    hint = "; a signed URL expires: ask for a new one" if status in (400, 401, 403, 404) else ""
+    return cls(f"{what}: the signed URL was refused (HTTP {status}){hint}", status=status)
 
 
 def _not_audio(response: httpx.Response) -> bool:
@@ -232,6 +245,8 @@ class RestCore:
                 body = await _read_and_close(response) if stream else response.content
                 if response.is_success:
                     error = _error_instead_of_audio(response, body, what)
+                elif foreign:
+                    error = _foreign_error(response, what)
                 else:
                     error = _error_of(response, body)
                 retry = idempotent

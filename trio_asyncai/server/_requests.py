@@ -289,11 +289,12 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
     )
 
 
-def parse_language(value: object, *, languages: frozenset[str] = VOICE_LANGUAGES) -> str | None:
+def parse_language(value: object, *, languages: frozenset[str] = SUPPORTED_LANGUAGES) -> str | None:
     """The base language code of ``value`` (``"en-US"`` -> ``"en"``); ``None``/``""`` -> ``None``.
 
-    ``languages`` are the codes accepted: by default those of voices
-    (:data:`VOICE_LANGUAGES`); synthesis passes :data:`SUPPORTED_LANGUAGES`.
+    ``languages`` are the codes accepted: by default those of synthesis
+    (:data:`SUPPORTED_LANGUAGES`); the voice list's filter passes
+    :data:`VOICE_LANGUAGES`.
     """
     if value is None or value == "":
         return None
@@ -398,7 +399,7 @@ def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionS
         raise RequestError("INVALID_REQUEST", "voice is required")
     voice = parse_voice(body["voice"], voices)
     output_format = parse_output_format(body.get("output_format"), streaming=True)
-    language = parse_language(body.get("language"), languages=SUPPORTED_LANGUAGES)
+    language = parse_language(body.get("language"))
     speed, stability = parse_voice_controls(body)
     return ConnectionSettings(
         model_id=model_id,
@@ -438,7 +439,7 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
         raise RequestError("INVALID_REQUEST", "voice is required")
     voice = parse_voice(body["voice"], voices)
     output_format = parse_output_format(body.get("output_format"), streaming=streaming)
-    language = parse_language(body.get("language"), languages=SUPPORTED_LANGUAGES)
+    language = parse_language(body.get("language"))
     speed, stability = parse_voice_controls(body)
     return SynthesisRequest(
         model_id=model_id,

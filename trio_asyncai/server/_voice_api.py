@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._audio import render_all, wav_file
 from ._http import admit, error_response, log_request, refusal
-from ._requests import SUPPORTED_LANGUAGES, OutputFormat, RequestError
+from ._requests import VOICE_LANGUAGES, OutputFormat, RequestError, parse_language
 from ._state import HTTPRequestLog, ServerState
 from ._voices import Voice
 
@@ -79,8 +79,6 @@ GENDERS: Final = ("Male", "Female", "Neutral", "Unspecified")
 #: Where a preview's signed URL points (``{voice_id}`` filled in).
 SIGNED_PREVIEW_PATH: Final = "/signed/voice-previews/{voice_id}"
 #: The languages the list filter takes: the synthesis ones, and ``nl``.
-LIST_LANGUAGES: Final = SUPPORTED_LANGUAGES | {"nl"}
-
 _PREVIEW_FORMAT: Final = OutputFormat(sample_rate=24000)
 _EDITABLE: Final = ("name", "description", "gender", "style", "accent")
 _SIGNED_FOR: Final = 3600
@@ -121,15 +119,6 @@ def _gender(value: str | None) -> str | None:
     return value
 
 
-def _list_language(value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    base = value.strip().replace("_", "-").split("-", 1)[0].lower()
-    if base not in LIST_LANGUAGES:
-        raise RequestError("INVALID_LANGUAGE", f"language {value!r} is not supported")
-    return base
-
-
 def _items(value: str | None) -> set[str]:
     """The comma-separated items of a voice field, lower case."""
     return {part.strip().lower() for part in (value or "").split(",") if part.strip()}
@@ -166,7 +155,7 @@ async def list_voices_endpoint(state: ServerState, request: Request) -> Response
             raise RequestError("INVALID_REQUEST", "limit must be an integer from 1 to 100")
         _optional_str(body, "model_id")
         filters = {
-            "language": _list_language(_optional_str(body, "language")),
+            "language": parse_language(_optional_str(body, "language"), languages=VOICE_LANGUAGES),
             "accent": _optional_str(body, "accent"),
             "gender": _gender(_optional_str(body, "gender")),
             "style": _optional_str(body, "style"),
