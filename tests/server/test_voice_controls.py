@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -17,10 +18,12 @@ from trio_asyncai.server import (
     LocalServer,
     PiperEngine,
     SignalEngine,
+    VoiceLibrary,
     piper_available,
 )
 from trio_asyncai.server._audio import encode, mulaw_encode
-from trio_asyncai.server._requests import KNOWN_MODELS
+from trio_asyncai.server._engines import noise_factor
+from trio_asyncai.server._requests import KNOWN_MODELS, parse_synthesis_request
 
 from .helpers import (
     API_KEY,
@@ -259,3 +262,50 @@ async def test_every_model_id_is_accepted(server: LocalServer, model: str) -> No
     assert await ws_audio(server, init_message(model_id=model))
     response = await post(server, ENDPOINTS[1], body(model_id=model))
     assert response.status_code == 200
+
+
+# ------------------------------------------------------------------ stability
+
+
+@pytest.mark.parametrize(("model", "expected"), [("async_flash_v1.0", 80), ("async_flash_v1.5", None)])
+def test_stability_reaches_the_voice_when_the_model_honours_it(model: str, expected: int | None) -> None:
+    body = {
+        "model_id": model,
+        "transcript": "Hi. ",
+        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
+        "output_format": {"container": "raw", "sample_rate": 24000},
+        "stability": 80,
+    }
+    request = parse_synthesis_request(body, VoiceLibrary(), streaming=True)
+    assert request.stability == 80
+    assert request.voice.params.stability == expected
+
+
+def test_noise_factor() -> None:
+    assert [noise_factor(s) for s in (0, 50, 100)] == [1.5, 1.0, 0.5]
+
+
+@pytest.mark.skipif(not piper_available(), reason="needs the [voice] extra")
+def test_piper_scales_its_noise_by_stability() -> None:
+    """What piper is asked for; that the noise scales change what it says is piper's business."""
+
+    class FakePiperVoice:
+        def __init__(self) -> None:
+            self.config = SimpleNamespace(length_scale=1.0, noise_scale=0.6, noise_w_scale=0.8)
+            self.configs: list[Any] = []
+
+        def synthesize(self, text: str, syn_config: Any) -> list[Any]:
+            self.configs.append(syn_config)
+            return []
+
+    engine = PiperEngine()
+    fake = FakePiperVoice()
+    engine._voice = fake  # type: ignore[assignment]
+    voice = PREDEFINED_VOICES[0]
+    for stability in (None, 100, 0):
+        params = attrs.evolve(voice.params, stability=stability, noise_scale=None, noise_w_scale=None)
+        list(engine.synthesize("Hi.", attrs.evolve(voice, params=params)))
+    plain, stable, loose = fake.configs
+    assert (plain.noise_scale, plain.noise_w_scale) == (None, None)
+    assert (stable.noise_scale, stable.noise_w_scale) == pytest.approx((0.3, 0.4))
+    assert (loose.noise_scale, loose.noise_w_scale) == pytest.approx((0.9, 1.2))

@@ -23,9 +23,9 @@ Audio comes raw (``pcm_s16le``, ``pcm_f32le``, or ``pcm_mulaw`` on the
 streaming endpoint and the WebSocket), as wav (whole-file endpoints) or as
 mp3, encoded by LAME through ``lameenc`` at the MPEG sample rates (8000,
 11025, 12000, 16000, 22050, 24000, 32000, 44100 and 48000 Hz) and the bit
-rates each allows. ``speed_control`` and ``stability`` are validated; speed
-changes the speaking rate with ``async_flash_v1.0``, the one model the
-service applies them to.
+rates each allows. ``speed_control`` and ``stability`` are validated; with
+``async_flash_v1.0``, the one model the service applies them to, speed
+changes the speaking rate and stability how much piper's rendering varies.
 
 Needs the ``[server]`` extra (``lameenc`` is imported only for mp3; without
 it mp3 is refused with 400 ``FORMAT_NOT_RECOGNIZED``); the voice extra is

@@ -178,6 +178,15 @@ def piper_available() -> bool:
     )
 
 
+def noise_factor(stability: int) -> float:
+    """How much of piper's noise a request's ``stability`` (0-100) keeps: 1.5 at 0, 1 at 50, 0.5 at 100.
+
+    Piper's noise scales set how much its rendering varies (intonation and
+    phoneme lengths); the API's stability is the same idea, turned around.
+    """
+    return 1.5 - stability / 100
+
+
 @final
 class PiperEngine:
     """The real offline voice: piper-tts with the "joe" US English model (22050 Hz).
@@ -192,7 +201,9 @@ class PiperEngine:
     Piper's voice settings (length, noise, volume) come from each voice's
     :class:`~trio_asyncai.server.VoiceParams`; its ``speed`` divides the
     length scale (piper's ``length_scale`` is the inverse of a speaking
-    rate). Piper has no counterpart of the API's ``stability``.
+    rate), and its ``stability`` scales piper's two noise scales (see
+    :func:`noise_factor`): a more stable voice varies less from one rendering
+    to the next.
     """
 
     name: str = "piper"
@@ -255,14 +266,20 @@ class PiperEngine:
         from piper import SynthesisConfig
 
         params = voice.params
+        defaults = piper_voice.config
         length_scale = params.length_scale
         if params.speed != 1.0:
-            base = length_scale if length_scale is not None else piper_voice.config.length_scale
+            base = length_scale if length_scale is not None else defaults.length_scale
             length_scale = base / params.speed
+        noise_scale, noise_w_scale = params.noise_scale, params.noise_w_scale
+        if params.stability is not None:
+            factor = noise_factor(params.stability)
+            noise_scale = (noise_scale if noise_scale is not None else defaults.noise_scale) * factor
+            noise_w_scale = (noise_w_scale if noise_w_scale is not None else defaults.noise_w_scale) * factor
         config = SynthesisConfig(
             length_scale=length_scale,
-            noise_scale=params.noise_scale,
-            noise_w_scale=params.noise_w_scale,
+            noise_scale=noise_scale,
+            noise_w_scale=noise_w_scale,
             volume=params.volume,
         )
         for chunk in piper_voice.synthesize(text, syn_config=config):

@@ -338,11 +338,16 @@ def parse_voice_controls(body: Mapping[str, Any]) -> tuple[float | None, int | N
     return speed, stability
 
 
-def _voice_for(voice: Voice, model_id: str, speed: float | None) -> Voice:
-    """The voice as this request renders it: at ``speed`` when the model honours it."""
-    if speed is None or model_id != VOICE_CONTROL_MODEL:
+def _voice_for(voice: Voice, model_id: str, speed: float | None, stability: int | None) -> Voice:
+    """The voice as this request renders it: with its voice controls when the model honours them."""
+    if model_id != VOICE_CONTROL_MODEL or (speed is None and stability is None):
         return voice
-    return attrs.evolve(voice, params=attrs.evolve(voice.params, speed=speed))
+    params = voice.params
+    if speed is not None:
+        params = attrs.evolve(params, speed=speed)
+    if stability is not None:
+        params = attrs.evolve(params, stability=stability)
+    return attrs.evolve(voice, params=params)
 
 
 def parse_voice(value: object, voices: VoiceLibrary) -> Voice:
@@ -403,7 +408,7 @@ def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionS
     speed, stability = parse_voice_controls(body)
     return ConnectionSettings(
         model_id=model_id,
-        voice=_voice_for(voice, model_id, speed),
+        voice=_voice_for(voice, model_id, speed, stability),
         output_format=output_format,
         language=language,
         speed_control=speed,
@@ -444,7 +449,7 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
     return SynthesisRequest(
         model_id=model_id,
         transcript=transcript,
-        voice=_voice_for(voice, model_id, speed),
+        voice=_voice_for(voice, model_id, speed, stability),
         output_format=output_format,
         language=language,
         speed_control=speed,

@@ -30,7 +30,10 @@ class VoiceParams:
     ``volume`` scales the samples. ``speed`` is the speaking rate a request
     asks for (its ``speed_control``): the engines divide their phoneme or
     character length by it, so 2.0 speaks in about half the time, at the
-    same pitch.
+    same pitch. ``stability`` (0-100, ``None`` = not asked for) is the
+    request's ``stability``: piper scales its noise by it (see
+    :class:`~trio_asyncai.server.PiperEngine`), from half as much variation
+    at 100 to half as much again at 0; the signal engine has none to scale.
     """
 
     length_scale: float | None = None
@@ -39,6 +42,7 @@ class VoiceParams:
     pitch: float = 1.0
     volume: float = 0.9
     speed: float = 1.0
+    stability: int | None = None
 
 
 @final
