@@ -226,3 +226,45 @@ def test_a_run_on_reply_is_released_at_commas_before_it_ends() -> None:
     assert all(piece.endswith(", ") for piece in released)
     assert all(len(piece) <= 300 for piece in released)
     assert "".join(released) + "".join(agg.flush()) == clause * 12
+
+
+MARKUP_SENTENCES = [
+    "Call me at <digits>555. 123. 4567</digits> tomorrow. ",
+    'Then wait <break time="1.5s"/> and go. ',
+    "Say <phonemes>ˈhɛ.loʊ. wɝld</phonemes> now! ",  # noqa: RUF001 - IPA
+    "Done.",
+]
+
+
+def balanced(piece: str) -> bool:
+    """Whether a piece of text holds whole tags and whole digits/phonemes elements only."""
+    for name in ("digits", "phonemes"):
+        if piece.count(f"<{name}>") != piece.count(f"</{name}>"):
+            return False
+    return piece.count("<") == piece.count(">")
+
+
+@settings(max_examples=200)
+@given(cuts=st.lists(st.integers(0, 200), max_size=40))
+def test_no_sentence_ends_inside_markup(cuts: list[int]) -> None:
+    text = "".join(MARKUP_SENTENCES)
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    agg = SentenceAggregator()
+    released: list[str] = []
+    for piece in pieces:
+        released += agg.push(piece)
+    released += agg.flush()
+    assert "".join(released) == text
+    assert all(balanced(sentence) for sentence in released), released
+    # The sentences around the markup are still found.
+    assert released == MARKUP_SENTENCES
+
+
+def test_a_run_on_is_not_cut_inside_markup() -> None:
+    agg = SentenceAggregator(max_pending=40)
+    text = "and the number is <digits>1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12</digits> and so on"
+    released = agg.push(text)
+    assert released
+    assert all(balanced(piece) for piece in released)
+    assert "".join(released) + agg.pending == text

@@ -34,6 +34,7 @@ from typing import Final, final
 
 import sentencex  # type: ignore[import-untyped]  # no type information shipped
 
+from ._markup import inside, protected_spans
 from ._types import normalize_language
 
 __all__ = ["SentenceAggregator"]
@@ -164,6 +165,9 @@ class SentenceAggregator:
             return []  # sentences are there, only held back (an open quotation): wait
         cut = max(buffer.rfind(mark) for mark in (", ", "; ", ": ", " \u2014 "))
         cut = cut + 2 if cut > 0 else buffer.rstrip().rfind(" ") + 1
+        spans = protected_spans(buffer)
+        if inside(cut, spans):  # not inside markup: before it
+            cut = min(start for start, end in spans if start < cut < end)
         if cut <= 0:
             return []  # one enormous word: nothing sensible to cut
         piece, self._buffer = buffer[:cut], buffer[cut:]
@@ -184,7 +188,11 @@ class SentenceAggregator:
         if "".join(segments) != full:
             return []  # defensively: the segmenter did not give back its text
         start = len(self._context)
-        boundaries = [0, *itertools.accumulate(map(len, segments))]
+        # No sentence ends inside the service's markup ("<digits>555. 123</digits>").
+        spans = protected_spans(full)
+        boundaries = [
+            end for end in (0, *itertools.accumulate(map(len, segments))) if not inside(end, spans)
+        ]
         # A boundary counts once the first word after it is complete: that
         # word can decide it ("the" after "." goes on with the sentence, so
         # does "Inc." after "Dr."). The end of the text is no boundary.
@@ -230,8 +238,9 @@ class SentenceAggregator:
             return [rest]
         sentences: list[str] = []
         position = len(context)
+        spans = protected_spans(full)
         for end in itertools.accumulate(map(len, segments)):
-            if end > position:
+            if end > position and (end == len(full) or not inside(end, spans)):
                 sentences.append(full[position:end])
                 position = end
         return sentences

@@ -35,12 +35,12 @@ import base64
 import binascii
 import enum
 import json
-import re
 from typing import Any, Final, TypeAlias, final
 
 import attrs
 
 from ._errors import ConfigurationError, ProtocolError
+from ._markup import inside, protected_spans
 from ._types import Settings, check_text
 
 __all__ = [
@@ -132,15 +132,6 @@ Event: TypeAlias = (
 )
 
 _MAX_CONTEXT_ID: Final = 256
-#: The markup the service reads in transcripts (ASYNC_API.md, "Inline markup").
-_TAG_NAMES: Final = ("break", "digits", "phonemes")
-#: A complete markup tag.
-_TAG: Final = re.compile(r"</?(?:break|digits|phonemes)\b[^<>]*>")
-#: Elements whose content must reach the service in one piece.
-_ELEMENTS: Final = ("digits", "phonemes")
-_ELEMENT: Final = re.compile(r"<(digits|phonemes)\b[^>]*>.*?</\1>", re.DOTALL)
-
-
 @attrs.define
 class _Context:
     state: ContextState = ContextState.OPEN
@@ -166,36 +157,16 @@ def _dumps(message: dict[str, Any]) -> str:
 def split_at_word_boundary(text: str) -> tuple[str, str]:
     """Split text into what may go out now and what must wait for more.
 
-    The first part ends at the last whitespace that is outside any markup tag
-    and any unclosed ``<digits>``/``<phonemes>`` element; the second part is
-    the rest (a partial word, an unfinished tag). ``("", text)`` when there is
-    no such boundary.
+    The first part ends at the last whitespace outside the service's markup
+    (see :mod:`trio_asyncai._markup`); the second part is the rest (a partial
+    word, an unfinished tag or element). ``("", text)`` when there is no such
+    boundary.
     """
-    limit = len(text)
-    last_lt = text.rfind("<")
-    if last_lt >= 0 and text.find(">", last_lt) < 0 and _may_start_a_tag(text[last_lt + 1 :]):
-        limit = last_lt  # an unfinished tag
-    for name in _ELEMENTS:
-        opened = max((m.start() for m in re.finditer(rf"<{name}\b", text[:limit])), default=-1)
-        if opened >= 0 and text.find(f"</{name}>", opened) < 0:
-            limit = opened  # an element still open: its content stays whole
-    # Complete tags and elements are whole too: no cut strictly inside one.
-    spans = [m.span() for m in _TAG.finditer(text, 0, limit)]
-    spans += [m.span() for m in _ELEMENT.finditer(text, 0, limit)]
-    cut = limit
-    while cut > 0 and (not text[cut - 1].isspace() or any(a < cut < b for a, b in spans)):
+    spans = protected_spans(text)
+    cut = len(text)
+    while cut > 0 and (not text[cut - 1].isspace() or inside(cut, spans)):
         cut -= 1
     return text[:cut], text[cut:]
-
-
-def _may_start_a_tag(after: str) -> bool:
-    """Whether the text after an unclosed ``<`` is, or may become, one of the service's tags."""
-    name = after.removeprefix("/")
-    match = re.match(r"[A-Za-z]*", name)
-    word = match.group() if match else ""
-    if word == name:  # the name is still being written
-        return any(tag.startswith(word) for tag in _TAG_NAMES)
-    return word in _TAG_NAMES
 
 
 def _chunk(text: str) -> str:

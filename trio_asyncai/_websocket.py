@@ -213,8 +213,13 @@ class _Connection:
             # The reader still holds what the server sent before it closed (an
             # error message, say): let it hand that on, then fail what is left.
             return
-        # The terminate message went out and the outbox is closed: we are done.
-        self.cancel_scope.cancel()
+        # The terminate message went out and the outbox is closed. The service
+        # answers it by closing the connection, which the reader sees; wait
+        # for that rather than send a close frame of our own at the same
+        # moment (the two closes would cross), but not for longer than this.
+        self.cancel_scope.deadline = min(
+            self.cancel_scope.deadline, trio.current_time() + self.synth._close_timeout
+        )
 
     async def _keepalive(self, interval: float) -> None:
         while self.alive and not self.closing:

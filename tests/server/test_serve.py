@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import trio
+from hypercorn.events import RawData
+from hypercorn.trio.tcp_server import TCPServer
 
 from trio_asyncai.server import (
     DEFAULT_VOICE_ID,
@@ -85,3 +87,16 @@ async def test_serve_preloads_the_engine_before_listening() -> None:
             assert engine.loaded
             assert server.engine is engine
             nursery.cancel_scope.cancel()
+
+
+async def test_a_write_that_meets_the_closing_eof_does_not_end_the_server() -> None:
+    """Hypercorn's EOF and a last write can meet when a client closes mid-send: the write is dropped."""
+    class ClosingStream:
+        async def send_all(self, data: bytes) -> None:
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+
+    connection = TCPServer.__new__(TCPServer)
+    connection.send_lock = trio.Lock()
+    connection.stream = ClosingStream()  # type: ignore[assignment]
+    await connection.protocol_send(RawData(b"audio"))
+    assert not connection.send_lock.locked()

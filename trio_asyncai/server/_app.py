@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Event as HypercornEvent
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
@@ -38,6 +40,33 @@ if TYPE_CHECKING:
 __all__ = ["LocalServer", "create_app", "open_local_server", "serve"]
 
 logger = logging.getLogger("trio_asyncai.server")
+
+def _tolerate_closing_streams() -> None:
+    """Keep one connection's closing race from taking the whole server down.
+
+    Hypercorn's trio ``TCPServer`` sends its EOF (``_close``) without the
+    send lock its other writes hold, so when a client closes a WebSocket while
+    the server is still writing to it (audio on its way, or the server's own
+    close frame), a write can meet the EOF and raise ``trio.BusyResourceError``
+    in Hypercorn's connection task, which ends the server. The stream is being
+    shut down at that moment anyway: the write is dropped, as Hypercorn's own
+    ``_close`` already does for the same error. Applied once, at import.
+    """
+    if getattr(TCPServer.protocol_send, "_tolerates_closing", False):
+        return
+    original = TCPServer.protocol_send
+
+    async def protocol_send(self: TCPServer, event: HypercornEvent) -> None:
+        try:
+            await original(self, event)
+        except trio.BusyResourceError:
+            logger.debug("dropped a write to a connection that is closing")
+
+    protocol_send._tolerates_closing = True  # type: ignore[attr-defined]
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+
+
+_tolerate_closing_streams()
 
 WEBSOCKET_PATH = "/text_to_speech/websocket/ws"
 STREAMING_PATH = "/text_to_speech/streaming"
