@@ -122,6 +122,18 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
     # ------------------------------------------------------------- text in
 
+    async def _ready_for_text(self) -> None:
+        """Return if text may be sent now; else raise why not.
+
+        After :meth:`interrupt`, the block that opened the utterance is
+        cancelled: a checkpoint delivers that cancellation to code inside the
+        block (the caller carries on after it), and only code outside the
+        block gets :exc:`~trio_asyncai.SynthesizerClosedError`.
+        """
+        if self._interrupted:
+            await trio.lowlevel.checkpoint()
+        self._check_open()
+
     def _check_open(self) -> None:
         if self._state == "open":
             return
@@ -143,7 +155,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         now, and :meth:`finish` after the last piece.
         """
         check_text(text, allow_empty=True)
-        self._check_open()
+        await self._ready_for_text()
         if not text:
             await trio.lowlevel.checkpoint()
             return
@@ -151,7 +163,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
     async def flush(self) -> None:
         """Ask the service to speak all text sent so far, even a short fragment."""
-        self._check_open()
+        await self._ready_for_text()
         await self._transport._send_text(self, "", force=True)
 
     async def finish(self, text: str = "") -> None:
@@ -160,7 +172,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         Its audio keeps coming; iteration ends once all of it has arrived.
         """
         check_text(text, allow_empty=True)
-        self._check_open()
+        await self._ready_for_text()
         await self._transport._finish(self, text)
 
     def interrupt(self) -> None:

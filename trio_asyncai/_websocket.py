@@ -135,6 +135,8 @@ class _Connection:
         self.closing = False
         #: True once newer settings replaced it: close when its last utterance ends.
         self.retiring = False
+        #: The message the sender took from the outbox and has not sent yet.
+        self._unsent: str | None = None
 
     def send_nowait(self, message: str) -> None:
         if self.alive and not self.closing:
@@ -166,7 +168,7 @@ class _Connection:
 
     def close(self) -> None:
         """Queue the terminate message; the sender then closes the socket."""
-        if self.alive and not self.closing:
+        if not self.closing:
             self.last_sent = trio.current_time()
             self.outbox_send.send_nowait(self.protocol.terminate())
             self.closing = True
@@ -185,30 +187,45 @@ class _Connection:
                         nursery.start_soon(self._keepalive, self.synth._keepalive_interval)
         finally:
             self.alive = False
-            # A polite close waits for the server's reply, which our (now
-            # ending) reader would have to read: skip it when we are being
-            # cancelled from outside; the socket is closed by its owner anyway.
-            if not _cancelled_from_outside():
-                with trio.move_on_after(self.synth._close_timeout, shield=True):
+            # Read before the shield below, where it would always be false:
+            # cancelled from outside, trio-websocket's reader is cancelled with
+            # us, and nobody is left to read the service's reply to a close.
+            cancelled = trio.current_effective_deadline() == -math.inf
+            # However the connection ends (done, lost, or cancelled with the
+            # sender), what is queued still goes out, then terminate, then the
+            # close frame (or, cancelled, the TCP close by the stream's owner):
+            # shielded, and bounded.
+            with trio.move_on_after(self.synth._close_timeout, shield=True):
+                await self._send_what_is_left()
+                if not cancelled:
                     await self.ws.aclose()
             self.done.set()
 
-    async def send_pending(self) -> None:
-        """Send what is still queued, from the calling task (when the sender is cancelled)."""
+    async def _send_what_is_left(self) -> None:
+        """Send the queued messages the sender did not, ending with terminate."""
+        if not self.closing:
+            self.close()
+        unsent = [self._unsent] if self._unsent is not None else []
         while True:
             try:
-                message = self.outbox_receive.receive_nowait()
+                unsent.append(self.outbox_receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            try:
+                break
+        try:
+            for message in unsent:
                 await self.ws.send_message(message)
-            except trio_websocket.ConnectionClosed:
-                return
+        except trio_websocket.ConnectionClosed:
+            pass  # the service is gone already: nothing left to say
+        self._unsent = None
 
     async def _sender(self) -> None:
         try:
             async for message in self.outbox_receive:
+                # Kept until it is sent: if the sender is cancelled first, the
+                # connection's owner sends it (see run()).
+                self._unsent = message
                 await self.ws.send_message(message)
+                self._unsent = None
         except trio_websocket.ConnectionClosed:
             # The reader still holds what the server sent before it closed (an
             # error message, say): let it hand that on, then fail what is left.
@@ -309,11 +326,6 @@ class _Connection:
             for other in list(self.utterances.values()):
                 other._fail(copy_error(error))
                 self.forget(other)
-
-
-def _cancelled_from_outside() -> bool:
-    """Whether the current task is being cancelled (its effective deadline has passed)."""
-    return trio.current_effective_deadline() < trio.current_time()
 
 
 def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
@@ -646,14 +658,9 @@ class Synthesizer(SpeakerBase):
                 utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
                 conn.forget(utterance)  # close_context goes out before terminate
             conn.close()
+        # Each connection's task sends what is queued and closes, even when
+        # cancelled from outside (see _Connection.run): wait for that.
         with trio.move_on_after(self._close_timeout, shield=True):
-            if _cancelled_from_outside():
-                # Our sender is being cancelled too: send what is queued
-                # (close_context, terminate) ourselves, and do not wait for
-                # replies that nobody is left to read.
-                for conn in list(self._connections):
-                    await conn.send_pending()
-                return
             for conn in list(self._connections):
                 await conn.done.wait()
 
