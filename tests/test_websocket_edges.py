@@ -49,7 +49,9 @@ async def test_cancelled_from_outside_it_still_closes_politely(server: LocalServ
 
 
 @pytest.mark.parametrize("method", ["send", "flush", "finish"])
-async def test_text_after_interrupt_in_the_same_task_cancels_the_block(server: LocalServer, method: str) -> None:
+async def test_text_after_interrupt_in_the_same_task_cancels_the_block(
+    server: LocalServer, method: str
+) -> None:
     with trio.fail_after(TIMEOUT):
         async with synth_for(server) as synth:
             reached_the_end = False
