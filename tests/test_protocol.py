@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from trio_asyncai import ConfigurationError, OutputFormat, ProtocolError, Settings
+from trio_asyncai import ConfigurationError, OutputFormat, ProtocolError, ProtocolStateError, Settings
 from trio_asyncai._protocol import (
     QUOTA_MARKER,
     AudioReceived,
@@ -104,15 +104,15 @@ def test_initialize_carries_language_and_format() -> None:
 
 def test_initialize_only_once() -> None:
     proto = make_protocol()
-    with pytest.raises(ConfigurationError, match="already initialized"):
+    with pytest.raises(ProtocolStateError, match="already initialized"):
         proto.initialize()
 
 
 def test_nothing_is_sent_before_initialize() -> None:
     proto = make_protocol(initialize=False)
-    with pytest.raises(ConfigurationError, match="initialize"):
+    with pytest.raises(ProtocolStateError, match="initialize"):
         proto.send_text("a", "hello ")
-    with pytest.raises(ConfigurationError, match="initialize"):
+    with pytest.raises(ProtocolStateError, match="initialize"):
         proto.keepalive()
     # The failed send did not open the context.
     assert proto.tracked_contexts == []
@@ -275,7 +275,7 @@ def test_contexts_are_tracked_oldest_first() -> None:
 @pytest.mark.parametrize("bad", ["", "x" * 257, 5, b"ctx"])
 def test_send_text_rejects_bad_context_ids(bad: Any) -> None:
     proto = make_protocol()
-    with pytest.raises(ConfigurationError, match="context_id"):
+    with pytest.raises(ProtocolStateError, match="context_id"):
         proto.send_text(bad, "hello ")
     assert proto.tracked_contexts == []
 
@@ -297,7 +297,7 @@ def test_no_text_after_finish() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ")
     proto.finish("a")
-    with pytest.raises(ConfigurationError, match="closing"):
+    with pytest.raises(ProtocolStateError, match="closing"):
         proto.send_text("a", "more ")
     assert proto.state("a") is ContextState.CLOSING
 
@@ -469,26 +469,26 @@ def test_finish_twice_is_refused() -> None:
     proto = make_protocol()
     proto.send_text("a", "Hello ")
     proto.finish("a")
-    with pytest.raises(ConfigurationError, match="closing"):
+    with pytest.raises(ProtocolStateError, match="closing"):
         proto.finish("a")
     assert proto.state("a") is ContextState.CLOSING
 
 
 def test_finish_needs_a_live_connection() -> None:
     proto = make_protocol(initialize=False)
-    with pytest.raises(ConfigurationError, match="initialize"):
+    with pytest.raises(ProtocolStateError, match="initialize"):
         proto.finish("a", "x")
     proto.initialize()
     proto.send_text("a", "x ")
     proto.terminate()
-    with pytest.raises(ConfigurationError, match="terminated"):
+    with pytest.raises(ProtocolStateError, match="terminated"):
         proto.finish("a")
     assert proto.tracked_contexts == []
 
 
 def test_finish_rejects_bad_context_ids() -> None:
     proto = make_protocol()
-    with pytest.raises(ConfigurationError, match="context_id"):
+    with pytest.raises(ProtocolStateError, match="context_id"):
         proto.finish("", "x")
     assert proto.tracked_contexts == []
 
@@ -524,9 +524,9 @@ def test_final_before_close_ends_the_context_early() -> None:
     assert proto.receive(final_msg("a")) == [MessageIgnored("a", "final for a context not awaiting audio")]
     assert proto.state("a") is ContextState.ENDED
     # No more text, no finish; the context must still be closed.
-    with pytest.raises(ConfigurationError, match="ended"):
+    with pytest.raises(ProtocolStateError, match="ended"):
         proto.send_text("a", "more ")
-    with pytest.raises(ConfigurationError, match="ended"):
+    with pytest.raises(ProtocolStateError, match="ended"):
         proto.finish("a")
     assert loads(proto.close_context("a")) == {
         "close_context": True,
@@ -701,9 +701,9 @@ def test_terminate() -> None:
     assert proto.tracked_contexts == []
     assert proto.state("a") is ContextState.CLOSED
     assert proto.close_context("a") is None
-    with pytest.raises(ConfigurationError, match="terminated"):
+    with pytest.raises(ProtocolStateError, match="terminated"):
         proto.send_text("b", "y ")
-    with pytest.raises(ConfigurationError, match="terminated"):
+    with pytest.raises(ProtocolStateError, match="terminated"):
         proto.keepalive()
     # Audio still arriving after terminate goes nowhere.
     assert proto.receive(audio_msg("a", b"late")) == [

@@ -69,3 +69,40 @@ async def test_text_after_interrupt_in_the_same_task_cancels_the_block(
             # From outside the block the utterance is simply closed.
             with pytest.raises(SynthesizerClosedError):
                 await utterance.send("after the block")
+
+
+# ------------------------------------------------------------- racing aclose()
+
+
+@pytest.mark.parametrize("checkpoints", range(40))
+@pytest.mark.parametrize("how", ["speak", "open_utterance"])
+async def test_an_utterance_racing_aclose_gets_synthesizer_closed(
+    server: LocalServer, checkpoints: int, how: str
+) -> None:
+    """Whichever checkpoint aclose() lands on, the utterance fails as closed, nothing else."""
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+
+            async def close_after_checkpoints() -> None:
+                for _ in range(checkpoints):
+                    await trio.lowlevel.checkpoint()
+                await synth.aclose()
+
+            outcome: BaseException | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close_after_checkpoints)
+                try:
+                    if how == "speak":
+                        async with synth.speak("Racing the close.") as utterance:
+                            await utterance.read_all()
+                    else:
+                        async with synth.open_utterance() as utterance:
+                            await utterance.send("Racing ")
+                            await utterance.finish("the close.")
+                            await utterance.read_all()
+                except Exception as exc:
+                    outcome = exc
+        await server.log.wait_for(lambda log: log.connections_closed == log.connections_opened)
+    # Either it was fast enough to finish, or it was closed: never another error.
+    assert outcome is None or isinstance(outcome, SynthesizerClosedError), repr(outcome)
+    assert server.log.unclosed_contexts() == []

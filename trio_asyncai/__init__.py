@@ -25,6 +25,7 @@ from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError
 from ._errors import ProtocolError as ProtocolError
+from ._errors import ProtocolStateError as ProtocolStateError
 from ._errors import QuotaExceededError as QuotaExceededError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError

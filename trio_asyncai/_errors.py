@@ -5,6 +5,7 @@
     AsyncAIError
     ├── ConfigurationError          bad arguments or environment, found client-side
     ├── SynthesizerClosedError      the synthesizer (or utterance) was already closed
+    ├── ProtocolStateError          trio-asyncai used the protocol out of order: a bug of ours
     ├── ProtocolError               the server sent something we cannot understand
     │   └── ContextEndedError       the service ended an utterance's context before
     │                               the client closed it (a final too early)
@@ -67,6 +68,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "ProtocolStateError",
     "QuotaExceededError",
     "RateLimitError",
     "ServerError",
@@ -107,6 +109,17 @@ class ConfigurationError(AsyncAIError, ValueError):
 
 class SynthesizerClosedError(AsyncAIError):
     """The synthesizer or utterance was used after it was closed."""
+
+
+class ProtocolStateError(AsyncAIError, RuntimeError):
+    """trio-asyncai itself used the protocol out of order: a bug of ours, never your input.
+
+    Raised by the sans-I/O protocol core when it is asked for a message that
+    makes no sense in its state (text for a context that was closed, anything
+    after ``terminate``). Your own misuse of an utterance gets a
+    :exc:`ConfigurationError` or :exc:`SynthesizerClosedError` before that.
+    Please report it. Also a :exc:`RuntimeError`.
+    """
 
 
 class ProtocolError(AsyncAIError):

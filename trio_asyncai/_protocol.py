@@ -39,7 +39,7 @@ from typing import Any, Final, TypeAlias, final
 
 import attrs
 
-from ._errors import ConfigurationError, ProtocolError
+from ._errors import ConfigurationError, ProtocolError, ProtocolStateError
 from ._markup import inside, protected_spans
 from ._types import Settings, check_text
 
@@ -147,7 +147,7 @@ def _check_context_id(context_id: str | None) -> None:
     if context_id is None:
         return
     if not isinstance(context_id, str) or not context_id or len(context_id) > _MAX_CONTEXT_ID:
-        raise ConfigurationError("context_id must be a non-empty str of at most 256 characters")
+        raise ProtocolStateError("context_id must be a non-empty str of at most 256 characters")
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -183,7 +183,7 @@ class ClientProtocol:
     server and returns the events it means.
 
     Misuse by the caller (text after the finish, a bad context id, anything
-    before :meth:`initialize`) raises :exc:`~trio_asyncai.ConfigurationError`.
+    before :meth:`initialize`) raises :exc:`~trio_asyncai.ProtocolStateError`.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -209,15 +209,15 @@ class ClientProtocol:
     def initialize(self) -> str:
         """The ``initializeConnection`` message: must be the first one sent."""
         if self._initialized:
-            raise ConfigurationError("the connection is already initialized")
+            raise ProtocolStateError("the connection is already initialized")
         self._initialized = True
         return _dumps(self.settings.request_body())
 
     def _require_live(self) -> None:
         if not self._initialized:
-            raise ConfigurationError("initialize() must come first")
+            raise ProtocolStateError("initialize() must come first")
         if self._terminated:
-            raise ConfigurationError("the connection was terminated")
+            raise ProtocolStateError("the connection was terminated")
 
     def _open(self, context_id: str | None) -> _Context:
         """The context to send text into, made if new; refuses one past its input."""
@@ -227,7 +227,7 @@ class ClientProtocol:
         if ctx is None:
             ctx = self._contexts[context_id] = _Context()
         elif ctx.state is not ContextState.OPEN:
-            raise ConfigurationError(f"context {context_id!r} is {ctx.state.value}: no more text")
+            raise ProtocolStateError(f"context {context_id!r} is {ctx.state.value}: no more text")
         return ctx
 
     def _text_message(self, context_id: str | None, ctx: _Context, text: str, force: bool) -> str:

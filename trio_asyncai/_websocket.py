@@ -572,6 +572,7 @@ class Synthesizer(SpeakerBase):
         self._check_open()
         settings = self._settings
         conn = await self._connection_for(settings)
+        self._check_open()  # closed while we connected
         fmt = settings.output_format
         max_bytes = (
             None
@@ -597,27 +598,39 @@ class Synthesizer(SpeakerBase):
         assert isinstance(conn, _Connection)
         return conn
 
-    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
+    def _usable_connection(self, utterance: Utterance) -> _Connection | None:
+        """The utterance's connection if text may go out on it now; ``None`` if it is moot.
+
+        Called after a checkpoint, so anything may have happened meanwhile:
+        an interrupt or the block's end (nothing more goes out), the
+        utterance's failure (its own error), the synthesizer closing, or the
+        connection's loss.
+        """
         conn = self._conn_of(utterance)
-        await trio.lowlevel.checkpoint()
         if utterance.interrupted or utterance.state == "closed":
-            return  # interrupted or abandoned while we yielded: nothing more goes out
-        utterance._check_open()  # failed meanwhile: its own error
-        if not conn.alive:
+            return None
+        utterance._check_open()
+        if self._closed:
+            raise SynthesizerClosedError("the synthesizer was closed", utterance=utterance)
+        if not conn.alive or conn.closing:
             raise ConnectionLostError("the connection was lost", utterance=utterance)
+        return conn
+
+    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        conn = self._usable_connection(utterance)
+        if conn is None:
+            return
         utterance._note_text(text, force=force)
         message = conn.protocol.send_text(utterance.context_id, text, force=force)
         if message is not None:
             conn.send_nowait(message)
 
     async def _finish(self, utterance: Utterance, text: str) -> None:
-        conn = self._conn_of(utterance)
         await trio.lowlevel.checkpoint()
-        if utterance.interrupted or utterance.state == "closed":
-            return  # interrupted or abandoned while we yielded: nothing more goes out
-        utterance._check_open()  # failed meanwhile: its own error
-        if not conn.alive:
-            raise ConnectionLostError("the connection was lost", utterance=utterance)
+        conn = self._usable_connection(utterance)
+        if conn is None:
+            return
         utterance._note_text(text, force=True)
         messages = conn.protocol.finish(utterance.context_id, text)
         for message in messages:
