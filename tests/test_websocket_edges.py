@@ -13,10 +13,15 @@ import trio
 import trio.testing
 
 from trio_asyncai import (
+    ConnectionLostError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    SynthesisTimeout,
     SynthesizerClosedError,
     open_synthesizer,
 )
-from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
+from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 
 TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
 
@@ -106,3 +111,139 @@ async def test_an_utterance_racing_aclose_gets_synthesizer_closed(
     # Either it was fast enough to finish, or it was closed: never another error.
     assert outcome is None or isinstance(outcome, SynthesizerClosedError), repr(outcome)
     assert server.log.unclosed_contexts() == []
+
+
+# ------------------------------------------------------------------- backoff
+
+
+async def _speak_timed(synth: Any) -> float:
+    """Trio time one utterance took, from asking to its end."""
+    start = trio.current_time()
+    async with synth.speak("Timed.") as utterance:
+        assert await utterance.read_all()
+    return trio.current_time() - start
+
+
+async def test_a_refused_handshake_that_will_not_pass_does_not_grow_the_backoff(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(600):
+        async with synth_for(server, reconnect_backoff=5.0) as synth:
+            server.faults.reject_handshake_status = 404  # VERSION_NOT_FOUND: no retry helps
+            synth.update_settings(voice_id=PREDEFINED_VOICES[1].voice_id)
+            with pytest.raises(NotFoundError):
+                await _speak_timed(synth)
+            server.faults.reject_handshake_status = None
+            synth.update_settings(voice_id=PREDEFINED_VOICES[2].voice_id)
+            took = await _speak_timed(synth)
+    assert took < 1.0  # no 5 s wait for a refusal that was not worth a retry
+
+
+async def test_a_good_connect_resets_the_backoff_of_failed_ones(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(600):
+        async with synth_for(server, reconnect_backoff=1.0, connect_timeout=60) as synth:
+            server.faults.reject_handshake_status = 503
+            synth.update_settings(voice_id=PREDEFINED_VOICES[1].voice_id)
+            with pytest.raises(ServerError):
+                await _speak_timed(synth)  # four failed attempts: the backoff is at 8 s
+            server.faults.reject_handshake_status = None
+            await _speak_timed(synth)  # waits its turn once, then connects
+            server.faults.drop_after_audio_messages = 1
+            with pytest.raises(ConnectionLostError):
+                await _speak_timed(synth)
+            server.faults.drop_after_audio_messages = None
+            took = await _speak_timed(synth)
+    # One drop since a good connect: the first step of the backoff (1 to 1.5 s), not 16 s.
+    assert 1.0 <= took < 2.0
+
+
+async def test_a_rate_limited_close_backs_off(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(600):
+        async with synth_for(server, reconnect_backoff=3.0) as synth:
+            async with synth.open_utterance() as utterance:
+                await utterance.send("Held open. ")
+                connection = synth._connection
+                assert connection is not None
+                connection.fail(RateLimitError("slow down", code="RATE_LIMIT_EXCEEDED"))
+                with pytest.raises(RateLimitError):
+                    await utterance.read_all()
+            took = await _speak_timed(synth)
+    assert 3.0 <= took < 5.0
+
+
+async def test_backoff_waits_are_jittered(server: LocalServer, jump_clock: trio.testing.MockClock) -> None:
+    server.faults.drop_after_audio_messages = 1
+    waits: list[float] = []
+    with trio.fail_after(600):
+        async with synth_for(server, reconnect_backoff=1.0) as synth:
+            for _ in range(5):
+                start = trio.current_time()
+                with pytest.raises(ConnectionLostError):
+                    async with synth.speak("Dropped again and again.") as utterance:
+                        await utterance.read_all()
+                waits.append(trio.current_time() - start)
+    steps = [1.0, 2.0, 4.0, 8.0]
+    for wait, step in zip(waits[1:], steps, strict=True):
+        assert step <= wait < 1.5 * step + 0.5
+    # Not exactly the doubling: drawn from [d, 1.5 d).
+    assert any(wait - step > 0.01 for wait, step in zip(waits[1:], steps, strict=True))
+
+
+# ------------------------------------------------------------ a hung service
+
+
+async def test_a_hung_service_fails_entering_within_connect_timeout(
+    jump_clock: trio.testing.MockClock,
+) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, silent, 0)
+            port = listeners[0].socket.getsockname()[1]
+            start = trio.current_time()
+            with pytest.raises(SynthesisTimeout):
+                async with open_synthesizer(base_url=f"http://127.0.0.1:{port}", voice_id="v"):
+                    pass  # pragma: no cover
+            took = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+    # The default connect_timeout, retries included: not four times it.
+    assert 10.0 <= took < 11.0
+
+
+# ------------------------------------------------------------ the key in locals
+
+
+async def test_no_long_lived_frame_holds_the_key(server: LocalServer) -> None:
+    """Error reporters record frame locals: no frame of the SDK's running tasks may hold the key.
+
+    (The local server's own frames, in this process too, are not the SDK's.)
+    """
+    key = "sk_secret_do_not_leak_0123456789"
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server, api_key=key) as synth:
+            async with synth.speak("Hello.") as utterance:
+                await utterance.read_all()
+            leaks = []
+            root = trio.lowlevel.current_root_task()
+            assert root is not None
+            stack = [root]
+            while stack:
+                task = stack.pop()
+                for nursery in task.child_nurseries:
+                    stack.extend(nursery.child_tasks)
+                frame = task.coro.cr_frame
+                while frame is not None:
+                    filename = frame.f_code.co_filename.replace("\\", "/")
+                    ours = "/trio_asyncai/" in filename and "/trio_asyncai/server/" not in filename
+                    for name, value in frame.f_locals.items() if ours else ():
+                        if key in repr(value) or (isinstance(value, str) and key in value):
+                            leaks.append(f"{frame.f_code.co_name}: {name}")
+                    frame = frame.f_back
+    assert leaks == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import ssl
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -23,6 +24,7 @@ from ._errors import (
     ConnectionLostError,
     ContextEndedError,
     ProtocolError,
+    RateLimitError,
     SynthesisTimeout,
     SynthesizerClosedError,
     TransportError,
@@ -68,6 +70,8 @@ _KNOWN_CODES: Final = _SETTINGS_ERRORS | {
 }
 #: The service's word that it is closing a connection that was idle (60 s without a message).
 _IDLE_CODE: Final = "TIMEOUT"
+#: The longest wait between connection attempts (before jitter).
+_MAX_BACKOFF: Final = 30.0
 #: The largest server message we accept by default: one message may carry seconds of audio
 #: (four seconds of 48 kHz f32 is 1 MiB of samples, a third more in base64).
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
@@ -92,13 +96,36 @@ class SynthesizerStatistics:
     messages_ignored: int
 
 
-def _websocket_url(base_url: str, api_key: ApiKey | None) -> str:
-    parts = urlsplit(base_url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    query = f"version={API_VERSION}"
-    if api_key is not None:
-        query = f"api_key={quote(api_key.value, safe='')}&{query}"
-    return f"{scheme}://{parts.netloc}{parts.path}{_WS_PATH}?{query}"
+@attrs.frozen
+class _Endpoint:
+    """Where the WebSocket is: everything but the key, which only :meth:`resource` adds."""
+
+    secure: bool
+    host: str
+    port: int
+    #: The ``Host`` header: the host, and the port unless it is the default.
+    host_header: str
+    path: str
+
+    @classmethod
+    def of(cls, base_url: str) -> _Endpoint:
+        parts = urlsplit(base_url)
+        secure = parts.scheme in ("https", "wss")
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        host_header = host if parts.port is None else f"{host}:{port}"
+        return cls(secure, host, port, host_header, f"{parts.path}{_WS_PATH}")
+
+    def resource(self, api_key: ApiKey | None) -> str:
+        """The request target, with the key in its query as the service wants it.
+
+        Built only as the argument of the handshake, so that no variable of a
+        long-lived frame holds it (error reporters record frame locals).
+        """
+        query = f"version={API_VERSION}"
+        if api_key is not None:
+            query = f"api_key={quote(api_key.value, safe='')}&{query}"
+        return f"{self.path}?{query}"
 
 
 def _rejection_error(exc: trio_websocket.ConnectionRejected) -> AsyncAIError:
@@ -157,10 +184,10 @@ class _Connection:
         if not self.alive:
             return
         self.alive = False
-        if self.utterances and isinstance(error, TransportError):
-            # Lost under someone's feet: the next connection waits its turn,
-            # so that a flapping service is not hammered.
-            self.synth._failures_in_a_row += 1
+        if self.utterances and isinstance(error, TransportError | RateLimitError):
+            # Lost under someone's feet, or told to slow down: the next
+            # connection waits its turn, so that a flapping service is not hammered.
+            self.synth._drops_in_a_row += 1
         for utterance in list(self.utterances.values()):
             utterance._fail(copy_error(error))
         self.utterances.clear()
@@ -286,7 +313,7 @@ class _Connection:
             if utterance is not None:
                 utterance._complete()
                 self.forget(utterance)
-                self.synth._failures_in_a_row = 0  # the service works: no backoff
+                self.synth._drops_in_a_row = 0  # the service works: no backoff
         elif isinstance(event, ContextEndedEarly):
             # Our choice where the reference is silent: the service ended the
             # context while we could still send text. Its audio so far is
@@ -400,7 +427,11 @@ class Synthesizer(SpeakerBase):
         self._connect_lock = trio.Lock()
         self._closed = False
         self._close_requested = trio.Event()
-        self._failures_in_a_row = 0
+        #: Retryable connection failures since the last good connect.
+        self._connect_failures = 0
+        #: Connections lost (or rate-limited) under utterances since one last completed.
+        self._drops_in_a_row = 0
+        self._random = random.Random()
         self._settings_error: tuple[Settings, APIError] | None = None
         self._connections_opened = 0
         self._keepalives_sent = 0
@@ -427,14 +458,15 @@ class Synthesizer(SpeakerBase):
 
     # ---------------------------------------------------------- connection
 
-    async def _connect(self, settings: Settings) -> _Connection:
+    async def _connect(self, settings: Settings, deadline: float) -> _Connection:
         with single_exception():
-            conn: _Connection = await self._nursery.start(self._run_connection, settings)
+            conn: _Connection = await self._nursery.start(self._run_connection, settings, deadline)
         return conn
 
     async def _run_connection(
         self,
         settings: Settings,
+        deadline: float,
         *,
         task_status: trio.TaskStatus[_Connection] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -444,22 +476,19 @@ class Synthesizer(SpeakerBase):
         so that whatever happens in the handshake (a refusal, a timeout, a
         peer that is no HTTP server) the socket is closed here, by its owner.
         """
-        parts = urlsplit(_websocket_url(self.base_url, self._api_key))
-        secure = parts.scheme == "wss"
-        host = parts.hostname or ""
-        port = parts.port or (443 if secure else 80)
-        host_header = host if parts.port is None else f"{host}:{port}"
-        resource = f"{parts.path}?{parts.query}"
-        deadline = trio.current_time() + self._connect_timeout
+        endpoint = _Endpoint.of(self.base_url)
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
         try:
             with trio.fail_at(deadline):
-                if secure:
+                if endpoint.secure:
                     stream = await trio.open_ssl_over_tcp_stream(
-                        host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                        endpoint.host,
+                        endpoint.port,
+                        ssl_context=ssl.create_default_context(),
+                        https_compatible=True,
                     )
                 else:
-                    stream = await trio.open_tcp_stream(host, port)
+                    stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
         except trio.TooSlowError:
             raise self._timeout_error() from None
         except OSError as exc:
@@ -469,7 +498,11 @@ class Synthesizer(SpeakerBase):
             async with trio.open_nursery() as nursery:
                 with trio.fail_at(deadline):
                     ws = await trio_websocket.wrap_client_stream(
-                        nursery, stream, host_header, resource, max_message_size=self._max_message_size
+                        nursery,
+                        stream,
+                        endpoint.host_header,
+                        endpoint.resource(self._api_key),
+                        max_message_size=self._max_message_size,
                     )
                 conn = _Connection(self, settings, ws)
                 conn.send_nowait(conn.protocol.initialize())
@@ -497,6 +530,20 @@ class Synthesizer(SpeakerBase):
     def _timeout_error(self) -> SynthesisTimeout:
         return SynthesisTimeout(f"connecting to {self.base_url} took over {self._connect_timeout} s")
 
+    def _backoff(self) -> float:
+        """The wait before the next connection attempt: doubling, capped, with jitter.
+
+        It grows with retryable connection failures (reset by a good connect)
+        and with connections lost under utterances (reset by a completed one),
+        so that a flapping service is not hammered; each wait is drawn from
+        ``[d, 1.5 d)`` so that many clients do not come back in step.
+        """
+        failures = self._connect_failures + self._drops_in_a_row
+        if failures == 0:
+            return 0.0
+        delay = min(self._reconnect_backoff * 2.0 ** (failures - 1), _MAX_BACKOFF)
+        return delay * self._random.uniform(1.0, 1.5)
+
     def _handshake_error(self, group: BaseExceptionGroup[BaseException]) -> AsyncAIError:
         """Our exception for what went wrong before the connection was up."""
         found = _leaves(group)
@@ -523,28 +570,37 @@ class Synthesizer(SpeakerBase):
                 conn.retiring = True
                 if not conn.utterances:
                     conn.close()
+            # A service that dropped us lately gets its rest before we try.
+            delay = self._backoff()
+            if delay:
+                logger.debug("reconnecting in %.1f s", delay)
+                await trio.sleep(delay)
+            # From the first attempt on, connect_timeout bounds getting a
+            # connection: attempts and the waits between them.
+            deadline = trio.current_time() + self._connect_timeout
             attempt = 0
-            asked: float | None = None  # the wait the service asked for, if it did
             while True:
-                if asked is not None or self._failures_in_a_row:
-                    delay = (
-                        asked
-                        if asked is not None
-                        else min(self._reconnect_backoff * 2 ** (self._failures_in_a_row - 1), 30.0)
-                    )
-                    logger.debug("reconnecting in %.1f s", delay)
-                    await trio.sleep(delay)
                 try:
-                    conn = await self._connect(settings)
+                    conn = await self._connect(settings, deadline)
                 except AsyncAIError as exc:
-                    self._failures_in_a_row += 1
                     attempt += 1
-                    asked = exc.retry_after if isinstance(exc, APIError) else None
+                    if exc.retryable:
+                        self._connect_failures += 1
                     if not exc.retryable or attempt > self._max_reconnect_attempts:
                         if isinstance(exc, APIError) and exc.code in _SETTINGS_ERRORS:
                             self._settings_error = (settings, exc)
                         raise
+                    if trio.current_time() >= deadline:
+                        raise self._timeout_error() from None
+                    # The wait the service asked for, if it did; else the backoff.
+                    asked = exc.retry_after if isinstance(exc, APIError) else None
+                    delay = asked if asked is not None else self._backoff()
+                    if trio.current_time() + delay >= deadline:
+                        raise  # no time left for another attempt: the real cause
+                    logger.debug("reconnecting in %.1f s", delay)
+                    await trio.sleep(delay)
                     continue
+                self._connect_failures = 0
                 self._connection = conn
                 return conn
 
@@ -722,7 +778,11 @@ async def open_synthesizer(
         ``https://api.async.com``. ``http(s)://`` becomes ``ws(s)://``.
     :param keepalive_interval: seconds of silence after which a keepalive is
         sent (``None``: never).
-    :param connect_timeout: seconds allowed for connecting.
+    :param connect_timeout: seconds allowed for getting a connection, every
+        attempt and the waits between them included: entering the block
+        against a service that never answers fails with
+        :exc:`~trio_asyncai.SynthesisTimeout` after this long, and so does an
+        utterance that needs a new connection.
     :param audio_timeout: seconds a finished utterance waits for its next
         audio or its end before failing with
         :exc:`~trio_asyncai.SynthesisTimeout` (``None``: forever). It runs
@@ -732,8 +792,12 @@ async def open_synthesizer(
         before it fails with :exc:`~trio_asyncai.SlowConsumerError`
         (``None``: no limit).
     :param max_reconnect_attempts: connection attempts after the first that
-        fails, for errors that may pass (network, 429, 5xx).
-    :param reconnect_backoff: the first delay between attempts; it doubles.
+        fails, for errors that may pass (network, 429, 5xx), within
+        ``connect_timeout``.
+    :param reconnect_backoff: the first delay between attempts; it doubles
+        with each failure (up to 30 s), and each wait is drawn from
+        ``[d, 1.5 d)``. A wait the service asks for (``retry_after_ms``) is
+        waited instead, exactly.
     :param max_message_size: the largest message (in bytes) accepted from
         the service; a larger one ends the connection with
         :exc:`~trio_asyncai.ConnectionLostError`. One message can hold
