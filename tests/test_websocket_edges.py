@@ -247,3 +247,19 @@ async def test_no_long_lived_frame_holds_the_key(server: LocalServer) -> None:
                             leaks.append(f"{frame.f_code.co_name}: {name}")
                     frame = frame.f_back
     assert leaks == []
+
+
+async def test_a_connection_near_the_services_idle_limit_is_not_used_for_a_new_utterance(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    """Without keepalives, the service's idle close could cross the next utterance's first text."""
+    with trio.fail_after(600):
+        async with synth_for(server, keepalive_interval=None) as synth:
+            await _speak_timed(synth)
+            await trio.sleep(40)  # well within the service's 60 s: the same connection
+            await _speak_timed(synth)
+            assert synth.statistics().connections_opened == 1
+            await trio.sleep(55)  # close to it: a fresh connection instead
+            await _speak_timed(synth)
+            assert synth.statistics().connections_opened == 2
+    assert server.log.unclosed_contexts() == []

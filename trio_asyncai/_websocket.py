@@ -70,6 +70,10 @@ _KNOWN_CODES: Final = _SETTINGS_ERRORS | {
 }
 #: The service's word that it is closing a connection that was idle (60 s without a message).
 _IDLE_CODE: Final = "TIMEOUT"
+#: The service closes a connection that has received nothing for this long...
+_SERVICE_IDLE_LIMIT: Final = 60.0
+#: ...so none this close to it is used for a new utterance.
+_IDLE_MARGIN: Final = 10.0
 #: The longest wait between connection attempts (before jitter).
 _MAX_BACKOFF: Final = 30.0
 #: The largest server message we accept by default: one message may carry seconds of audio
@@ -164,6 +168,16 @@ class _Connection:
         self.retiring = False
         #: The message the sender took from the outbox and has not sent yet.
         self._unsent: str | None = None
+
+    def near_idle_close(self) -> bool:
+        """Whether the service may be about to close this connection as idle.
+
+        The service closes a connection that received nothing for 60 s. One
+        that has been silent for most of that is not worth starting an
+        utterance on: its close could cross our first text and fail the
+        utterance for nothing. (With the keepalive on, this never happens.)
+        """
+        return trio.current_time() - self.last_sent >= _SERVICE_IDLE_LIMIT - _IDLE_MARGIN
 
     def send_nowait(self, message: str) -> None:
         if self.alive and not self.closing:
@@ -562,7 +576,13 @@ class Synthesizer(SpeakerBase):
         """The live connection for these settings, (re)connecting as needed."""
         async with self._connect_lock:
             conn = self._connection
-            if conn is not None and conn.alive and conn.settings == settings and not conn.retiring:
+            if (
+                conn is not None
+                and conn.alive
+                and conn.settings == settings
+                and not conn.retiring
+                and not conn.near_idle_close()
+            ):
                 return conn
             if self._settings_error is not None and self._settings_error[0] == settings:
                 raise copy_error(self._settings_error[1])
