@@ -155,8 +155,10 @@ async def test_a_good_connect_resets_the_backoff_of_failed_ones(
                 await _speak_timed(synth)
             server.faults.drop_after_audio_messages = None
             took = await _speak_timed(synth)
-    # One drop since a good connect: the first step of the backoff (1 to 1.5 s), not 16 s.
-    assert 1.0 <= took < 2.0
+    # Two drops since a good connect (the utterance lost before any audio
+    # moved once, then lost again): the second step of the backoff (2 to 3
+    # s), not the 32 s that the four failed attempts before would add.
+    assert 2.0 <= took < 3.5
 
 
 async def test_a_rate_limited_close_backs_off(
@@ -263,3 +265,47 @@ async def test_a_connection_near_the_services_idle_limit_is_not_used_for_a_new_u
             await _speak_timed(synth)
             assert synth.statistics().connections_opened == 2
     assert server.log.unclosed_contexts() == []
+
+
+# ------------------------------------------- lost before any audio: moved once
+
+
+async def test_an_utterance_lost_before_any_audio_moves_to_a_new_connection(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(600):
+        async with synth_for(server) as synth:
+            await _speak_timed(synth)  # the connection has sent audio: the fault drops it now
+            server.faults.drop_after_audio_messages = 0
+            async with synth.open_utterance() as utterance:
+                await utterance.send("Said once, ")
+                await utterance.finish("heard once.")
+                # Dropped at its first audio; it waits out the backoff meanwhile.
+                await server.log.wait_for(lambda log: log.connections_closed == 1)
+                server.faults.drop_after_audio_messages = None
+                audio = await utterance.read_all()
+            opened = synth.statistics().connections_opened
+            await server.log.wait_for(lambda log: not log.unclosed_contexts())
+    assert utterance.state == "complete"
+    assert audio
+    assert opened == 2
+    # The second connection got the whole utterance, in order.
+    second = [m for m in server.log.connections[1].messages if m.get("context_id") == utterance.context_id]
+    assert second == [
+        {"transcript": "Said once, ", "context_id": utterance.context_id},
+        {"transcript": "heard once. ", "context_id": utterance.context_id, "force": True},
+        {"close_context": True, "transcript": "", "context_id": utterance.context_id},
+    ]
+
+
+async def test_an_utterance_that_had_audio_is_not_moved(server: LocalServer) -> None:
+    server.faults.drop_after_audio_messages = 1
+    with trio.fail_after(TIMEOUT):
+        async with synth_for(server) as synth:
+            received = 0
+            with pytest.raises(ConnectionLostError):
+                async with synth.speak("Long enough to need a few messages, surely.") as utterance:
+                    async for chunk in utterance:
+                        received += len(chunk.audio)
+            assert received > 0  # heard in part: saying it again would repeat it
+            assert synth.statistics().connections_opened == 1

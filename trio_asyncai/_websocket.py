@@ -144,6 +144,19 @@ def _rejection_error(exc: trio_websocket.ConnectionRejected) -> AsyncAIError:
     )
 
 
+@attrs.define(eq=False)
+class _Route:
+    """The WebSocket side of one utterance: its connection, and what it asked to send."""
+
+    #: ``None`` while the utterance moves to a new connection.
+    conn: _Connection | None
+    #: Every send and the finish, in order, as (finish, text, force): said
+    #: again on a new connection if the first is lost before any audio.
+    asked: list[tuple[bool, str, bool]] = attrs.field(factory=list)
+    #: It moved once already: a second loss fails it.
+    moved: bool = False
+
+
 @final
 class _Connection:
     """One WebSocket connection and the contexts open on it."""
@@ -184,6 +197,22 @@ class _Connection:
             self.last_sent = trio.current_time()
             self.outbox_send.send_nowait(message)
 
+    def put_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
+        """Queue an utterance's text, as the protocol says to send it."""
+        message = self.protocol.send_text(utterance.context_id, text, force=force)
+        if message is not None:
+            self.send_nowait(message)
+
+    def put_finish(self, utterance: Utterance, text: str) -> None:
+        """Queue the end of an utterance's input (last text, close_context)."""
+        messages = self.protocol.finish(utterance.context_id, text)
+        for message in messages:
+            self.send_nowait(message)
+        if not messages:
+            # Nothing ever reached the service: there is no audio to wait for.
+            utterance._complete()
+            self.forget(utterance)
+
     def forget(self, utterance: Utterance) -> None:
         """Stop routing audio to the utterance, and close its context if it is still open."""
         self.utterances.pop(utterance.context_id, None)
@@ -202,10 +231,25 @@ class _Connection:
             # Lost under someone's feet, or told to slow down: the next
             # connection waits its turn, so that a flapping service is not hammered.
             self.synth._drops_in_a_row += 1
+        moving: list[Utterance] = []
         for utterance in list(self.utterances.values()):
-            utterance._fail(copy_error(error))
+            route = self.synth._route_of(utterance)
+            if (
+                isinstance(error, ConnectionLostError)
+                and utterance.metrics.audio_bytes == 0
+                and not route.moved
+                and not self.synth._closed
+            ):
+                # Lost before a byte of it was heard (an idle close crossing
+                # its first text, say): try it once more on a new connection.
+                route.moved = True
+                moving.append(utterance)
+            else:
+                utterance._fail(copy_error(error))
         self.utterances.clear()
         self.cancel_scope.cancel()
+        if moving:
+            self.synth._move(self.settings, moving)
 
     def close(self) -> None:
         """Queue the terminate message; the sender then closes the socket."""
@@ -438,6 +482,8 @@ class Synthesizer(SpeakerBase):
         self._connections: set[_Connection] = set()
         #: Every utterance whose block is still open, on any connection.
         self._utterances: dict[str, Utterance] = {}
+        #: Utterances on their way to a new connection (see _rehome).
+        self._moving: set[Utterance] = set()
         self._connect_lock = trio.Lock()
         self._closed = False
         self._close_requested = trio.Event()
@@ -662,64 +708,100 @@ class Synthesizer(SpeakerBase):
             audio_timeout=self._audio_timeout,
             max_buffered_bytes=max_bytes,
         )
-        utterance._route = conn
+        utterance._route = _Route(conn)
         conn.utterances[utterance.context_id] = utterance
         async with self._utterance_block(utterance):
             yield utterance
 
     # ----------------------------------------------- the Utterance transport
 
-    def _conn_of(self, utterance: Utterance) -> _Connection:
-        conn = utterance._route
-        assert isinstance(conn, _Connection)
-        return conn
+    @staticmethod
+    def _route_of(utterance: Utterance) -> _Route:
+        route = utterance._route
+        assert isinstance(route, _Route)
+        return route
 
-    def _usable_connection(self, utterance: Utterance) -> _Connection | None:
-        """The utterance's connection if text may go out on it now; ``None`` if it is moot.
+    def _may_send(self, utterance: Utterance) -> _Route | None:
+        """The utterance's route if its text may go out now; ``None`` if that is moot.
 
         Called after a checkpoint, so anything may have happened meanwhile:
         an interrupt or the block's end (nothing more goes out), the
         utterance's failure (its own error), the synthesizer closing, or the
-        connection's loss.
+        connection's loss. While the utterance moves to a new connection
+        (see :meth:`_rehome`) its text is kept for it.
         """
-        conn = self._conn_of(utterance)
+        route = self._route_of(utterance)
         if utterance.interrupted or utterance.state == "closed":
             return None
         utterance._check_open()
         if self._closed:
             raise SynthesizerClosedError("the synthesizer was closed", utterance=utterance)
-        if not conn.alive or conn.closing:
+        conn = route.conn
+        if conn is not None and (not conn.alive or conn.closing):
             raise ConnectionLostError("the connection was lost", utterance=utterance)
-        return conn
+        return route
 
     async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
         await trio.lowlevel.checkpoint()
-        conn = self._usable_connection(utterance)
-        if conn is None:
+        route = self._may_send(utterance)
+        if route is None:
             return
         utterance._note_text(text, force=force)
-        message = conn.protocol.send_text(utterance.context_id, text, force=force)
-        if message is not None:
-            conn.send_nowait(message)
+        route.asked.append((False, text, force))
+        if route.conn is not None:
+            route.conn.put_text(utterance, text, force=force)
 
     async def _finish(self, utterance: Utterance, text: str) -> None:
         await trio.lowlevel.checkpoint()
-        conn = self._usable_connection(utterance)
-        if conn is None:
+        route = self._may_send(utterance)
+        if route is None:
             return
         utterance._note_text(text, force=True)
-        messages = conn.protocol.finish(utterance.context_id, text)
-        for message in messages:
-            conn.send_nowait(message)
         utterance._note_finished()
-        if not messages:
-            # Nothing ever reached the service: there is no audio to wait for.
-            utterance._complete()
-            conn.forget(utterance)
+        route.asked.append((True, text, True))
+        if route.conn is not None:
+            route.conn.put_finish(utterance, text)
 
     def _abandon(self, utterance: Utterance) -> None:
-        conn = self._conn_of(utterance)
-        conn.forget(utterance)
+        route = self._route_of(utterance)
+        self._moving.discard(utterance)
+        if route.conn is not None:
+            route.conn.forget(utterance)
+
+    def _move(self, settings: Settings, utterances: list[Utterance]) -> None:
+        """Carry utterances whose connection was lost before any audio to a new one."""
+        for utterance in utterances:
+            self._route_of(utterance).conn = None
+            self._moving.add(utterance)
+        self._nursery.start_soon(self._rehome, settings, utterances)
+
+    async def _rehome(self, settings: Settings, utterances: list[Utterance]) -> None:
+        """Open a connection for moved utterances and say again what each asked for.
+
+        Nothing of theirs had been heard, so nothing is heard twice: to the
+        caller the loss is a pause. If no connection can be had, they fail
+        with the reason.
+        """
+        try:
+            conn = await self._connection_for(settings)
+        except AsyncAIError as exc:
+            for utterance in utterances:
+                if utterance in self._moving:
+                    self._moving.discard(utterance)
+                    utterance._fail(copy_error(exc))
+            return
+        for utterance in utterances:
+            if utterance not in self._moving:
+                continue  # interrupted, abandoned or failed on the way
+            self._moving.discard(utterance)
+            route = self._route_of(utterance)
+            route.conn = conn
+            conn.utterances[utterance.context_id] = utterance
+            for finish, text, force in route.asked:
+                if finish:
+                    conn.put_finish(utterance, text)
+                else:
+                    conn.put_text(utterance, text, force=force)
 
     # ---------------------------------------------------------------- close
 
@@ -742,6 +824,9 @@ class Synthesizer(SpeakerBase):
         even when the block was cancelled. The caller then cancels the nursery.
         """
         self._closed = True
+        for utterance in list(self._moving):
+            utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
+        self._moving.clear()
         for conn in list(self._connections):
             for utterance in list(conn.utterances.values()):
                 utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
