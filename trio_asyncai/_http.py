@@ -19,7 +19,7 @@ from ._protocol import StreamScanner
 from ._rest import RestCore, map_transport_error
 from ._speaker import SpeakerBase
 from ._types import DEFAULT_MODEL, OutputFormat, Settings, resolve_common
-from ._utterance import Utterance
+from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = [
     "HttpSynthesizer",
@@ -77,7 +77,11 @@ class HttpSynthesizer(SpeakerBase):
         self._nursery = nursery
         self._rest = rest
         self._settings = settings
+        # httpx bounds each phase: connecting, writing the request, each body
+        # read (audio_timeout); the wait for the answer's headers is bounded
+        # by answer_timeout (connect_timeout, counted from the request on).
         self._timeout = httpx.Timeout(connect_timeout, read=audio_timeout, write=connect_timeout, pool=None)
+        self._connect_timeout = connect_timeout
         self._max_buffered_audio = max_buffered_audio
         self._utterances: dict[str, Utterance] = {}
         self._closed = False
@@ -104,17 +108,22 @@ class HttpSynthesizer(SpeakerBase):
     @asynccontextmanager
     async def open_utterance(self) -> AsyncGenerator[Utterance, None]:
         """Open an utterance to stream text into; see :meth:`Synthesizer.open_utterance`."""
-        if self._closed:
-            raise SynthesizerClosedError("the synthesizer is closed")
         settings = self._settings  # read before the checkpoint: the settings as of this call
         await trio.lowlevel.checkpoint()
+        # Checked after the checkpoint, with no checkpoint from here to
+        # start_soon: an aclose() meanwhile must not leave an utterance in a
+        # nursery that is closing (or closed to new tasks).
+        if self._closed:
+            raise SynthesizerClosedError("the synthesizer is closed")
         fmt = settings.output_format
-        max_bytes = (
-            None
-            if self._max_buffered_audio is None or fmt.container == "mp3"
-            else int(self._max_buffered_audio * fmt.sample_rate * fmt.sample_width)
+        utterance = Utterance(
+            self,
+            uuid.uuid4().hex,
+            fmt,
+            audio_timeout=None,
+            max_buffered_bytes=buffer_limit(fmt, self._max_buffered_audio),
+            backpressure=True,
         )
-        utterance = Utterance(self, uuid.uuid4().hex, fmt, audio_timeout=None, max_buffered_bytes=max_bytes)
         send, receive = trio.open_memory_channel[str](math.inf)
         route = _Route(settings, send, receive, SentenceAggregator(settings.language or "en"))
         utterance._route = route
@@ -170,6 +179,9 @@ class HttpSynthesizer(SpeakerBase):
         with route.cancel_scope:
             try:
                 async for segment in route.segments_receive:
+                    # No request for the next sentence while the last one's
+                    # audio fills the buffer: the reader catches up first.
+                    await utterance._wait_for_room()
                     await self._stream_segment(utterance, route.settings, segment)
             except AsyncAIError as exc:
                 utterance._fail(exc)
@@ -187,6 +199,7 @@ class HttpSynthesizer(SpeakerBase):
             _STREAM_PATH,
             json_body=body,
             timeout=self._timeout,
+            answer_timeout=self._connect_timeout,
             what="streaming synthesis",
             expect_audio=True,
         ) as response:
@@ -197,14 +210,17 @@ class HttpSynthesizer(SpeakerBase):
                 async for data in response.aiter_bytes():
                     if not scanner.quota_exceeded:
                         utterance._deliver(scanner.feed(data))
+                        # Backpressure: read no further while the reader is behind.
+                        await utterance._wait_for_room()
             except httpx.HTTPError as exc:
+                if scanner.quota_exceeded:
+                    # The marker said why the body ends; how it broke off after it does not matter.
+                    raise _quota_error() from None
                 # Audio that arrived before the failure is still the caller's.
                 utterance._deliver(scanner.end())
                 raise map_transport_error(exc, "streaming synthesis") from None
         if scanner.quota_exceeded:
-            raise QuotaExceededError(
-                "the usage quota ran out during synthesis", code="USAGE_LIMIT_EXCEEDED", status=429
-            )
+            raise _quota_error()
         utterance._deliver(scanner.end())
 
     async def aclose(self) -> None:
@@ -225,6 +241,13 @@ class HttpSynthesizer(SpeakerBase):
             self._abandon(utterance)
 
 
+def _quota_error() -> QuotaExceededError:
+    """What the quota marker in a streamed body stands for."""
+    return QuotaExceededError(
+        "the usage quota ran out during synthesis", code="USAGE_LIMIT_EXCEEDED", status=429
+    )
+
+
 @asynccontextmanager
 async def open_http_synthesizer(
     *,
@@ -238,9 +261,9 @@ async def open_http_synthesizer(
     stability: int | None = None,
     base_url: str | None = None,
     client: httpx.AsyncClient | None = None,
-    connect_timeout: float = 10.0,
-    audio_timeout: float | None = 30.0,
-    max_buffered_audio: float | None = 600.0,
+    connect_timeout: float = 5.0,
+    audio_timeout: float | None = 10.0,
+    max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
     max_retries: int = 3,
     retry_backoff: float = 0.5,
 ) -> AsyncIterator[HttpSynthesizer]:
@@ -255,9 +278,21 @@ async def open_http_synthesizer(
 
     :param client: an :class:`httpx.AsyncClient` to send requests with; it is
         left open. Without one, the synthesizer makes and closes its own.
-    :param audio_timeout: seconds of silence allowed between body chunks.
+    :param connect_timeout: seconds allowed for each request from sending it
+        to the answer's headers, connecting included
+        (:exc:`~trio_asyncai.SynthesisTimeout`; retried once).
+    :param audio_timeout: seconds of silence allowed between body chunks,
+        from the headers on (``None``: forever); never retried, as audio may
+        have been delivered. No clock runs while the synthesizer holds back
+        because the utterance's buffer is full.
+    :param max_buffered_audio: seconds of unread audio one utterance may
+        hold (``None``: no limit), counted as :ref:`buffered-audio` says.
+        Over HTTP this is backpressure, never an error: while the buffer is
+        full, the synthesizer reads no further into the body and sends no
+        request for the next sentence, until you read.
     :param max_retries: retries for 429, 5xx and failed connections, before
-        any audio of a request has arrived (never after).
+        any audio of a request has arrived (never after); a timeout is
+        retried once at most.
     :param retry_backoff: the first delay between retries; it doubles, and a
         wait the service asks for (``extra.retry_after_ms`` or ``Retry-After``)
         replaces it.
@@ -276,6 +311,13 @@ async def open_http_synthesizer(
     )
     if client is not None and not isinstance(client, httpx.AsyncClient):
         raise ConfigurationError("client must be an httpx.AsyncClient")
+    for name, value in (
+        ("connect_timeout", connect_timeout),
+        ("audio_timeout", audio_timeout),
+        ("max_buffered_audio", max_buffered_audio),
+    ):
+        if value is not None and not value > 0:
+            raise ConfigurationError(f"{name} must be positive")
     with single_exception():
         async with _client_or_own(client) as http, trio.open_nursery() as nursery:
             rest = RestCore(

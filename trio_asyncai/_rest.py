@@ -6,14 +6,18 @@ the response body has been handed on. A wait the service asks for
 (``extra.retry_after_ms``, or ``Retry-After``) replaces the backoff delay.
 Requests that are not idempotent (clone, update, delete) are retried only when
 they certainly never reached the server: the connection could not be opened.
+A timeout (connecting, or waiting for the answer) is retried once at most,
+whatever ``max_retries`` says: one fresh try gets past a lost packet or a dead
+pooled connection, and more tries at a hung service only multiply the wait.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, final
+from typing import Any, Final, final
 
 import httpx
 import trio
@@ -33,6 +37,9 @@ from ._types import API_VERSION, ApiKey
 __all__ = ["RestCore", "map_transport_error"]
 
 logger = logging.getLogger("trio_asyncai")
+
+#: Retries after a timeout, at most (each costs a whole timeout).
+TIMEOUT_RETRIES: Final = 1
 
 #: httpx failures after which the request certainly never reached the server.
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -135,6 +142,7 @@ class RestCore:
         *,
         json_body: Mapping[str, Any] | None = None,
         timeout: httpx.Timeout | None = None,  # noqa: ASYNC109 - an httpx timeout object
+        answer_timeout: float | None = None,
         what: str = "request",
         expect_audio: bool = False,
     ) -> AsyncIterator[httpx.Response]:
@@ -142,6 +150,10 @@ class RestCore:
 
         Retries before yielding; raises our exception for an error status, and,
         with ``expect_audio``, for a 200 answer that is JSON or HTML.
+        ``answer_timeout`` bounds each attempt from sending the request to the
+        response's headers (connecting included): httpx's read timeout alone
+        would let a service that never answers hold the request for as long
+        as the wait allowed between body chunks.
         """
         response = await self._send(
             lambda: self.client.build_request(
@@ -154,6 +166,7 @@ class RestCore:
             what=what,
             expect_audio=expect_audio,
             stream=True,
+            answer_timeout=answer_timeout,
         )
         try:
             yield response
@@ -219,41 +232,59 @@ class RestCore:
         expect_audio: bool = False,
         foreign: bool = False,
         stream: bool = False,
+        answer_timeout: float | None = None,
     ) -> httpx.Response:
         """Send what ``build`` makes, retrying as the rule says, until a good answer or the last error.
 
         With ``stream`` the good answer comes back unread (the caller closes it);
-        an error answer is always read and closed here.
+        an error answer is always read and closed here. ``answer_timeout``
+        bounds each attempt until :meth:`httpx.AsyncClient.send` returns.
         """
         attempt = 0
+        timeouts = 0
         while True:
             error: AsyncAIError
+            response: httpx.Response | None = None
             try:
                 request = build()
-                if foreign:  # no auth the caller's client may carry; a signed URL may redirect
-                    response = await self.client.send(
-                        request, auth=None, follow_redirects=True, stream=stream
-                    )
-                else:
-                    response = await self.client.send(request, stream=stream)
+                with trio.move_on_after(math.inf if answer_timeout is None else answer_timeout):
+                    if foreign:  # no auth the caller's client may carry; a signed URL may redirect
+                        response = await self.client.send(
+                            request, auth=None, follow_redirects=True, stream=stream
+                        )
+                    else:
+                        response = await self.client.send(request, stream=stream)
             except httpx.HTTPError as exc:
                 error = map_transport_error(exc, what)
                 retry = idempotent or isinstance(exc, _NEVER_SENT)
             else:
-                if response.is_success and not (expect_audio and _not_audio(response)):
+                if response is None:  # the answer's headers did not come within answer_timeout
+                    error = SynthesisTimeout(f"{what}: no answer within {answer_timeout} s")
+                    retry = idempotent
+                elif response.is_success and not (expect_audio and _not_audio(response)):
                     return response
-                body = await _read_and_close(response) if stream else response.content
-                if response.is_success:
-                    error = _error_instead_of_audio(response, body, what)
-                elif foreign:
-                    error = _foreign_error(response, what)
                 else:
-                    error = _error_of(response, body)
-                retry = idempotent
+                    error = await self._error_answer(response, what, stream=stream, foreign=foreign)
+                    retry = idempotent
+            if isinstance(error, SynthesisTimeout):
+                timeouts += 1
+                retry = retry and timeouts <= TIMEOUT_RETRIES
             if not (retry and error.retryable) or attempt >= self.max_retries:
                 raise error
             await self._delay(attempt, error)
             attempt += 1
+
+    @staticmethod
+    async def _error_answer(
+        response: httpx.Response, what: str, *, stream: bool, foreign: bool
+    ) -> AsyncAIError:
+        """The error an answer that is not the good one stands for (a streamed one is read and closed)."""
+        body = await _read_and_close(response) if stream else response.content
+        if response.is_success:
+            return _error_instead_of_audio(response, body, what)
+        if foreign:
+            return _foreign_error(response, what)
+        return _error_of(response, body)
 
     async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         """:meth:`request`, then the JSON body (a :exc:`ProtocolError` if it is not JSON)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol, final
+from typing import Final, Literal, Protocol, final
 
 import trio
 
@@ -17,7 +17,30 @@ from ._errors import (
 )
 from ._types import AudioChunk, OutputFormat, UtteranceMetrics, check_text
 
-__all__ = ["Utterance", "UtteranceState"]
+__all__ = ["DEFAULT_MAX_BUFFERED_AUDIO", "Utterance", "UtteranceState", "buffer_limit"]
+
+#: Seconds of unread audio one utterance may hold by default (both synthesizers).
+DEFAULT_MAX_BUFFERED_AUDIO: Final = 60.0
+#: The mp3 bit rate counted when none is asked for: the service's default.
+_DEFAULT_MP3_BIT_RATE: Final = 192_000
+
+
+def buffer_limit(output_format: OutputFormat, seconds: float | None) -> int | None:
+    """The bytes of unread audio an utterance may hold: ``seconds`` of audio in ``output_format``.
+
+    The one rule for every format and both synthesizers: a second of audio
+    is ``sample_rate`` times the bytes of one sample for raw audio (1 for
+    mu-law, 2 for ``pcm_s16le``, 4 for ``pcm_f32le``), and ``bit_rate / 8``
+    for mp3 (the bit rate asked for, else the service's default of 192
+    kbit/s). ``None`` means no limit.
+    """
+    if seconds is None:
+        return None
+    if output_format.container == "mp3":
+        per_second = (output_format.bit_rate or _DEFAULT_MP3_BIT_RATE) / 8
+    else:
+        per_second = output_format.sample_rate * output_format.sample_width
+    return max(1, int(seconds * per_second))
 
 
 class _Transport(Protocol):
@@ -63,6 +86,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         *,
         audio_timeout: float | None,
         max_buffered_bytes: int | None,
+        backpressure: bool = False,
     ) -> None:
         self._transport = transport
         #: The Async context id (WebSocket), or a request id (HTTP).
@@ -71,6 +95,10 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self.output_format = output_format
         self._audio_timeout = audio_timeout
         self._max_buffered_bytes = max_buffered_bytes
+        # With backpressure the transport waits for room (_wait_for_room)
+        # instead of the utterance failing with SlowConsumerError.
+        self._backpressure = backpressure
+        self._room = trio.lowlevel.ParkingLot()
         self._send_channel, self._receive_channel = trio.open_memory_channel[AudioChunk](math.inf)
         self._buffered_bytes = 0
         self._state: UtteranceState = "open"
@@ -228,6 +256,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
                 # Handed over before interrupt() ran, but not yet seen: drop it.
                 raise trio.EndOfChannel
             self._buffered_bytes -= len(chunk.audio)
+            self._room.unpark_all()
             return chunk
 
     async def aclose(self) -> None:
@@ -285,7 +314,8 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             context_id=self.context_id,
         )
         if (
-            self._max_buffered_bytes is not None
+            not self._backpressure
+            and self._max_buffered_bytes is not None
             and self._buffered_bytes + len(audio) > self._max_buffered_bytes
         ):
             self._fail(
@@ -299,6 +329,19 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self._buffered_bytes += len(audio)
         self._audio_bytes += len(audio)
         self._send_channel.send_nowait(chunk)
+
+    def _buffer_full(self) -> bool:
+        limit = self._max_buffered_bytes
+        return limit is not None and self._buffered_bytes >= limit
+
+    async def _wait_for_room(self) -> None:
+        """Wait while the unread audio fills the buffer (backpressure; returns at once otherwise).
+
+        Returns as soon as the reader takes a chunk, or once the utterance
+        has ended (its transport is then being stopped).
+        """
+        while self._buffer_full() and self._state in ("open", "finished"):
+            await self._room.park()
 
     def _complete(self) -> None:
         """All audio has arrived."""
@@ -324,6 +367,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self._receive_channel.close()
 
     def _end(self) -> None:
+        self._room.unpark_all()
         self._awaiting_audio = False
         if self._t_end is None:
             self._t_end = trio.current_time()

@@ -44,7 +44,7 @@ from ._protocol import (
 )
 from ._speaker import SpeakerBase
 from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
-from ._utterance import Utterance
+from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = ["Synthesizer", "SynthesizerStatistics", "connect_synthesizer", "open_synthesizer"]
 
@@ -696,11 +696,7 @@ class Synthesizer(SpeakerBase):
         conn = await self._connection_for(settings)
         self._check_open()  # closed while we connected
         fmt = settings.output_format
-        max_bytes = (
-            None
-            if self._max_buffered_audio is None
-            else int(self._max_buffered_audio * fmt.sample_rate * fmt.sample_width)
-        )
+        max_bytes = buffer_limit(fmt, self._max_buffered_audio)
         utterance = Utterance(
             self,
             str(uuid.uuid4()),
@@ -855,7 +851,7 @@ async def open_synthesizer(
     connect_timeout: float = 10.0,
     audio_timeout: float | None = 30.0,
     close_timeout: float = 2.0,
-    max_buffered_audio: float | None = 600.0,
+    max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
     max_reconnect_attempts: int = 3,
     reconnect_backoff: float = 0.5,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -895,7 +891,10 @@ async def open_synthesizer(
     :param close_timeout: seconds allowed for closing the connection politely.
     :param max_buffered_audio: seconds of unread audio one utterance may hold
         before it fails with :exc:`~trio_asyncai.SlowConsumerError`
-        (``None``: no limit).
+        (``None``: no limit), counted as :ref:`buffered-audio` says (mp3 by
+        its bit rate). The WebSocket carries every utterance of a connection,
+        so it cannot hold back one of them: a reader that falls this far
+        behind loses its utterance, not the others'.
     :param max_reconnect_attempts: connection attempts after the first that
         fails, for errors that may pass (network, 429, 5xx), within
         ``connect_timeout``.
