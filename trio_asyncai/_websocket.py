@@ -849,7 +849,7 @@ async def open_synthesizer(
     base_url: str | None = None,
     keepalive_interval: float | None = 10.0,
     connect_timeout: float = 10.0,
-    audio_timeout: float | None = 30.0,
+    audio_timeout: float | None = 10.0,
     close_timeout: float = 2.0,
     max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
     max_reconnect_attempts: int = 3,
