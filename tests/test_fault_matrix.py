@@ -1,0 +1,174 @@
+"""Every fault the local server can inject, against both synthesizers.
+
+For each: the exception is the documented one; the audio that arrived before
+it was all delivered; no task of the SDK and no file descriptor is left
+behind; and the next utterance on the same synthesizer works. The times
+each fault takes to surface are in docs/errors.rst and its tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from conftest import tasks_named
+
+import trio_asyncai
+from trio_asyncai import (
+    AuthenticationError,
+    ConnectionLostError,
+    ContextEndedError,
+    InvalidRequestError,
+    NotFoundError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    SynthesisTimeout,
+)
+from trio_asyncai.server import DEFAULT_VOICE_ID, Faults, LocalServer, open_local_server
+
+TEXT = "Alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima."
+
+
+@attrs.frozen
+class Case:
+    """One fault: how to switch it on, and what the caller must see."""
+
+    name: str
+    switch_on: Callable[[Faults], None]
+    #: The exception the utterance raises (``None``: it completes).
+    error: type[Exception] | None
+    #: Options for the synthesizer.
+    options: dict[str, Any] = attrs.field(factory=dict)
+    #: Speak with a flush before the finish (a final-per-force fault needs one).
+    flush: bool = False
+    #: Whether the next utterance can work (not with options that caused the fault).
+    recovers: bool = True
+
+
+def _set(**values: Any) -> Callable[[Faults], None]:
+    def switch_on(faults: Faults) -> None:
+        for name, value in values.items():
+            setattr(faults, name, value)
+
+    return switch_on
+
+
+WEBSOCKET_CASES = [
+    Case("garbage frames", _set(garbage_before_audio=True), None),
+    Case("late audio and finals", _set(late_audio_after_close=True), None),
+    Case("drop with a close frame", _set(drop_after_audio_messages=2), ConnectionLostError),
+    Case("stall", _set(stall_after_audio_messages=1), SynthesisTimeout),
+    Case("slow audio", _set(chunk_delay=20.0), SynthesisTimeout),
+    Case("no final after the close", _set(no_final_on_close=True), SynthesisTimeout),
+    Case("a final before the close", _set(final_per_force=True), ContextEndedError, flush=True),
+    Case("unreadable audio", _set(corrupt_next_audio=True), ProtocolError),
+    Case(
+        "oversized message",
+        _set(),
+        ConnectionLostError,
+        options={"max_message_size": 512},
+        recovers=False,
+    ),
+    Case("error INVALID_LANGUAGE", _set(error_on_text="INVALID_LANGUAGE"), InvalidRequestError),
+    Case("error VOICE_NOT_FOUND", _set(error_on_text="VOICE_NOT_FOUND"), NotFoundError),
+    Case("error RATE_LIMIT_EXCEEDED", _set(error_on_text="RATE_LIMIT_EXCEEDED"), RateLimitError),
+    Case("error USAGE_LIMIT_EXCEEDED", _set(error_on_text="USAGE_LIMIT_EXCEEDED"), QuotaExceededError),
+    Case("error INTERNAL_SERVER_ERROR", _set(error_on_text="INTERNAL_SERVER_ERROR"), ServerError),
+    Case("handshake refused 401 on reconnect", _set(reject_handshake_status=401), AuthenticationError),
+    Case("handshake refused 503 on reconnect", _set(reject_handshake_status=503), ServerError),
+    Case("handshake refused 429 on reconnect", _set(reject_handshake_status=429), RateLimitError),
+]
+
+HTTP_CASES = [
+    Case("slow audio", _set(chunk_delay=20.0), SynthesisTimeout),
+    Case("quota marker", _set(http_quota_after_bytes=3000), QuotaExceededError),
+    Case("503 again and again", _set(http_statuses=[503] * 6), ServerError),
+    Case("429 again and again", _set(http_statuses=[429] * 6), RateLimitError),
+    Case("one 503, then fine", _set(http_statuses=[503]), None),
+    Case("401", _set(http_statuses=[401]), AuthenticationError),
+    Case("404", _set(http_statuses=[404]), NotFoundError),
+    Case("400", _set(http_statuses=[400]), InvalidRequestError),
+    Case("flat error bodies", _set(http_statuses=[401], flat_error_bodies=True), AuthenticationError),
+]
+
+
+def _open(transport: str, server: LocalServer, case: Case) -> AbstractAsyncContextManager[Any]:
+    options: dict[str, Any] = {"base_url": server.url, "voice_id": DEFAULT_VOICE_ID, "sample_rate": 16000}
+    options.update(case.options)
+    if transport == "websocket":
+        return trio_asyncai.open_synthesizer(**options)
+    return trio_asyncai.open_http_synthesizer(**options)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _speak(synth: Any, case: Case) -> tuple[int, int, Exception | None]:
+    """Speak TEXT; return the bytes delivered, the bytes the utterance counted, and the error."""
+    delivered = 0
+    error: Exception | None = None
+    utterance = None
+    try:
+        async with synth.open_utterance() as utterance:
+            if case.flush:
+                await utterance.send("A first sentence, flushed.")
+                await utterance.flush()
+            await utterance.finish(TEXT)
+            async for chunk in utterance:
+                delivered += len(chunk.audio)
+    except Exception as exc:  # noqa: BLE001 - which one it is, is the point
+        error = exc
+    return delivered, 0 if utterance is None else utterance.metrics.audio_bytes, error
+
+
+def _new_voice(synth: Any) -> None:
+    """Make the next utterance need a new connection (settings are per connection)."""
+    voices = trio_asyncai.server.PREDEFINED_VOICES
+    current = synth.settings.voice_id
+    synth.update_settings(voice_id=next(v.voice_id for v in voices if v.voice_id != current))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts file descriptors in /proc")
+@pytest.mark.parametrize(
+    ("transport", "case"),
+    [("websocket", c) for c in WEBSOCKET_CASES] + [("http", c) for c in HTTP_CASES],
+    ids=lambda value: value if isinstance(value, str) else value.name,
+)
+async def test_fault(transport: str, case: Case, jump_clock: trio.testing.MockClock) -> None:
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        fds_before = _open_fds()
+        with trio.fail_after(600):
+            async with _open(transport, server, case) as synth:
+                if "reconnect" in case.name:
+                    _new_voice(synth)
+                case.switch_on(server.faults)
+                delivered, counted, error = await _speak(synth, case)
+                server.faults.reset()
+                if "reconnect" in case.name:
+                    _new_voice(synth)  # a refusal for good is remembered for its settings
+                if case.recovers:
+                    # The synthesizer is still good for the next utterance.
+                    async with synth.speak("And the next one.") as after:
+                        assert await after.read_all()
+            assert tasks_named("trio_asyncai._") == []
+            await server.log.wait_for(lambda log: log.connections_closed == log.connections_opened)
+            await trio.testing.wait_all_tasks_blocked()  # the server's side of the sockets too
+        fds_after = _open_fds()
+    if case.error is None:
+        assert error is None, repr(error)
+        assert delivered > 0
+    else:
+        assert isinstance(error, case.error), repr(error)
+        assert isinstance(error, trio_asyncai.AsyncAIError)
+    # Whatever arrived before the error was delivered, all of it.
+    assert delivered == counted
+    assert fds_after == fds_before
