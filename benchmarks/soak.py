@@ -43,9 +43,10 @@ from trio_asyncai._speaker import SpeakerBase
 from trio_asyncai.server import DEFAULT_VOICE_ID, open_local_server
 
 _WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven small cats watch from "
-    "under an old wooden table and nobody says anything about the weather today"
-).split()
+    "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "small",
+    "cats", "watch", "from", "under", "an", "old", "wooden", "table", "and", "nobody", "says",
+    "anything", "about", "the", "weather", "today",
+)  # fmt: skip
 
 
 def _texts(rng: random.Random, count: int) -> list[str]:
@@ -83,11 +84,13 @@ class Counts:
 @asynccontextmanager
 async def _open(transport: str, url: str, sample_rate: int) -> AsyncIterator[SpeakerBase]:
     if transport == "http":
-        async with open_http_synthesizer(base_url=url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate) as h:
-            yield h
+        async with open_http_synthesizer(
+            base_url=url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate
+        ) as http:
+            yield http
     else:
-        async with open_synthesizer(base_url=url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate) as w:
-            yield w
+        async with open_synthesizer(base_url=url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate) as ws:
+            yield ws
 
 
 async def _reference(synth: SpeakerBase, text: str) -> tuple[bytes, int]:
