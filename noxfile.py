@@ -1,4 +1,4 @@
-"""Development sessions: ``nox`` runs lint, typecheck, tests and docs; ``nox -s bench`` too.
+"""Development sessions: ``nox`` runs lint, typecheck, tests and docs; ``bench``, ``soak``, ``fuzz`` too.
 
 Each session installs what it needs from the extras in ``pyproject.toml``
 into its own virtual environment under ``.nox/``. Arguments after ``--`` go
@@ -72,3 +72,32 @@ def bench(session: nox.Session) -> None:
     """Run the synthesizer benchmarks against the local server (signal engine)."""
     session.install("-e", ".[server]")
     session.run("python", "benchmarks/bench_synthesizer.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Utterances with random barge-ins, checked byte for byte, on both transports (long; not run by default).
+
+    ``nox -s soak -- --minutes 10`` for a longer run; the arguments go to both transports.
+    """
+    session.install("-e", ".[server]")
+    args = session.posargs or ["--minutes", "2"]
+    session.run("python", "benchmarks/soak.py", "--transport", "websocket", *args)
+    session.run("python", "benchmarks/soak.py", "--transport", "http", *args)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The protocol core's, quota scanner's and aggregator's hypothesis tests, 100,000 examples each."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_protocol.py",
+        "tests/test_aggregator.py",
+        *session.posargs,
+        env={"TRIO_ASYNCAI_HYPOTHESIS": "fuzz"},
+    )

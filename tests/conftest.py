@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
+import hypothesis
 import pytest
 import trio
 import trio.testing
 
 from trio_asyncai.server import LocalServer, open_local_server
+
+#: ``TRIO_ASYNCAI_HYPOTHESIS=fuzz`` (``nox -s fuzz``): every hypothesis test runs
+#: this many examples, whatever its own settings say. Unset: each test's own.
+FUZZ_EXAMPLES = 100_000
+hypothesis.settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES, deadline=None)
+_PROFILE = os.environ.get("TRIO_ASYNCAI_HYPOTHESIS")
+if _PROFILE:
+    hypothesis.settings.load_profile(_PROFILE)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the fuzz profile, raise the examples of tests whose ``@settings`` names its own count."""
+    if _PROFILE != "fuzz":
+        return
+    for item in items:
+        test = getattr(item, "obj", None)
+        # hypothesis reads a @given test's settings from this attribute as it runs.
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if isinstance(own, hypothesis.settings):
+            test._hypothesis_internal_use_settings = hypothesis.settings(  # type: ignore[union-attr]
+                own, max_examples=FUZZ_EXAMPLES, deadline=None
+            )
 
 
 @pytest.fixture

@@ -649,6 +649,46 @@ async def test_a_refused_key_is_fatal(kind: str) -> None:
     assert all(secret not in repr(e) + e.message for e in errors)
 
 
+@pytest.mark.parametrize("kind", ["websocket", "http"])
+async def test_the_stage_keeps_its_key_masked_and_still_sends_it(kind: str) -> None:
+    secret = "sk_right_secret_456"
+    sink = Sink()
+    with trio.fail_after(TIMEOUT):
+        async with open_local_server(engine="signal", api_key=secret, idle_timeout=None) as server:
+            stage = TTSFactory(kind, server)(api_key=secret)
+            # Nothing the stage shows of itself holds the key: not its repr, not its attributes.
+            assert secret not in repr(stage)
+            assert secret not in repr(vars(stage))
+            assert not hasattr(stage, "api_key")
+            await run([stage, sink], [TTSSpeakFrame("Hello."), EndFrame()])
+    # The key still reached the server, which accepted it.
+    assert not sink.of(ErrorFrame)
+    assert sink.of(TTSAudioRawFrame)
+    assert secret not in repr(vars(stage))
+
+
+def test_a_bad_key_is_refused_when_the_stage_is_made() -> None:
+    with pytest.raises(ConfigurationError, match="whitespace"):
+        WebSocketTTS(api_key="sk bad", voice_id=DEFAULT_VOICE_ID)
+    with pytest.raises(ConfigurationError, match="must be a str"):
+        HttpTTS(api_key=123, voice_id=DEFAULT_VOICE_ID)  # type: ignore[arg-type]
+
+
+async def test_a_stage_without_a_key_reads_the_environment_when_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "sk_env_secret_123"
+    sink = Sink()
+    monkeypatch.delenv("ASYNCAI_API_KEY", raising=False)
+    with trio.fail_after(TIMEOUT):
+        async with open_local_server(engine="signal", api_key=secret, idle_timeout=None) as server:
+            stage = WebSocketTTS(base_url=server.url, voice_id=DEFAULT_VOICE_ID)
+            monkeypatch.setenv("ASYNCAI_API_KEY", secret)  # after the stage was made
+            await run([stage, sink], [TTSSpeakFrame("Hello."), EndFrame()])
+    assert not sink.of(ErrorFrame)
+    assert sink.of(TTSAudioRawFrame)
+
+
 async def test_a_server_error_fails_one_utterance_only(tts: TTSFactory) -> None:
     if tts.kind == "websocket":
         tts.server.faults.error_on_text = "RATE_LIMIT_EXCEEDED"

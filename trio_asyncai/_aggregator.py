@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 from typing import Final, final
 
 import sentencex  # type: ignore[import-untyped]  # no type information shipped
@@ -61,6 +62,25 @@ _MAX_HOLD: Final = 250
 _MAX_PENDING: Final = 250
 #: Characters of released text kept as context for the segmenter.
 _CONTEXT: Final = 1000
+#: Characters written without spaces between words: kana, CJK ideographs (the run-on cut's word breaks).
+_UNSPACED: Final = "\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff"
+#: Kana that never start a word (small kana, the long-vowel mark, the iteration marks).
+_NOT_FIRST: Final = (
+    "\u3041\u3043\u3045\u3047\u3049\u3063\u3083\u3085\u3087"  # small hiragana
+    "\u30a1\u30a3\u30a5\u30a7\u30a9\u30c3\u30e3\u30e5\u30e7"  # small katakana
+    "\u30fc\u309d\u309e\u30fd\u30fe\u3005"  # long vowel mark, iteration marks
+)
+#: A clause or sentence mark, and the white space after it: where a run-on is best cut.
+#: Ideographic and full-width marks (comma, enumeration comma, semicolon, colon,
+#: full stop, ! and ?, and their half-width forms),
+#: Arabic, Devanagari and Ethiopic ones, anywhere; ASCII ``, ; :`` and dashes
+#: only before white space or an unspaced character ("1,000" and "12:45" stay whole).
+_CLAUSE_MARK: Final = re.compile(
+    "(?:[\u3001\u3002\uff0c\uff1b\uff1a\uff01\uff1f\uff61\uff64\u060c\u061b\u0964\u0965\u1361-\u1366]"
+    f"|[,;:!?\u2014\u2013](?=\\s|[{_UNSPACED}]))\\s*"
+)
+#: A word break: after white space, or between two unspaced characters.
+_WORD_BREAK: Final = re.compile(f"\\s+|(?<=[{_UNSPACED}])(?=[{_UNSPACED}])(?![{_NOT_FIRST}])")
 
 
 def _first_word_complete(text: str) -> bool:
@@ -150,9 +170,13 @@ class SentenceAggregator:
         """Add a piece of text; return the sentences it completed (often none).
 
         Text that runs on for more than ``max_pending`` characters (250)
-        without any sentence end is released at its last comma, semicolon or
-        space, so that a reply written without full stops is still spoken as
-        it comes.
+        without any sentence end is released at its last clause mark (comma,
+        semicolon, colon, dash; the ideographic and full-width ones too), else at
+        its last word break (a space, or between two characters of Chinese or
+        Japanese, written without spaces), else before its last character: a
+        reply written without full stops is still spoken as it comes, in any
+        script. Only an open quotation holding a sentence back, or markup not
+        yet complete, keeps such text waiting.
         """
         released = self._push(text)
         if not released and self.max_pending is not None and len(self._buffer) > self.max_pending:
@@ -160,16 +184,27 @@ class SentenceAggregator:
         return released
 
     def _release_run_on(self) -> list[str]:
+        """Cut a run-on: at its last clause mark, else its last word break, else its last character.
+
+        Nothing is cut while a sentence end is there but held back by an
+        open quotation (it is released once the quotation closes, or has been
+        open for :data:`_MAX_HOLD` characters) or by the next word, still
+        incomplete; and nothing inside markup.
+        """
         buffer = self._buffer
-        if len(list(sentencex.segment(self.language, buffer))) > 1:
-            return []  # sentences are there, only held back (an open quotation): wait
-        cut = max(buffer.rfind(mark) for mark in (", ", "; ", ": ", " \u2014 "))
-        cut = cut + 2 if cut > 0 else buffer.rstrip().rfind(" ") + 1
         spans = protected_spans(buffer)
-        if inside(cut, spans):  # not inside markup: before it
-            cut = min(start for start, end in spans if start < cut < end)
-        if cut <= 0:
-            return []  # one enormous word: nothing sensible to cut
+        ends = itertools.accumulate(len(s) for s in sentencex.segment(self.language, buffer))
+        held = [end for end in ends if 0 < end < len(buffer) and not inside(end, spans)]
+        if held:
+            full = self._context + buffer
+            opened = _unclosed_since(full)
+            if opened is not None and len(full) - opened <= _MAX_HOLD:
+                return []  # a sentence is there, only held back by an open quotation: wait
+            if not _first_word_complete(buffer[held[-1] :]):
+                return []  # a sentence ends, once the next word shows it does: wait for that word
+        cut = _run_on_cut(buffer, spans)
+        if cut is None:
+            return []  # all of it is unfinished markup: nothing may be cut yet
         piece, self._buffer = buffer[:cut], buffer[cut:]
         self._context = ""  # a cut mid-sentence: no boundary context to carry
         return [piece]
@@ -249,6 +284,40 @@ class SentenceAggregator:
         """Drop everything still held (after an interruption)."""
         self._buffer = ""
         self._context = ""
+
+
+def _run_on_cut(text: str, spans: list[tuple[int, int]]) -> int | None:
+    """Where to cut a run-on ``text``: the best place, the latest of its kind; ``None`` if none.
+
+    In order of preference: after a clause or sentence mark (full-width
+    ones anywhere, ASCII ones before white space or a character of a script
+    written without spaces: ``1,000`` is not cut); at a word break (after
+    white space, or between two characters of such a script); and, for a
+    run-on that is one enormous word, before its last character that starts
+    a grapheme. Never inside ``spans`` (markup), never at 0.
+    """
+    for pattern in (_CLAUSE_MARK, _WORD_BREAK):
+        cuts = [m.end() for m in pattern.finditer(text)]
+        cuts = [cut for cut in cuts if 0 < cut < len(text) and not inside(cut, spans)]
+        if cuts:
+            return max(cuts)
+    for cut in range(len(text) - 1, 0, -1):
+        if not inside(cut, spans) and _starts_grapheme(text, cut):
+            return cut
+    return None
+
+
+def _starts_grapheme(text: str, index: int) -> bool:
+    """Whether a cut before ``text[index]`` leaves every character whole.
+
+    Roughly: not before a combining mark, a joiner or a selector, nor inside CR LF.
+    """
+    char, before = text[index], text[index - 1]
+    if unicodedata.category(char) in ("Mn", "Mc", "Me") or char in "\u200c\u200d" or before in "\u200d":
+        return False
+    if "\ufe00" <= char <= "\ufe0f" or "\U0001f3fb" <= char <= "\U0001f3ff":  # selectors, skin tones
+        return False
+    return not (before == "\r" and char == "\n")
 
 
 def _tail(text: str, boundaries: list[int]) -> str:

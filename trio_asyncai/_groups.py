@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, NoReturn, ParamSpec, TypeVar
 
 import trio
 
-__all__ = ["leaves", "nursery_twin", "single_exception"]
+__all__ = ["leaves", "nursery_twin", "reraise", "single_exception"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -33,9 +33,29 @@ def single_exception() -> Iterator[None]:
     except BaseExceptionGroup as group:
         if len(group.exceptions) != 1:
             raise
-        exc = group.exceptions[0]
-        # ``from`` keeps the exception's own cause and hides the group it sat in.
-        raise exc from exc.__cause__
+        reraise(group.exceptions[0])
+
+
+def reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` from an ``except`` clause with its own context, cause and traceback.
+
+    A ``raise`` inside an ``except`` clause makes the exception being handled
+    (here: the nursery's group) the new exception's ``__context__``, and
+    ``raise ... from`` also sets ``__suppress_context__``. Either would lose
+    the context the caller's exception already had (``try: ... except A:
+    raise B`` in the block: B's context is A). So the exception's own
+    ``__context__`` and ``__suppress_context__`` are put back as it leaves;
+    its ``__cause__`` is untouched by a bare ``raise``, and its traceback only
+    grows by the frames it passes through.
+    """
+    __tracebackhide__ = True  # pytest: this frame is plumbing, not the failure
+    context, suppress = exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__context__, exc.__suppress_context__ = context, suppress
+        # No reference cycle through this frame (exc -> traceback -> frame -> exc).
+        del exc, context
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

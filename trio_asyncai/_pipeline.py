@@ -61,6 +61,7 @@ from ._types import (
     check_stability,
     check_text,
     normalize_language,
+    resolve_api_key,
 )
 from ._utterance import Utterance
 from ._websocket import open_synthesizer
@@ -486,7 +487,9 @@ class _TTSStage:
         #: Utterances synthesized ahead of the one being delivered (each costs
         #: a context or request, and is billed even if a barge-in drops it).
         self.max_ahead = max_ahead
-        self.api_key = api_key
+        # Kept masked (no repr, vars() or error reporter's locals shows it)
+        # until it is handed to the synthesizer; None: ASYNCAI_API_KEY, read then.
+        self._api_key = resolve_api_key(api_key, env={})
         self.voice_id = voice_id
         self.model = model
         self.language = language
@@ -503,7 +506,7 @@ class _TTSStage:
 
     def _open(self, sample_rate: int) -> AbstractAsyncContextManager[_Speaker]:
         return self._opener(
-            api_key=self.api_key,
+            api_key=None if self._api_key is None else self._api_key.value,
             voice_id=self.voice_id,
             model=self.model,
             language=self.language,
@@ -591,7 +594,8 @@ class WebSocketTTS(_TTSStage):
     a fatal error: then each utterance becomes an ErrorFrame). A
     :exc:`~trio_asyncai.ConfigurationError` (a bad argument) is raised.
 
-    The stage object holds only options: it opens its own synthesizer, in
+    The stage object holds only options (the API key masked: neither its
+    repr nor its attributes show it): it opens its own synthesizer, in
     its own nursery, each time it runs, and may run in several pipelines.
     """
 

@@ -6,7 +6,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast, final
+from typing import TYPE_CHECKING, Any, NoReturn, cast, final
 
 import attrs
 import trio
@@ -217,15 +217,20 @@ async def open_local_server(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
+        leaves = _leaves(group)
         if len(leaves) == 1:
-            raise leaves[0] from None
+            _reraise(leaves[0])
         raise
     if error is not None:
         raise error
 
 
+# The server imports nothing from the client package, so it keeps its own
+# copy of the two group helpers (the client's are in trio_asyncai/_groups.py).
+
+
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in a group and its nested groups, flattened."""
     found: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
@@ -233,6 +238,21 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
         else:
             found.append(exc)
     return found
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` out of an ``except`` clause with its own context, cause and traceback.
+
+    A plain ``raise`` there would make the group being handled its
+    ``__context__`` (and ``from None`` would hide its own); both are put back.
+    """
+    __tracebackhide__ = True
+    context, suppress = exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__context__, exc.__suppress_context__ = context, suppress
+        del exc, context
 
 
 async def serve(
