@@ -8,6 +8,7 @@ each fault takes to surface are in docs/errors.rst and its tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -112,21 +113,40 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def _speak(synth: Any, case: Case) -> tuple[int, int, Exception | None]:
-    """Speak TEXT; return the bytes delivered, the bytes the utterance counted, and the error."""
+async def _speak(synth: Any, server: LocalServer, case: Case) -> tuple[int, int, Exception | None]:
+    """Speak TEXT, fed by one task and read by another, as the docs show it.
+
+    Returns the bytes delivered, the bytes the utterance counted, and the
+    error that iteration raised (the feeder's own errors are the same ones,
+    raised where the text goes in: the reader gets the audio first).
+    """
     delivered = 0
     error: Exception | None = None
     utterance = None
-    try:
-        async with synth.open_utterance() as utterance:
+
+    async def feed(utterance: Any) -> None:
+        with contextlib.suppress(trio_asyncai.AsyncAIError):
             if case.flush:
                 await utterance.send("A first sentence, flushed.")
                 await utterance.flush()
+                # The flush's answer (its final too, with the fault) is read
+                # before the finish: the reader takes messages in order, so a
+                # whole utterance spoken after it is a barrier.
+                await server.log.wait_for(lambda log: log.connections[-1].finals_sent >= 1)
+                async with synth.speak("Barrier.") as barrier:
+                    await barrier.read_all()
             await utterance.finish(TEXT)
+
+    try:
+        async with synth.open_utterance() as utterance, trio.open_nursery() as nursery:
+            nursery.start_soon(feed, utterance)
             async for chunk in utterance:
                 delivered += len(chunk.audio)
-    except Exception as exc:  # noqa: BLE001 - which one it is, is the point
+    except Exception as exc:  # which one it is, is the point
         error = exc
+        # The reader's error comes out of the feeder's nursery in a group of one.
+        while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
     return delivered, 0 if utterance is None else utterance.metrics.audio_bytes, error
 
 
@@ -151,7 +171,7 @@ async def test_fault(transport: str, case: Case, jump_clock: trio.testing.MockCl
                 if "reconnect" in case.name:
                     _new_voice(synth)
                 case.switch_on(server.faults)
-                delivered, counted, error = await _speak(synth, case)
+                delivered, counted, error = await _speak(synth, server, case)
                 server.faults.reset()
                 if "reconnect" in case.name:
                     _new_voice(synth)  # a refusal for good is remembered for its settings

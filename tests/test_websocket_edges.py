@@ -309,3 +309,24 @@ async def test_an_utterance_that_had_audio_is_not_moved(server: LocalServer) -> 
                         received += len(chunk.audio)
             assert received > 0  # heard in part: saying it again would repeat it
             assert synth.statistics().connections_opened == 1
+
+
+async def test_a_reader_already_waiting_gets_the_audio_timeout_after_the_finish(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    """The clock starts at the finish even when the reader was waiting before it."""
+    server.faults.no_final_on_close = True
+    with trio.fail_after(600):
+        async with synth_for(server, audio_timeout=5.0) as synth:
+            async with synth.open_utterance() as utterance, trio.open_nursery() as nursery:
+
+                async def feed() -> None:
+                    await trio.sleep(1)  # the reader is waiting by now
+                    await utterance.finish("Never ends.")
+
+                nursery.start_soon(feed)
+                start = trio.current_time()
+                with pytest.raises(SynthesisTimeout):
+                    await utterance.read_all()
+                took = trio.current_time() - start
+    assert 6.0 <= took < 7.0  # one second of text, then the five of audio_timeout

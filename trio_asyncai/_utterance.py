@@ -113,6 +113,8 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self._t_end: float | None = None
         self._t_last_activity: float | None = None
         self._awaiting_audio = False
+        #: The cancel scope of a :meth:`receive` waiting now, if one is.
+        self._waiting_scope: trio.CancelScope | None = None
         #: Whatever the transport keeps for this utterance (the WebSocket connection).
         self._route: object = None
 
@@ -236,12 +238,16 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
                 raise trio.EndOfChannel
             deadline = self._silence_deadline()
             with trio.move_on_at(deadline) as scope:
+                # Kept so that the finish can start the clock while we wait.
+                self._waiting_scope = scope
                 try:
                     chunk = await self._receive_channel.receive()
                 except trio.EndOfChannel:
                     if self._error is not None and not self._interrupted:
                         raise self._error from None
                     raise
+                finally:
+                    self._waiting_scope = None
             if scope.cancelled_caught:
                 if self._silence_deadline() <= trio.current_time():
                     self._fail(
@@ -295,6 +301,8 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             self._state = "finished"
             self._awaiting_audio = True
             self._t_last_activity = trio.current_time()
+            if self._waiting_scope is not None:  # a reader already waits: its clock starts now
+                self._waiting_scope.deadline = self._silence_deadline()
 
     def _deliver(self, audio: bytes) -> None:
         """Queue a chunk for the caller (synchronous; never blocks the reader)."""

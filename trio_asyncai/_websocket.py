@@ -761,8 +761,13 @@ class Synthesizer(SpeakerBase):
     def _abandon(self, utterance: Utterance) -> None:
         route = self._route_of(utterance)
         self._moving.discard(utterance)
-        if route.conn is not None:
-            route.conn.forget(utterance)
+        if route.conn is None:
+            return
+        if isinstance(utterance.error, SynthesisTimeout):
+            # The service went silent on this connection: new utterances get
+            # a fresh one, and this one closes once its others are done.
+            route.conn.retiring = True
+        route.conn.forget(utterance)
 
     def _move(self, settings: Settings, utterances: list[Utterance]) -> None:
         """Carry utterances whose connection was lost before any audio to a new one."""
