@@ -12,8 +12,18 @@ for a sample rate or bit rate LAME cannot make, the answer is 400
 ``FORMAT_NOT_RECOGNIZED``.
 
 Every endpoint starts with :func:`admit` (log the request, apply the
-``http_statuses`` fault, check the key and the version) and answers errors
-with :func:`error_response`, so all of them behave alike.
+``http_statuses`` fault, check the key and the version, and only then read
+the body, bounded) and answers errors with :func:`error_response`, so all
+of them behave alike. A request refused before its body was read is
+answered at once; the body is then read and dropped (:class:`UnreadBodyResponse`).
+
+Sizes (*our choice*, the reference names none): a JSON body over
+:data:`~._requests.MAX_JSON_BODY_BYTES` (1 MiB) is 413 ``FILE_TOO_LARGE``;
+a transcript over :data:`~._requests.MAX_TRANSCRIPT_CHARS` (100,000
+characters) is 400 ``INVALID_REQUEST``; a body that is not JSON (nested
+too deep, an integer of thousands of digits) is 400 ``INVALID_REQUEST``.
+Audio is never held whole in memory except by ``/with_timestamps``, whose
+answer is one JSON document (bounded by the transcript's limit).
 """
 
 from __future__ import annotations

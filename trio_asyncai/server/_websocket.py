@@ -35,10 +35,24 @@ reference is silent (marked *our choice*):
 * Errors in the initializeConnection (unknown voice, bad format or language,
   missing fields, a first message that is not JSON or not an init): an error
   message, then close code 1008, reason = the code (*our choice*).
-* Malformed messages after the init (not JSON, not an object, wrong types, an
-  unknown kind): an error message with code ``INVALID_REQUEST`` (and the
-  ``context_id`` when one could be read); the connection stays open, since
-  the other contexts on it are fine (*our choice*).
+* Malformed messages after the init (not JSON, JSON nested deeper than the
+  parser goes, a JSON value that is not an object, ``null`` included, wrong
+  types, an unknown kind): an error message with code ``INVALID_REQUEST``
+  (and the ``context_id`` when one could be read); the connection stays
+  open, since the other contexts on it are fine (*our choice*).
+* Sizes (*our choice*: the reference names no limits): a client message
+  larger than :data:`MAX_MESSAGE_SIZE` (1 MiB) closes the connection with
+  code 1009 (message too big) and no error message, as Hypercorn enforces
+  it before the app sees the message. Text that would make a context hold
+  more than ``MAX_TRANSCRIPT_CHARS`` (100,000) characters not yet
+  synthesized is refused with ``INVALID_REQUEST`` (with the ``context_id``);
+  that text is dropped, what the context held stays.
+* Backpressure: synthesis runs at most :data:`SEND_QUEUE_MESSAGES` messages
+  ahead of the socket, so a client that does not read stops synthesis
+  instead of filling the server's memory; a context keeps at most
+  :data:`JOB_QUEUE_JOBS` texts waiting for synthesis, and beyond that the
+  server reads the client's next message only when synthesis catches up
+  (the client's own sends then wait). Either way nothing is dropped.
 * A failing engine: an error message ``INTERNAL_SERVER_ERROR`` with the
   ``context_id``; that text gets no audio (the context's final still comes
   when it is closed).
