@@ -177,7 +177,7 @@ async def test_synthesis_waits_for_a_client_that_does_not_read(
     small_jump_clock: trio.testing.MockClock,
 ) -> None:
     engine = PacedEngine()
-    text = "word " * 120  # about 36 s of audio: 60 engine steps, 450 messages
+    text = "word " * 40  # about 12 s of audio: 20 engine steps, 150 messages
     async with open_local_server(api_key=API_KEY, engine=engine, idle_timeout=None) as server:
         engine.log = server.log
         # Each audio message waits a (mock) second before it goes out: the socket of a slow reader.
