@@ -27,6 +27,13 @@ rates each allows. ``speed_control`` and ``stability`` are validated; with
 ``async_flash_v1.0``, the one model the service applies them to, speed
 changes the speaking rate and stability how much piper's rendering varies.
 
+A client cannot knock it over: the key is checked before a body is read;
+bodies, WebSocket messages and transcripts have limits, answered with the
+service's error codes; synthesis waits for a client that does not read;
+whole files are sent as they are made (wav through a temporary file). The
+log keeps what clients sent only when asked (:func:`open_local_server` does,
+:func:`serve` keeps counters only). docs/server.rst lists the limits.
+
 Needs the ``[server]`` extra (``lameenc`` is imported only for mp3; without
 it mp3 is refused with 400 ``FORMAT_NOT_RECOGNIZED``); the voice extra is
 optional and imported only when the piper engine first speaks.

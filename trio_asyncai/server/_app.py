@@ -32,7 +32,7 @@ from ._voice_api import (
     update_voice_endpoint,
 )
 from ._voices import VoiceLibrary
-from ._websocket import handle_websocket
+from ._websocket import MAX_MESSAGE_SIZE, handle_websocket
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
@@ -137,9 +137,13 @@ class LocalServer:
         return "ws" + self.url.removeprefix("http") + WEBSOCKET_PATH
 
 
-def _make_state(*, api_key: str | None, engine: Engine | str, idle_timeout: float | None) -> ServerState:
+def _make_state(
+    *, api_key: str | None, engine: Engine | str, idle_timeout: float | None, log_details: bool
+) -> ServerState:
     engine_obj = load_engine(engine) if isinstance(engine, str) else engine
-    return ServerState(engine=engine_obj, api_key=api_key, idle_timeout=idle_timeout)
+    return ServerState(
+        engine=engine_obj, api_key=api_key, idle_timeout=idle_timeout, log=ServerLog(details=log_details)
+    )
 
 
 def _hypercorn_config(host: str, port: int) -> Config:
@@ -151,6 +155,8 @@ def _hypercorn_config(host: str, port: int) -> Config:
     # Hand Hypercorn a logger rather than "-" so it adds no handler of its own.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0
+    # A larger client message closes its connection with 1009 (message too big).
+    config.websocket_max_message_size = MAX_MESSAGE_SIZE
     return config
 
 
@@ -190,6 +196,7 @@ async def open_local_server(
     api_key: str | None = None,
     engine: Engine | str = "auto",
     idle_timeout: float | None = 60.0,
+    log_details: bool = True,
 ) -> AsyncIterator[LocalServer]:
     """Run an Async-compatible server in the background for the duration of the block.
 
@@ -199,12 +206,15 @@ async def open_local_server(
     or a name for :func:`load_engine` (``"auto"``, ``"piper"``, ``"signal"``);
     a piper model is loaded on first use. ``idle_timeout`` is how long a
     WebSocket connection may stay silent (``None``: forever).
+    ``log_details`` keeps every message and request body in ``server.log``
+    for the block's length, as tests want (:class:`ServerLog`); pass False
+    for a long-lived server, whose log then keeps counters only.
 
     Exceptions from the block come out as they are, never wrapped in an
     exception group: the block's exception is held while the server task is
     cancelled, then re-raised.
     """
-    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout)
+    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -262,16 +272,20 @@ async def serve(
     api_key: str | None = None,
     engine: Engine | str = "auto",
     idle_timeout: float | None = 60.0,
+    log_details: bool = False,
     task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the Async API until cancelled (the ``trio-asyncai serve`` command).
 
-    Same options as :func:`open_local_server`; a piper model is verified and
+    Same options as :func:`open_local_server`, except that ``log_details``
+    is off by default: a server that runs for days keeps only the log's
+    counters, so that its memory does not grow with what clients send. A
+    piper model is verified and
     loaded (in a worker thread) before the server starts listening, so the
     first request is not slow. ``task_status.started()`` gets the
     :class:`LocalServer`.
     """
-    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout)
+    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
     preload = getattr(state.engine, "preload", None)
     if callable(preload):
         await trio.to_thread.run_sync(preload)

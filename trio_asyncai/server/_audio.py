@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import AsyncGenerator, Generator, Iterator
-from typing import Final, Protocol, final
+from typing import IO, Final, Protocol, final
 
 import attrs
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "MAX_BREAK_SECONDS",
     "AudioEncoder",
     "PcmEncoder",
+    "WAV_HEADER_BYTES",
     "WordTiming",
     "encode",
     "encode_all",
@@ -37,10 +38,12 @@ __all__ = [
     "mulaw_encode",
     "render",
     "render_all",
+    "render_to_file",
     "split_breaks",
     "split_complete_sentences",
     "stream_audio",
     "wav_file",
+    "wav_header",
 ]
 
 #: One word and its (start, end) in seconds from the start of the audio.
@@ -310,12 +313,21 @@ def render_all(
 
 def wav_file(pcm: bytes, sample_rate: int, encoding: str) -> bytes:
     """Mono pcm bytes in a WAV container (16-bit PCM, or 32-bit IEEE float)."""
+    return wav_header(len(pcm), sample_rate, encoding) + pcm
+
+
+#: The length of :func:`wav_header`'s header.
+WAV_HEADER_BYTES: Final = 44
+
+
+def wav_header(data_bytes: int, sample_rate: int, encoding: str) -> bytes:
+    """The 44-byte header of a mono WAV file whose samples take ``data_bytes`` bytes."""
     float_samples = encoding == "pcm_f32le"
     width = 4 if float_samples else 2
-    header = struct.pack(
+    return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
         b"RIFF",
-        36 + len(pcm),
+        36 + data_bytes,
         b"WAVE",
         b"fmt ",
         16,
@@ -326,13 +338,46 @@ def wav_file(pcm: bytes, sample_rate: int, encoding: str) -> bytes:
         width,
         8 * width,
         b"data",
-        len(pcm),
+        data_bytes,
     )
-    return header + pcm
 
 
 def _next_piece(pieces: Iterator[bytes]) -> bytes | None:
     return next(pieces, None)
+
+
+def _write_next_piece(pieces: Iterator[bytes], file: IO[bytes]) -> int | None:
+    data = next(pieces, None)
+    if data is None:
+        return None
+    file.write(data)
+    return len(data)
+
+
+async def render_to_file(
+    engine: Engine,
+    limiter: trio.CapacityLimiter,
+    text: str,
+    voice: Voice,
+    output_format: OutputFormat,
+    file: IO[bytes],
+) -> int:
+    """Write the encoded audio of ``text`` to ``file``; return how many bytes were written.
+
+    As :func:`stream_audio`, one engine step at a time in a worker thread
+    (which also writes what it made), so that no more than a step's audio is
+    ever in memory and a cancelled request stops at the next step.
+    """
+    pieces = render(engine, text, voice, output_format)
+    written = 0
+    try:
+        while True:
+            size = await trio.to_thread.run_sync(_write_next_piece, pieces, file, limiter=limiter)
+            if size is None:
+                return written
+            written += size
+    finally:
+        pieces.close()
 
 
 async def stream_audio(

@@ -20,6 +20,8 @@ __all__ = [
     "DEFAULT_OUTPUT_FORMAT",
     "ERROR_STATUS",
     "KNOWN_MODELS",
+    "MAX_JSON_BODY_BYTES",
+    "MAX_TRANSCRIPT_CHARS",
     "SUPPORTED_LANGUAGES",
     "VOICE_CONTROL_MODEL",
     "VOICE_LANGUAGES",
@@ -35,6 +37,8 @@ __all__ = [
     "parse_synthesis_request",
     "parse_voice",
     "parse_voice_controls",
+    "shown",
+    "transcript_too_long",
 ]
 
 #: The HTTP status of each error code the server uses.
@@ -92,6 +96,30 @@ MIN_SPEED: Final = 0.7
 MAX_SPEED: Final = 2.0
 
 API_VERSION: Final = "v1"
+
+#: The longest transcript an HTTP synthesis request may carry, and the most
+#: text a WebSocket context may hold unsynthesized, in characters (*our
+#: choice*: the reference names no limit). Over it: 400 ``INVALID_REQUEST``.
+MAX_TRANSCRIPT_CHARS: Final = 100_000
+#: The largest JSON request body, in bytes (*our choice*); over it: 413 ``FILE_TOO_LARGE``.
+MAX_JSON_BODY_BYTES: Final = 1024 * 1024
+#: How much of a client's value an error message repeats.
+_SHOWN_CHARS: Final = 60
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to a few dozen characters: what an error message repeats of a client's value."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def transcript_too_long(length: int) -> RequestError:
+    """The error for text over :data:`MAX_TRANSCRIPT_CHARS`."""
+    return RequestError(
+        "INVALID_REQUEST",
+        f"the transcript has {length} characters; at most {MAX_TRANSCRIPT_CHARS} are accepted",
+    )
+
 
 Container = Literal["raw", "wav", "mp3"]
 Encoding = Literal["pcm_s16le", "pcm_f32le", "pcm_mulaw"]
@@ -217,10 +245,10 @@ DEFAULT_OUTPUT_FORMAT: Final = OutputFormat()
 
 def _int_field(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError("FORMAT_NOT_RECOGNIZED", f"{name} must be an integer, not {value!r}")
+        raise RequestError("FORMAT_NOT_RECOGNIZED", f"{name} must be an integer, not {shown(value)}")
     if isinstance(value, float):
         if not value.is_integer():
-            raise RequestError("FORMAT_NOT_RECOGNIZED", f"{name} must be an integer, not {value!r}")
+            raise RequestError("FORMAT_NOT_RECOGNIZED", f"{name} must be an integer, not {shown(value)}")
         value = int(value)
     return value
 
@@ -243,7 +271,7 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
     container = value.get("container", "raw")
     if container not in _CONTAINERS:
         raise RequestError(
-            "FORMAT_NOT_RECOGNIZED", f"container must be one of {_CONTAINERS}, not {container!r}"
+            "FORMAT_NOT_RECOGNIZED", f"container must be one of {_CONTAINERS}, not {shown(container)}"
         )
     if streaming and container == "wav":
         raise RequestError("FORMAT_NOT_RECOGNIZED", "the wav container is not available when streaming")
@@ -251,7 +279,9 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
     if container == "mp3":
         encoding = "pcm_s16le"  # ignored for mp3
     elif encoding not in _ENCODINGS:
-        raise RequestError("FORMAT_NOT_RECOGNIZED", f"encoding must be one of {_ENCODINGS}, not {encoding!r}")
+        raise RequestError(
+            "FORMAT_NOT_RECOGNIZED", f"encoding must be one of {_ENCODINGS}, not {shown(encoding)}"
+        )
     elif encoding in _STREAMING_ENCODINGS and not streaming:
         raise RequestError(
             "FORMAT_NOT_RECOGNIZED",
@@ -299,12 +329,12 @@ def parse_language(value: object, *, languages: frozenset[str] = SUPPORTED_LANGU
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise RequestError("INVALID_LANGUAGE", f"language must be a string, not {value!r}")
+        raise RequestError("INVALID_LANGUAGE", f"language must be a string, not {shown(value)}")
     base = value.strip().replace("_", "-").split("-", 1)[0].lower()
     if base not in languages:
         raise RequestError(
             "INVALID_LANGUAGE",
-            f"language {value!r} is not supported; use one of {sorted(languages)}",
+            f"language {shown(value)} is not supported; use one of {sorted(languages)}",
         )
     return base
 
@@ -318,7 +348,7 @@ def parse_voice_controls(body: Mapping[str, Any]) -> tuple[float | None, int | N
     speed = body.get("speed_control")
     if speed is not None:
         if isinstance(speed, bool) or not isinstance(speed, int | float):
-            raise RequestError("INVALID_REQUEST", f"speed_control must be a number, not {speed!r}")
+            raise RequestError("INVALID_REQUEST", f"speed_control must be a number, not {shown(speed)}")
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise RequestError(
                 "INVALID_REQUEST", f"speed_control must be from {MIN_SPEED} to {MAX_SPEED}, not {speed}"
@@ -331,7 +361,7 @@ def parse_voice_controls(body: Mapping[str, Any]) -> tuple[float | None, int | N
             or not isinstance(stability, int | float)
             or (isinstance(stability, float) and not stability.is_integer())
         ):
-            raise RequestError("INVALID_REQUEST", f"stability must be an integer, not {stability!r}")
+            raise RequestError("INVALID_REQUEST", f"stability must be an integer, not {shown(stability)}")
         stability = int(stability)
         if not 0 <= stability <= 100:
             raise RequestError("INVALID_REQUEST", f"stability must be from 0 to 100, not {stability}")
@@ -356,13 +386,14 @@ def parse_voice(value: object, voices: VoiceLibrary) -> Voice:
         raise RequestError("INVALID_REQUEST", 'voice must be an object {"mode": "id", "id": ...}')
     mode = value.get("mode", "id")
     if mode != "id":
-        raise RequestError("INVALID_REQUEST", f'voice mode must be "id", not {mode!r}')
+        raise RequestError("INVALID_REQUEST", f'voice mode must be "id", not {shown(mode)}')
     voice_id = value.get("id")
     if not isinstance(voice_id, str) or not voice_id:
         raise RequestError("INVALID_REQUEST", "voice.id must be a non-empty string")
     voice = voices.get(voice_id)
     if voice is None:
-        raise RequestError("VOICE_NOT_FOUND", f"voice {voice_id!r} not found", extra={"voice_id": voice_id})
+        message = f"voice {shown(voice_id)} not found"
+        raise RequestError("VOICE_NOT_FOUND", message, extra={"voice_id": voice_id})
     return voice
 
 
@@ -440,6 +471,8 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
         raise RequestError("INVALID_REQUEST", "transcript must be a string")
     if not transcript.strip():
         raise RequestError("INVALID_REQUEST", "transcript is empty")
+    if len(transcript) > MAX_TRANSCRIPT_CHARS:
+        raise transcript_too_long(len(transcript))
     if "voice" not in body:
         raise RequestError("INVALID_REQUEST", "voice is required")
     voice = parse_voice(body["voice"], voices)

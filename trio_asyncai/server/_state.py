@@ -104,10 +104,14 @@ class ConnectionLog:
     ids of closeContext messages. ``jobs`` records each piece of text handed to
     synthesis as ``(context_id, text, flushed)`` (flushed: by a force or the close), at the moment the message
     that caused it was processed.
+
+    Without ``details`` (see :class:`ServerLog`) the lists stay empty and only
+    the counters and the close are kept.
     """
 
     index: int
     query: dict[str, str] = attrs.field(factory=dict)
+    details: bool = True
     messages: list[dict[str, Any]] = attrs.field(factory=list)
     rejected: list[str | bytes] = attrs.field(factory=list)
     contexts_opened: list[str | None] = attrs.field(factory=list)
@@ -161,6 +165,15 @@ class ServerLog:
     summed over connections, ``contexts_opened``, ``contexts_closed`` and
     ``keepalives`` (whitespace-only sendTexts without ``force``).
 
+    With ``details`` (the default of :func:`~trio_asyncai.server.open_local_server`)
+    the log keeps a :class:`ConnectionLog` per connection, with every message,
+    and an :class:`HTTPRequestLog` per request, with its body, for the
+    server's lifetime: what tests need. Without (the default of
+    :func:`~trio_asyncai.server.serve`, a long-running server) it keeps only
+    the four counters above, so that its memory does not grow with what
+    clients send; ``connections``, ``http`` and the per-connection sums stay
+    empty and zero.
+
     :meth:`wait_for` waits (without polling) until a condition on the log
     holds, e.g. ``await log.wait_for(lambda log: log.contexts_closed >= 1)``.
     """
@@ -170,12 +183,24 @@ class ServerLog:
     connections_opened: int = 0
     connections_closed: int = 0
     handshakes_rejected: int = 0
+    #: How many HTTP requests arrived (any endpoint).
+    http_requests: int = 0
+    details: bool = True
     _changed: trio.Event = attrs.field(factory=trio.Event, repr=False)
 
-    @property
-    def http_requests(self) -> int:
-        """How many HTTP requests arrived (any endpoint)."""
-        return len(self.http)
+    def add_connection(self, record: ConnectionLog) -> None:
+        """Count an accepted WebSocket connection (and keep its record, with ``details``)."""
+        if self.details:
+            self.connections.append(record)
+        self.connections_opened += 1
+        self.notify()
+
+    def add_http(self, record: HTTPRequestLog) -> None:
+        """Count an HTTP request (and keep its record, with ``details``)."""
+        if self.details:
+            self.http.append(record)
+        self.http_requests += 1
+        self.notify()
 
     @property
     def contexts_opened(self) -> int:
@@ -217,6 +242,7 @@ class ServerLog:
         self.connections.clear()
         self.http.clear()
         self.connections_opened = self.connections_closed = self.handshakes_rejected = 0
+        self.http_requests = 0
         self.notify()
 
 

@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 
 from ._audio import render_all, wav_file
 from ._http import admit, error_response, log_request, refusal
-from ._requests import VOICE_LANGUAGES, OutputFormat, RequestError, parse_language
+from ._requests import VOICE_LANGUAGES, OutputFormat, RequestError, parse_language, shown
 from ._state import HTTPRequestLog, ServerState
 from ._voices import Voice
 
@@ -82,6 +82,8 @@ SIGNED_PREVIEW_PATH: Final = "/signed/voice-previews/{voice_id}"
 _PREVIEW_FORMAT: Final = OutputFormat(sample_rate=24000)
 _EDITABLE: Final = ("name", "description", "gender", "style", "accent")
 _SIGNED_FOR: Final = 3600
+#: A clone request's body: the largest sample, and room for the form around it.
+_MAX_CLONE_BODY_BYTES: Final = MAX_CLONE_BYTES + 64 * 1024
 _MIN_MP3_BYTES: Final = 24_000  # about 3 s at 64 kbit/s
 
 
@@ -92,7 +94,7 @@ def _now() -> str:
 def _voice_or_404(state: ServerState, voice_id: str, code: str = "VOICE_NOT_FOUND") -> Voice:
     voice = state.voices.get(voice_id)
     if voice is None:
-        raise RequestError(code, f"voice {voice_id!r} not found", extra={"voice_id": voice_id})
+        raise RequestError(code, f"voice {shown(voice_id)} not found", extra={"voice_id": voice_id})
     return voice
 
 
@@ -115,7 +117,8 @@ def _optional_str(body: Mapping[str, Any], field: str) -> str | None:
 
 def _gender(value: str | None) -> str | None:
     if value is not None and value not in GENDERS:
-        raise RequestError("INVALID_REQUEST", f"gender must be one of {', '.join(GENDERS)}, not {value!r}")
+        message = f"gender must be one of {', '.join(GENDERS)}, not {shown(value)}"
+        raise RequestError("INVALID_REQUEST", message)
     return value
 
 
@@ -169,7 +172,7 @@ async def list_voices_endpoint(state: ServerState, request: Request) -> Response
         if after is not None:
             ids = [v.voice_id for v in voices]
             if after not in ids:
-                raise RequestError("INVALID_REQUEST", f"after: no voice {after!r}")
+                raise RequestError("INVALID_REQUEST", f"after: no voice {shown(after)}")
             start = ids.index(after) + 1
     except RequestError as exc:
         return refusal(state, record, exc)
@@ -222,7 +225,7 @@ async def update_voice_endpoint(state: ServerState, request: Request) -> Respons
             if field not in _EDITABLE:
                 raise RequestError(
                     "VOICE_FIELD_UPDATE_NOT_ALLOWED",
-                    f"the field {field!r} cannot be changed",
+                    f"the field {shown(field)} cannot be changed",
                     extra={"field": field},
                 )
         changes: dict[str, Any] = {}
@@ -426,11 +429,11 @@ async def clone_voice_endpoint(state: ServerState, request: Request) -> Response
     ``accent``, ``gender``, ``style`` and ``enhance`` (``true``/``false``).
     Answers ``{"id", "name", "description", "language"}``.
     """
-    record, _, refused = await admit(state, request, parse_json=False)
+    record, raw, refused = await admit(state, request, parse_json=False, max_body=_MAX_CLONE_BODY_BYTES)
     if refused is not None:
         return refused
     try:
-        fields, files = parse_form(request.headers.get("content-type", ""), await request.body())
+        fields, files = parse_form(request.headers.get("content-type", ""), raw)
         record.body = {**fields, "audio": {k: (f, len(d)) for k, (f, d) in files.items()}}
         if "audio" not in files or not files["audio"][1]:
             raise RequestError("INVALID_REQUEST", "an audio file is required")

@@ -35,10 +35,24 @@ reference is silent (marked *our choice*):
 * Errors in the initializeConnection (unknown voice, bad format or language,
   missing fields, a first message that is not JSON or not an init): an error
   message, then close code 1008, reason = the code (*our choice*).
-* Malformed messages after the init (not JSON, not an object, wrong types, an
-  unknown kind): an error message with code ``INVALID_REQUEST`` (and the
-  ``context_id`` when one could be read); the connection stays open, since
-  the other contexts on it are fine (*our choice*).
+* Malformed messages after the init (not JSON, JSON nested deeper than the
+  parser goes, a JSON value that is not an object, ``null`` included, wrong
+  types, an unknown kind): an error message with code ``INVALID_REQUEST``
+  (and the ``context_id`` when one could be read); the connection stays
+  open, since the other contexts on it are fine (*our choice*).
+* Sizes (*our choice*: the reference names no limits): a client message
+  larger than :data:`MAX_MESSAGE_SIZE` (1 MiB) closes the connection with
+  code 1009 (message too big) and no error message, as Hypercorn enforces
+  it before the app sees the message. Text that would make a context hold
+  more than ``MAX_TRANSCRIPT_CHARS`` (100,000) characters not yet
+  synthesized is refused with ``INVALID_REQUEST`` (with the ``context_id``);
+  that text is dropped, what the context held stays.
+* Backpressure: synthesis runs at most :data:`SEND_QUEUE_MESSAGES` messages
+  ahead of the socket, so a client that does not read stops synthesis
+  instead of filling the server's memory; a context keeps at most
+  :data:`JOB_QUEUE_JOBS` texts waiting for synthesis, and beyond that the
+  server reads the client's next message only when synthesis catches up
+  (the client's own sends then wait). Either way nothing is dropped.
 * A failing engine: an error message ``INTERNAL_SERVER_ERROR`` with the
   ``context_id``; that text gets no audio (the context's final still comes
   when it is closed).
@@ -61,10 +75,9 @@ import base64
 import hmac
 import json
 import logging
-import math
 import uuid
 from contextlib import aclosing, suppress
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
 import numpy as np
@@ -76,10 +89,13 @@ from ._audio import AudioEncoder, encode_all, make_encoder, split_complete_sente
 from ._requests import (
     API_VERSION,
     CODE_FOR_STATUS,
+    MAX_TRANSCRIPT_CHARS,
     ConnectionSettings,
     RequestError,
     error_answer,
     parse_connection_settings,
+    shown,
+    transcript_too_long,
 )
 from ._state import ConnectionLog, ServerState
 
@@ -93,6 +109,18 @@ CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011
 #: The error code (and close reason) for a connection closed as idle.
 IDLE_CODE: Final = "TIMEOUT"
+#: The largest client message (frame) accepted, in characters of a text
+#: message or bytes of a binary one; a larger one closes the connection with
+#: 1009 (Hypercorn's ``websocket_max_message_size``).
+MAX_MESSAGE_SIZE: Final = 1024 * 1024
+#: Messages waiting for the socket, per connection: when they are there,
+#: synthesis waits for the client to read.
+SEND_QUEUE_MESSAGES: Final = 8
+#: Texts waiting for synthesis, per context: when they are there, the
+#: server reads no further client message until synthesis catches up.
+JOB_QUEUE_JOBS: Final = 4
+
+_T = TypeVar("_T")
 
 # What sending to a client that is gone (or closing at the same moment: then
 # Hypercorn's own close reply and ours meet, BusyResourceError) can raise.
@@ -137,7 +165,7 @@ async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
     if refusal is None:
         version = params.get("version")
         if version not in (None, "", API_VERSION):
-            refusal = (404, "VERSION_NOT_FOUND", f"API version {version!r} not found; use v1")
+            refusal = (404, "VERSION_NOT_FOUND", f"API version {shown(version)} not found; use v1")
     if refusal is not None:
         log.handshakes_rejected += 1
         log.notify()
@@ -146,10 +174,8 @@ async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
         return
 
     await websocket.accept()
-    record = ConnectionLog(index=len(log.connections), query=redact_query(params))
-    log.connections.append(record)
-    log.connections_opened += 1
-    log.notify()
+    record = ConnectionLog(index=log.connections_opened, query=redact_query(params), details=log.details)
+    log.add_connection(record)
     logger.debug("WebSocket connection %d opened", record.index)
     try:
         await _Connection(state, websocket, record).run()
@@ -210,7 +236,7 @@ class _Connection:
         self.record = record
         self.settings: ConnectionSettings | None = None
         self.contexts: dict[str | None, _Context] = {}
-        self.out_send, self.out_receive = trio.open_memory_channel[_Outgoing](math.inf)
+        self.out_send, self.out_receive = trio.open_memory_channel[_Outgoing](SEND_QUEUE_MESSAGES)
         self.idle_scope: trio.CancelScope | None = None
         self.nursery: trio.Nursery | None = None
         self.close: tuple[int, str] | None = None
@@ -228,14 +254,14 @@ class _Connection:
                     self.nursery = nursery
                     nursery.start_soon(self._sender)
                     if "transcript" in init:
-                        self._send_text(init)
+                        await self._send_text(init)
                     await self._receive_loop()
                     nursery.cancel_scope.cancel()
         if idle_scope.cancelled_caught and self.close is None:
             timeout = self.state.idle_timeout
             error = ws_error(IDLE_CODE, f"Timeout: no message received in {timeout:.1f} seconds")
             await self._send_direct(error)
-            self.record.errors_sent.append(error)
+            self._keep(self.record.errors_sent, error)
             self.close = (CLOSE_POLICY, IDLE_CODE)
         if self.close is not None and not self.client_gone:
             code, reason = self.close
@@ -246,7 +272,7 @@ class _Connection:
     async def _initialize(self) -> dict[str, Any] | None:
         """Read and check the initializeConnection; on error, answer it and return None."""
         message = await self._receive_json()
-        if message is None:
+        if message is _GONE:
             return None
         try:
             if not isinstance(message, dict):
@@ -255,7 +281,7 @@ class _Connection:
         except RequestError as exc:
             error = ws_error(exc.code, exc.message)
             await self._send_direct(error)
-            self.record.errors_sent.append(error)
+            self._keep(self.record.errors_sent, error)
             self.close = (CLOSE_POLICY, exc.code)
             return None
         return message
@@ -263,81 +289,94 @@ class _Connection:
     async def _receive_json(self) -> object:
         """The next client frame, parsed; a frame that is not JSON comes back as ``_BAD``.
 
-        Returns None when the client went away.
+        Returns ``_GONE`` when the client went away (JSON ``null`` is None).
         """
         message = await self.ws.receive()
         self._activity()
         if message["type"] == "websocket.disconnect":
             self.client_gone = True
-            return None
+            return _GONE
         raw: str | bytes | None = message.get("text")
         if raw is None:
             raw = message.get("bytes") or b""
         try:
             value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self.record.rejected.append(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nested deeper than the parser goes.
+            self._keep(self.record.rejected, raw)
             self.state.log.notify()
             return _BAD
         if isinstance(value, dict):
-            self.record.messages.append(value)
+            self._keep(self.record.messages, value)
         else:
-            self.record.rejected.append(raw)
+            self._keep(self.record.rejected, raw)
         self.state.log.notify()
         return value
+
+    def _keep(self, items: list[_T], item: _T) -> None:
+        """Add to one of the connection log's lists, when the log keeps details."""
+        if self.record.details:
+            items.append(item)
 
     async def _receive_loop(self) -> None:
         while True:
             message = await self._receive_json()
-            if message is None:
+            if message is _GONE:
                 return
             if not isinstance(message, dict):
-                self._error("INVALID_REQUEST", "messages must be JSON objects")
+                await self._error("INVALID_REQUEST", "messages must be JSON objects")
                 continue
-            if not self._handle(message):
+            if not await self._handle(message):
                 return
 
     # ------------------------------------------------------------------ messages
 
-    def _handle(self, message: dict[str, Any]) -> bool:
+    async def _handle(self, message: dict[str, Any]) -> bool:
         """Act on one message after the init; False means: close the connection."""
         if message.get("terminate") is True:
             self.close = (CLOSE_NORMAL, "terminate")
             return False
         if message.get("close_context") is True:
-            self._close_context(message)
+            await self._close_context(message)
         elif "transcript" in message:
-            self._send_text(message)
+            await self._send_text(message)
         elif "text" in message:
             if message["text"] == "":
                 # The older closeConnection.
                 self.close = (CLOSE_NORMAL, "terminate")
                 return False
-            self._send_text({**message, "transcript": message["text"]})
+            await self._send_text({**message, "transcript": message["text"]})
         elif "model_id" in message or "voice" in message:
-            self._error(
+            await self._error(
                 "INVALID_REQUEST",
                 "the connection is already initialized: open a new one to change settings",
             )
         else:
-            self._error("INVALID_REQUEST", "unknown message: expected transcript, close_context or terminate")
+            message_kinds = "expected transcript, close_context or terminate"
+            await self._error("INVALID_REQUEST", f"unknown message: {message_kinds}")
         return True
 
-    def _send_text(self, message: dict[str, Any]) -> None:
+    async def _send_text(self, message: dict[str, Any]) -> None:
         transcript = message.get("transcript")
         context_id = message.get("context_id")
         force = message.get("force")
         if context_id is not None and not isinstance(context_id, str):
-            self._error("INVALID_REQUEST", "context_id must be a string")
+            await self._error("INVALID_REQUEST", "context_id must be a string")
             return
         key = context_id or None
         if not isinstance(transcript, str):
-            self._error("INVALID_REQUEST", "transcript must be a string", key)
+            await self._error("INVALID_REQUEST", "transcript must be a string", key)
             return
         if force is not None and not isinstance(force, bool):
-            self._error("INVALID_REQUEST", "force must be a boolean", key)
+            await self._error("INVALID_REQUEST", "force must be a boolean", key)
             return
         context = self.contexts.get(key)
+        held = len(context.buffer) if context is not None else 0
+        if held + len(transcript) > MAX_TRANSCRIPT_CHARS:
+            # The text is dropped; what the context held stays (our choice).
+            refused = transcript_too_long(held + len(transcript))
+            await self._error(refused.code, refused.message, key)
+            return
         if not transcript.strip() and not force:
             # A keepalive: never synthesized.
             self.record.keepalives += 1
@@ -350,72 +389,74 @@ class _Connection:
         code = self.state.faults.error_on_text
         if code is not None:
             self.state.faults.error_on_text = None
-            self._error(code, "error injected by the local server's faults", key)
+            await self._error(code, "error injected by the local server's faults", key)
             return
         context.buffer += transcript
         if force:
             text, context.buffer = context.buffer, ""
-            self._enqueue(context, text, flush=True, final=self.state.faults.final_per_force)
+            await self._enqueue(context, text, flush=True, final=self.state.faults.final_per_force)
         else:
             complete, rest = split_complete_sentences(context.buffer)
             if complete.strip():
                 context.buffer = rest
-                self._enqueue(context, complete, flush=False, final=False)
+                await self._enqueue(context, complete, flush=False, final=False)
 
     def _open_context(self, key: str | None) -> _Context:
         assert self.nursery is not None
         assert self.settings is not None
-        jobs_send, jobs_receive = trio.open_memory_channel[_Job](math.inf)
+        jobs_send, jobs_receive = trio.open_memory_channel[_Job](JOB_QUEUE_JOBS)
         context = _Context(key, jobs_send, jobs_receive, make_encoder(self.settings.output_format))
         self.contexts[key] = context
-        self.record.contexts_opened.append(key)
+        self._keep(self.record.contexts_opened, key)
         self.state.log.notify()
         self.nursery.start_soon(self._run_context, context)
         return context
 
-    def _enqueue(
+    async def _enqueue(
         self, context: _Context, text: str, *, flush: bool, final: bool, closing: bool = False
     ) -> None:
-        self.record.jobs.append((context.id, text, flush))
+        self._keep(self.record.jobs, (context.id, text, flush))
         context.pending += 1
-        context.jobs_send.send_nowait(_Job(text, flush, final, closing))
         self.state.log.notify()
+        # Waits while the context has JOB_QUEUE_JOBS texts waiting: the
+        # client's next message is read when synthesis catches up.
+        await context.jobs_send.send(_Job(text, flush, final, closing))
 
-    def _close_context(self, message: dict[str, Any]) -> None:
+    async def _close_context(self, message: dict[str, Any]) -> None:
         context_id = message.get("context_id")
         key = context_id if isinstance(context_id, str) and context_id else None
-        self.record.contexts_closed.append(key)
+        self._keep(self.record.contexts_closed, key)
         context = self.contexts.pop(key, None)
         if context is not None and not self.state.faults.no_final_on_close:
             # The end of input: the rest of the text, its audio, then the final.
             text, context.buffer = context.buffer, ""
-            self._enqueue(context, text, flush=True, final=True, closing=True)
+            await self._enqueue(context, text, flush=True, final=True, closing=True)
             context.jobs_send.close()
         elif context is not None:
             context.closed = True
             context.scope.cancel()
             context.jobs_send.close()
-            self._after_close(key)
+            await self._after_close(key)
         else:
-            self._queue(_final_message(key), kind="final")
-            self._after_close(key)
+            await self._queue(_final_message(key), kind="final")
+            await self._after_close(key)
         self.state.log.notify()
 
-    def _after_close(self, key: str | None) -> None:
+    async def _after_close(self, key: str | None) -> None:
         """What follows a context's final: the ``late_audio_after_close`` fault's extra messages."""
         if self.state.faults.late_audio_after_close:
             assert self.settings is not None
             fmt = self.settings.output_format
             t = np.arange(round(fmt.sample_rate * 0.04)) / fmt.sample_rate
             late = encode_all((0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), fmt)
-            self._queue(_audio_message(late, key), kind="audio")
-            self._queue(_final_message(key), kind="final")
+            await self._queue(_audio_message(late, key), kind="audio")
+            await self._queue(_final_message(key), kind="final")
 
-    def _error(self, code: str, message: str, context_id: str | None = None) -> None:
+    async def _error(self, code: str, message: str, context_id: str | None = None) -> None:
         extra = None
         if code == "RATE_LIMIT_EXCEEDED":  # the same details as over HTTP
             extra = {"limit": 60, "retry_after_ms": self.state.faults.retry_after_ms}
-        self._queue(_with_context(ws_error(code, message, extra), context_id), kind="error")
+        await self._queue(_with_context(ws_error(code, message, extra), context_id), kind="error")
 
     # ------------------------------------------------------------------ synthesis
 
@@ -439,31 +480,34 @@ class _Connection:
                             )
                         ) as chunks:
                             async for chunk in chunks:
-                                self._queue(_audio_message(chunk, context.id), context, "audio")
+                                await self._queue(_audio_message(chunk, context.id), context, "audio")
                     if job.final:
-                        self._queue(_final_message(context.id), context, "final")
+                        await self._queue(_final_message(context.id), context, "final")
                     if job.closing:
-                        self._after_close(context.id)
+                        await self._after_close(context.id)
                 except Exception:
                     logger.exception("synthesis failed")
                     # Start the next job on a clean stream.
                     context.encoder = make_encoder(settings.output_format)
-                    self._queue(
+                    await self._queue(
                         _with_context(ws_error("INTERNAL_SERVER_ERROR", "synthesis failed"), context.id),
                         context,
                         "error",
                     )
                     if job.final:
-                        self._queue(_final_message(context.id), context, "final")
+                        await self._queue(_final_message(context.id), context, "final")
                     if job.closing:
-                        self._after_close(context.id)
+                        await self._after_close(context.id)
                 finally:
                     context.pending -= 1
 
     # ------------------------------------------------------------------ sending
 
-    def _queue(self, message: dict[str, Any], context: _Context | None = None, kind: str = "other") -> None:
-        self.out_send.send_nowait(_Outgoing(message, context, kind))
+    async def _queue(
+        self, message: dict[str, Any], context: _Context | None = None, kind: str = "other"
+    ) -> None:
+        """Hand a message to the sender; waits while SEND_QUEUE_MESSAGES are waiting for the socket."""
+        await self.out_send.send(_Outgoing(message, context, kind))
 
     async def _sender(self) -> None:
         async for item in self.out_receive:
@@ -497,7 +541,7 @@ class _Connection:
         if item.kind == "final":
             record.finals_sent += 1
         elif item.kind == "error":
-            record.errors_sent.append(item.message)
+            self._keep(record.errors_sent, item.message)
         self.state.log.notify()
 
     def _audio_limit_reached(self) -> bool:
@@ -547,11 +591,12 @@ class _Connection:
         self.idle_scope.deadline = trio.current_time() + timeout
 
 
-class _Bad:
-    """Marks a frame that was not JSON."""
+class _Marker:
+    """Marks a frame that was not JSON (``_BAD``), or the client's going away (``_GONE``)."""
 
 
-_BAD: Final = _Bad()
+_BAD: Final = _Marker()
+_GONE: Final = _Marker()
 
 
 def _audio_message(audio: bytes, context_id: str | None) -> dict[str, Any]:
