@@ -6,12 +6,15 @@ server in its default, reference-shaped mode.
 
 from __future__ import annotations
 
+import gc
+import types
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+import trio_asyncai
 from trio_asyncai import (
     ConnectionLostError,
     NotFoundError,
@@ -223,32 +226,53 @@ async def test_a_hung_service_fails_entering_within_connect_timeout(
 
 
 async def test_no_long_lived_frame_holds_the_key(server: LocalServer) -> None:
-    """Error reporters record frame locals: no frame of the SDK's running tasks may hold the key.
+    """Error reporters record frame locals: no suspended frame of the SDK may hold the key.
 
-    (The local server's own frames, in this process too, are not the SDK's.)
+    Every coroutine and generator frame of trio_asyncai's code that is alive
+    while an utterance plays (the synthesizer's tasks, and the ``open_*``
+    context managers suspended at their ``yield``). The local server's own
+    frames, in this process too, are not the SDK's.
     """
     key = "sk_secret_do_not_leak_0123456789"
+
+    def leaks() -> list[str]:
+        found = []
+        for obj in gc.get_objects():
+            if isinstance(obj, types.CoroutineType):
+                frame = obj.cr_frame
+            elif isinstance(obj, types.AsyncGeneratorType):
+                frame = obj.ag_frame
+            elif isinstance(obj, types.GeneratorType):
+                frame = obj.gi_frame
+            else:
+                continue
+            if frame is None:
+                continue
+            filename = frame.f_code.co_filename.replace("\\", "/")
+            if "/trio_asyncai/" not in filename or "/trio_asyncai/server/" in filename:
+                continue
+            for name, value in frame.f_locals.items():
+                if (isinstance(value, str) and key in value) or key in repr(value):
+                    found.append(f"{frame.f_code.co_name}: {name}")
+        return found
+
     with trio.fail_after(TIMEOUT):
         async with synth_for(server, api_key=key) as synth:
             async with synth.speak("Hello.") as utterance:
                 await utterance.read_all()
-            leaks = []
-            root = trio.lowlevel.current_root_task()
-            assert root is not None
-            stack = [root]
-            while stack:
-                task = stack.pop()
-                for nursery in task.child_nurseries:
-                    stack.extend(nursery.child_tasks)
-                frame = task.coro.cr_frame
-                while frame is not None:
-                    filename = frame.f_code.co_filename.replace("\\", "/")
-                    ours = "/trio_asyncai/" in filename and "/trio_asyncai/server/" not in filename
-                    for name, value in frame.f_locals.items() if ours else ():
-                        if key in repr(value) or (isinstance(value, str) and key in value):
-                            leaks.append(f"{frame.f_code.co_name}: {name}")
-                    frame = frame.f_back
-    assert leaks == []
+                websocket = leaks()
+        async with trio_asyncai.open_http_synthesizer(
+            base_url=server.url, voice_id=DEFAULT_VOICE_ID, api_key=key
+        ) as http:
+            async with http.speak("Hello.") as utterance:
+                await utterance.read_all()
+                over_http = leaks()
+        async with trio_asyncai.open_client(base_url=server.url, api_key=key) as client:
+            await client.status()
+            rest = leaks()
+    assert websocket == []
+    assert over_http == []
+    assert rest == []
 
 
 async def test_a_connection_near_the_services_idle_limit_is_not_used_for_a_new_utterance(

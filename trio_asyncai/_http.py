@@ -309,6 +309,7 @@ async def open_http_synthesizer(
         speed_control=speed_control,
         stability=stability,
     )
+    del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
     if client is not None and not isinstance(client, httpx.AsyncClient):
         raise ConfigurationError("client must be an httpx.AsyncClient")
     for name, value in (

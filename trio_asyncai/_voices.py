@@ -542,6 +542,7 @@ async def open_client(
     allowed and ``pcm_mulaw`` (a streaming format) is not.
     """
     key = resolve_api_key(api_key)
+    del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
     url = resolve_base_url(base_url)
     if key is None and (httpx.URL(url).host or "") in SERVICE_HOSTS:
         raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")

@@ -928,6 +928,7 @@ async def open_synthesizer(
         speed_control=speed_control,
         stability=stability,
     )
+    del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
     for name, value in (
         ("keepalive_interval", keepalive_interval),
         ("audio_timeout", audio_timeout),
