@@ -63,7 +63,7 @@ from ._types import (
     normalize_language,
     resolve_api_key,
 )
-from ._utterance import Utterance
+from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance
 from ._websocket import open_synthesizer
 from .frames import (
     EndFrame,
@@ -614,9 +614,9 @@ class WebSocketTTS(_TTSStage):
         max_ahead: int = 1,
         keepalive_interval: float | None = 10.0,
         connect_timeout: float = 10.0,
-        audio_timeout: float | None = 30.0,
+        audio_timeout: float | None = 10.0,
         close_timeout: float = 2.0,
-        max_buffered_audio: float | None = 600.0,
+        max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
         max_reconnect_attempts: int = 3,
         reconnect_backoff: float = 0.5,
     ) -> None:
@@ -670,9 +670,9 @@ class HttpTTS(_TTSStage):
         aggregate: Aggregate = "sentence",
         max_ahead: int = 1,
         client: httpx.AsyncClient | None = None,
-        connect_timeout: float = 10.0,
-        audio_timeout: float | None = 30.0,
-        max_buffered_audio: float | None = 600.0,
+        connect_timeout: float = 5.0,
+        audio_timeout: float | None = 10.0,
+        max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
         max_retries: int = 3,
         retry_backoff: float = 0.5,
     ) -> None:
