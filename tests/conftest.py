@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import hypothesis
 import pytest
 import trio
 import trio.testing
 
-from trio_asyncai.server import LocalServer, open_local_server
+import trio_asyncai
+from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, open_local_server
 
 #: ``TRIO_ASYNCAI_HYPOTHESIS=fuzz`` (``nox -s fuzz``): every hypothesis test runs
 #: this many examples, whatever its own settings say. Unset: each test's own.
@@ -50,6 +52,13 @@ async def server() -> AsyncIterator[LocalServer]:
     """A local server with the instant, deterministic signal engine."""
     async with open_local_server(engine="signal", idle_timeout=None) as srv:
         yield srv
+
+
+def synth_for(server: LocalServer, **kwargs: Any) -> Any:
+    """``open_synthesizer`` against the local server, with its voice, at 16 kHz unless told otherwise."""
+    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
+    kwargs.setdefault("sample_rate", 16000)
+    return trio_asyncai.open_synthesizer(base_url=server.url, **kwargs)
 
 
 def tasks_named(fragment: str) -> list[str]:

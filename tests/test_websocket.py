@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import tasks_named
+from conftest import synth_for, tasks_named
 
 import trio_asyncai
 from trio_asyncai import (
@@ -31,12 +31,6 @@ from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
 
 LONG_TEXT = "Alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima."
-
-
-def synth_for(server: LocalServer, **kwargs: Any) -> Any:
-    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
-    kwargs.setdefault("sample_rate", 16000)
-    return open_synthesizer(base_url=server.url, **kwargs)
 
 
 async def speak_all(synth: Synthesizer, text: str) -> bytes:

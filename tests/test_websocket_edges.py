@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import synth_for
 
 import trio_asyncai
 from trio_asyncai import (
@@ -27,12 +28,6 @@ from trio_asyncai import (
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 
 TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
-
-
-def synth_for(server: LocalServer, **kwargs: Any) -> Any:
-    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
-    kwargs.setdefault("sample_rate", 16000)
-    return open_synthesizer(base_url=server.url, **kwargs)
 
 
 # ------------------------------------------------------- cancelled from outside

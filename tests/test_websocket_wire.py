@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import synth_for
 
 from trio_asyncai import (
     ConfigurationError,
@@ -23,17 +24,10 @@ from trio_asyncai import (
     RateLimitError,
     ServerError,
     SynthesisTimeout,
-    open_synthesizer,
 )
-from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, open_local_server
+from trio_asyncai.server import LocalServer, open_local_server
 
 TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
-
-
-def synth_for(server: LocalServer, **kwargs: Any) -> Any:
-    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
-    kwargs.setdefault("sample_rate", 16000)
-    return open_synthesizer(base_url=server.url, **kwargs)
 
 
 def sent_for(server: LocalServer, context_id: str) -> list[dict[str, Any]]:
