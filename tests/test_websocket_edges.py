@@ -265,9 +265,18 @@ async def test_no_long_lived_frame_holds_the_key(server: LocalServer) -> None:
         async with trio_asyncai.open_client(base_url=server.url, api_key=key) as client:
             await client.status()
             rest = leaks()
+        async with trio.open_nursery() as nursery:
+            twins = []
+            for connect in (trio_asyncai.connect_synthesizer, trio_asyncai.connect_http_synthesizer):
+                speaker = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID, api_key=key)
+                async with speaker.speak("Hello.") as utterance:
+                    await utterance.read_all()
+                twins += leaks()
+                await speaker.aclose()
     assert websocket == []
     assert over_http == []
     assert rest == []
+    assert twins == []
 
 
 async def test_a_connection_near_the_services_idle_limit_is_not_used_for_a_new_utterance(

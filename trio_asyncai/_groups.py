@@ -85,8 +85,12 @@ def nursery_twin(
     """
 
     async def connect(nursery: trio.Nursery, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        # Made here, so that the long-lived task below holds only the manager,
+        # not the arguments (an API key among them) as a frame local.
+        manager = opener(*args, **kwargs)
+
         async def run(*, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> None:
-            async with opener(*args, **kwargs) as value:
+            async with manager as value:
                 task_status.started(value)
                 await closed(value).wait()
 
