@@ -6,7 +6,9 @@ server in its default, reference-shaped mode.
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
 import types
 from typing import Any
 
@@ -358,3 +360,107 @@ async def test_a_reader_already_waiting_gets_the_audio_timeout_after_the_finish(
                     await utterance.read_all()
                 took = trio.current_time() - start
     assert 6.0 <= took < 7.0  # one second of text, then the five of audio_timeout
+
+
+# --------------------------------------------- moving and closing, under races
+
+
+async def test_speak_racing_aclose_during_the_backoff_is_synthesizer_closed(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    """aclose() lands while speak() waits out the backoff before a new connection."""
+    result: list[BaseException | None] = []
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            synth = await trio_asyncai.connect_synthesizer(
+                nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID, reconnect_backoff=1.0
+            )
+            synth._drops_in_a_row = 2  # as after two connections lost under utterances
+            synth.update_settings(voice_id=PREDEFINED_VOICES[1].voice_id)  # a new connection is needed
+
+            async def talk() -> None:
+                try:
+                    async with synth.speak("Hello.") as utterance:
+                        await utterance.read_all()
+                    result.append(None)
+                except BaseException as exc:
+                    result.append(exc)
+
+            nursery.start_soon(talk)
+            await trio.sleep(0.5)  # well inside the 2 s backoff
+            await synth.aclose()
+    assert len(result) == 1
+    assert isinstance(result[0], SynthesizerClosedError), repr(result[0])
+    assert server.log.connections_opened == 1  # nothing was opened after the close
+
+
+_GUID: bytes = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+async def _accept_handshake(stream: trio.SocketStream) -> bytes:
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += await stream.receive_some(65536)
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+async def test_a_moved_utterance_never_waits_on_a_connection_that_died_as_it_opened(
+    jump_clock: trio.testing.MockClock,
+) -> None:
+    """The first connection drops after the text; the next one closes as soon as it opens."""
+    connections = 0
+
+    async def peer(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        async with stream:
+            answer = await _accept_handshake(stream)
+            if connections % 2 == 1:
+                await stream.send_all(answer)
+                received = b""
+                while received.count(b"\x81") < 2:  # the init and the text, as masked text frames
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    received += data
+            else:
+                await stream.send_all(answer + b"\x88\x02\x03\xe8")  # the 101 and a close frame together
+                with trio.move_on_after(1):
+                    while await stream.receive_some(65536):
+                        pass
+
+    outcomes: list[str] = []
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, peer, 0)
+            port = listeners[0].socket.getsockname()[1]
+            for _ in range(20):
+                connections = 0
+                outcome = "hung"
+                async with open_synthesizer(
+                    base_url=f"http://127.0.0.1:{port}",
+                    voice_id="v",
+                    audio_timeout=None,
+                    keepalive_interval=None,
+                    reconnect_backoff=0.001,
+                    max_reconnect_attempts=0,
+                ) as synth:
+                    async with synth.speak("Hello there.") as utterance:
+                        with trio.move_on_after(30):
+                            try:
+                                await utterance.read_all()
+                                outcome = "complete"
+                            except trio_asyncai.AsyncAIError as exc:
+                                outcome = type(exc).__name__
+                outcomes.append(outcome)
+            nursery.cancel_scope.cancel()
+    assert set(outcomes) == {"ConnectionLostError"}, outcomes

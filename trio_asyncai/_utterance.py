@@ -115,7 +115,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self._awaiting_audio = False
         #: The cancel scope of a :meth:`receive` waiting now, if one is.
         self._waiting_scope: trio.CancelScope | None = None
-        #: Whatever the transport keeps for this utterance (the WebSocket connection).
+        #: Whatever the transport keeps for this utterance (its route).
         self._route: object = None
 
     def __repr__(self) -> str:
@@ -303,6 +303,19 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             self._t_last_activity = trio.current_time()
             if self._waiting_scope is not None:  # a reader already waits: its clock starts now
                 self._waiting_scope.deadline = self._silence_deadline()
+
+    def _hold_silence_clock(self, hold: bool) -> None:
+        """Stop the audio timeout while the transport moves the utterance; start it afresh after.
+
+        Nothing is owed while no connection carries the utterance, so the
+        move's own wait (a backoff, a handshake) is no silence of the service.
+        """
+        if self._state != "finished":
+            return
+        self._awaiting_audio = not hold
+        self._t_last_activity = trio.current_time()
+        if self._waiting_scope is not None:
+            self._waiting_scope.deadline = self._silence_deadline()
 
     def _deliver(self, audio: bytes) -> None:
         """Queue a chunk for the caller (synchronous; never blocks the reader)."""

@@ -173,7 +173,7 @@ class _Connection:
         self.cancel_scope = trio.CancelScope()
         self.last_sent = trio.current_time()
         self.done = trio.Event()
-        #: False once the connection failed or is closing: no new utterances on it.
+        #: False once the connection failed or ended (see also ``closing``): nothing new on it.
         self.alive = True
         #: True once terminate was queued.
         self.closing = False
@@ -181,6 +181,8 @@ class _Connection:
         self.retiring = False
         #: The message the sender took from the outbox and has not sent yet.
         self._unsent: str | None = None
+        #: True once :meth:`fail` ran: the connection broke, it did not just close.
+        self.failed = False
 
     def near_idle_close(self) -> bool:
         """Whether the service may be about to close this connection as idle.
@@ -223,10 +225,15 @@ class _Connection:
             self.close()
 
     def fail(self, error: AsyncAIError) -> None:
-        """The connection is unusable: fail every utterance on it and stop its tasks."""
+        """The connection is unusable: end every utterance on it and stop its tasks.
+
+        An utterance lost before any of its audio moves to a new connection
+        once (see :meth:`Synthesizer._move`); the others fail with ``error``.
+        """
         if not self.alive:
             return
         self.alive = False
+        self.failed = True
         if self.utterances and isinstance(error, TransportError | RateLimitError):
             # Lost under someone's feet, or told to slow down: the next
             # connection waits its turn, so that a flapping service is not hammered.
@@ -252,7 +259,7 @@ class _Connection:
             self.synth._move(self.settings, moving)
 
     def close(self) -> None:
-        """Queue the terminate message; the sender then closes the socket."""
+        """Queue the terminate message, the last one: the service then closes the connection."""
         if not self.closing:
             self.last_sent = trio.current_time()
             self.outbox_send.send_nowait(self.protocol.terminate())
@@ -280,14 +287,26 @@ class _Connection:
             # sender), what is queued still goes out, then terminate, then the
             # close frame (or, cancelled, the TCP close by the stream's owner):
             # shielded, and bounded.
-            with trio.move_on_after(self.synth._close_timeout, shield=True):
-                await self._send_what_is_left()
-                if not cancelled:
-                    await self.ws.aclose()
-            self.done.set()
+            # Whatever is still here has lost its connection (the normal ends
+            # have forgotten theirs): it must not wait for ever.
+            for utterance in list(self.utterances.values()):
+                utterance._fail(ConnectionLostError("the connection was lost"))
+            self.utterances.clear()
+            try:
+                with trio.move_on_after(self.synth._close_timeout, shield=True):
+                    await self._send_what_is_left()
+                    if not cancelled:
+                        await self.ws.aclose()
+            finally:
+                self.done.set()
 
     async def _send_what_is_left(self) -> None:
-        """Send the queued messages the sender did not, ending with terminate."""
+        """Send the queued messages the sender did not, ending with terminate.
+
+        After a failure only ``terminate`` goes out: the queued text may be
+        said again on another connection (see :meth:`Synthesizer._move`), and
+        ``terminate`` closes every context here anyway.
+        """
         if not self.closing:
             self.close()
         unsent = [self._unsent] if self._unsent is not None else []
@@ -296,6 +315,8 @@ class _Connection:
                 unsent.append(self.outbox_receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
+        if self.failed:
+            unsent = unsent[-1:]  # the terminate, queued last
         try:
             for message in unsent:
                 await self.ws.send_message(message)
@@ -621,6 +642,7 @@ class Synthesizer(SpeakerBase):
     async def _connection_for(self, settings: Settings) -> _Connection:
         """The live connection for these settings, (re)connecting as needed."""
         async with self._connect_lock:
+            self._check_open()  # closed while we waited for the lock
             conn = self._connection
             if (
                 conn is not None
@@ -641,6 +663,7 @@ class Synthesizer(SpeakerBase):
             if delay:
                 logger.debug("reconnecting in %.1f s", delay)
                 await trio.sleep(delay)
+                self._check_open()
             # From the first attempt on, connect_timeout bounds getting a
             # connection: attempts and the waits between them.
             deadline = trio.current_time() + self._connect_timeout
@@ -665,6 +688,7 @@ class Synthesizer(SpeakerBase):
                         raise  # no time left for another attempt: the real cause
                     logger.debug("reconnecting in %.1f s", delay)
                     await trio.sleep(delay)
+                    self._check_open()
                     continue
                 self._connect_failures = 0
                 self._connection = conn
@@ -695,6 +719,8 @@ class Synthesizer(SpeakerBase):
         settings = self._settings
         conn = await self._connection_for(settings)
         self._check_open()  # closed while we connected
+        if not conn.alive or conn.closing:
+            raise ConnectionLostError("the connection was lost as it opened")
         fmt = settings.output_format
         max_bytes = buffer_limit(fmt, self._max_buffered_audio)
         utterance = Utterance(
@@ -774,22 +800,29 @@ class Synthesizer(SpeakerBase):
         for utterance in utterances:
             self._route_of(utterance).conn = None
             self._moving.add(utterance)
+            utterance._hold_silence_clock(True)
         self._nursery.start_soon(self._rehome, settings, utterances)
 
     async def _rehome(self, settings: Settings, utterances: list[Utterance]) -> None:
         """Open a connection for moved utterances and say again what each asked for.
 
-        Nothing of theirs had been heard, so nothing is heard twice: to the
-        caller the loss is a pause. If no connection can be had, they fail
-        with the reason.
+        Nothing of theirs had been heard, so nothing is heard twice, and their
+        audio timeout does not run while they move. If no live connection can
+        be had, they fail with the reason.
         """
+        error: AsyncAIError | None = None
         try:
             conn = await self._connection_for(settings)
         except AsyncAIError as exc:
+            error = exc
+        else:
+            if not conn.alive or conn.closing:
+                error = ConnectionLostError("the new connection was lost as it opened")
+        if error is not None:
             for utterance in utterances:
                 if utterance in self._moving:
                     self._moving.discard(utterance)
-                    utterance._fail(copy_error(exc))
+                    utterance._fail(copy_error(error))
             return
         for utterance in utterances:
             if utterance not in self._moving:
@@ -798,6 +831,7 @@ class Synthesizer(SpeakerBase):
             route = self._route_of(utterance)
             route.conn = conn
             conn.utterances[utterance.context_id] = utterance
+            utterance._hold_silence_clock(False)
             for finish, text, force in route.asked:
                 if finish:
                     conn.put_finish(utterance, text)
