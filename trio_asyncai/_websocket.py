@@ -918,11 +918,12 @@ async def open_synthesizer(
         ``https://api.async.com``. ``http(s)://`` becomes ``ws(s)://``.
     :param keepalive_interval: seconds of silence after which a keepalive is
         sent (``None``: never).
-    :param connect_timeout: seconds allowed for getting a connection, every
-        attempt and the waits between them included: entering the block
-        against a service that never answers fails with
-        :exc:`~trio_asyncai.SynthesisTimeout` after this long, and so does an
-        utterance that needs a new connection.
+    :param connect_timeout: seconds allowed for getting a connection, from
+        the first attempt on, every attempt and the waits between them
+        included: entering the block against a service that never answers
+        fails with :exc:`~trio_asyncai.SynthesisTimeout` after this long, and
+        so does an utterance that needs a new connection (after the backoff
+        a lost connection earned, which comes first).
     :param audio_timeout: seconds a finished utterance waits for its next
         audio or its end before failing with
         :exc:`~trio_asyncai.SynthesisTimeout` (``None``: forever). It runs
@@ -940,7 +941,8 @@ async def open_synthesizer(
     :param reconnect_backoff: the first delay between attempts; it doubles
         with each failure (up to 30 s), and each wait is drawn from
         ``[d, 1.5 d)``. A wait the service asks for (``retry_after_ms``) is
-        waited instead, exactly.
+        waited instead, exactly; a wait that would pass ``connect_timeout``
+        is not waited: the error is raised at once.
     :param max_message_size: the largest message (in bytes) accepted from
         the service; a larger one ends the connection with
         :exc:`~trio_asyncai.ConnectionLostError`. One message can hold
