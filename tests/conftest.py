@@ -61,6 +61,19 @@ def synth_for(server: LocalServer, **kwargs: Any) -> Any:
     return trio_asyncai.open_synthesizer(base_url=server.url, **kwargs)
 
 
+async def reader_caught_up(synth: Any, server: LocalServer, *, finals: int = 1) -> None:
+    """Return once the WebSocket synthesizer has read all the server sent up to its ``finals``-th final
+    (on the newest connection).
+
+    The reader takes messages in order, so once an utterance spoken after
+    them is complete, it has handled every earlier one: an utterance nobody
+    reads has met its fate by then, with no sleep.
+    """
+    await server.log.wait_for(lambda log: log.connections[-1].finals_sent >= finals)
+    async with synth.speak("Barrier.") as barrier:
+        await barrier.read_all()
+
+
 def tasks_named(fragment: str) -> list[str]:
     """The names of every running task whose name contains ``fragment``."""
     found: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from conftest import reader_caught_up
 
 from trio_asyncai import OutputFormat, SlowConsumerError, open_http_synthesizer, open_synthesizer
 from trio_asyncai._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
@@ -47,24 +48,32 @@ async def settle_while_held_back(utterance: Utterance) -> None:
     await trio.testing.wait_all_tasks_blocked(cushion=0.05)
 
 
-async def test_mp3_over_the_websocket_is_counted_by_its_bit_rate(server: LocalServer) -> None:
-    # "Hi you" is 0.36 s: about 1400 bytes of mp3 at 32 kbit/s. A 0.25 s limit
-    # is 1000 bytes by the bit rate (it would be 8000, never reached, as PCM).
+@pytest.mark.parametrize(
+    ("fmt", "limit"),
+    [
+        # "Hi you" is 0.36 s: about 1400 bytes of mp3 at 32 kbit/s. A 0.25 s
+        # limit is 1000 bytes by the bit rate (it would be 8000, never reached, as PCM).
+        (MP3_32K, 1000),
+        # 2880 mu-law bytes: 0.25 s is 2000 bytes at one byte a sample (4000,
+        # never reached, at two).
+        (OutputFormat(encoding="pcm_mulaw", sample_rate=8000), 2000),
+    ],
+    ids=["mp3", "mulaw"],
+)
+async def test_the_websocket_counts_each_format_by_its_own_rule(
+    server: LocalServer, fmt: OutputFormat, limit: int
+) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_synthesizer(
-            base_url=server.url, voice_id=DEFAULT_VOICE_ID, output_format=MP3_32K, max_buffered_audio=0.25
+            base_url=server.url, voice_id=DEFAULT_VOICE_ID, output_format=fmt, max_buffered_audio=0.25
         ) as synth:
             async with synth.speak("Hi you") as utterance:
-                # Messages are read in order: once a later utterance is
-                # complete, this one has had all of its audio.
-                await server.log.wait_for(lambda log: log.connections[0].finals_sent == 1)
-                async with synth.speak("Barrier.") as barrier:
-                    await barrier.read_all()
+                await reader_caught_up(synth, server)
                 assert utterance.state == "failed"
                 with pytest.raises(SlowConsumerError):
                     async for _ in utterance:
                         pass
-    assert 0 < utterance.metrics.audio_bytes <= 1000
+    assert 0 < utterance.metrics.audio_bytes <= limit
 
 
 @pytest.mark.parametrize("fmt", [OutputFormat(sample_rate=16000), MP3_32K], ids=["raw", "mp3"])

@@ -18,7 +18,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from conftest import tasks_named
+from conftest import reader_caught_up, tasks_named
 
 import trio_asyncai
 from trio_asyncai import (
@@ -129,12 +129,8 @@ async def _speak(synth: Any, server: LocalServer, case: Case) -> tuple[int, int,
             if case.flush:
                 await utterance.send("A first sentence, flushed.")
                 await utterance.flush()
-                # The flush's answer (its final too, with the fault) is read
-                # before the finish: the reader takes messages in order, so a
-                # whole utterance spoken after it is a barrier.
-                await server.log.wait_for(lambda log: log.connections[-1].finals_sent >= 1)
-                async with synth.speak("Barrier.") as barrier:
-                    await barrier.read_all()
+                # The flush's answer (its final too, with the fault) is read before the finish.
+                await reader_caught_up(synth, server)
             await utterance.finish(TEXT)
 
     try:

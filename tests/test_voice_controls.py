@@ -13,7 +13,6 @@ import trio
 from trio_asyncai import (
     ConfigurationError,
     OutputFormat,
-    SlowConsumerError,
     open_client,
     open_http_synthesizer,
     open_synthesizer,
@@ -121,24 +120,6 @@ async def test_mulaw_chunks_know_their_width(kind: str, server: LocalServer) -> 
     assert sum(c.duration for c in chunks) == pytest.approx(len(pcm) / 2 / 8000)
     assert utterance.metrics.audio_bytes == len(mulaw)
     assert sent_settings(kind, server)[-1]["output_format"]["encoding"] == "pcm_mulaw"
-
-
-async def test_the_slow_consumer_limit_counts_mulaw_bytes(server: LocalServer) -> None:
-    # "Hi you": 0.36 s, 2880 mu-law bytes. A 0.25 s limit is 2000 bytes at one
-    # byte a sample (it would be 4000, and not reached, at two).
-    with trio.fail_after(TIMEOUT):
-        async with synth_for("websocket", server, output_format=TELEPHONY, max_buffered_audio=0.25) as synth:
-            async with synth.speak("Hi you") as utterance:
-                # Messages are read in order: once a later utterance is
-                # complete, this one has had all of its audio.
-                await server.log.wait_for(lambda log: log.connections[0].finals_sent == 1)
-                async with synth.speak("Barrier.") as barrier:
-                    await barrier.read_all()
-                assert utterance.state == "failed"
-                with pytest.raises(SlowConsumerError):
-                    async for _ in utterance:
-                        pass
-    assert 0 < utterance.metrics.audio_bytes <= 2000
 
 
 async def test_the_client_takes_voice_controls_and_refuses_mulaw(server: LocalServer) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import synth_for, tasks_named
+from conftest import reader_caught_up, synth_for, tasks_named
 
 import trio_asyncai
 from trio_asyncai import (
@@ -378,12 +378,7 @@ async def test_slow_consumer_gets_what_was_buffered_then_an_error(server: LocalS
     with trio.fail_after(TIMEOUT):
         async with synth_for(server, max_buffered_audio=0.25) as synth:
             async with synth.speak(LONG_TEXT) as utterance:
-                # Do not read: the buffer fills up, and the synthesizer gives
-                # up on the utterance. The reader takes messages in order, so
-                # once a later utterance is complete, this one's fate is known.
-                await server.log.wait_for(lambda log: log.connections[0].finals_sent == 1)
-                async with synth.speak("Barrier.") as barrier:
-                    await barrier.read_all()
+                await reader_caught_up(synth, server)
                 assert utterance.state == "failed"
                 delivered = 0
                 with pytest.raises(SlowConsumerError):
