@@ -95,6 +95,8 @@ async def test_a_write_that_meets_the_closing_eof_does_not_end_the_server() -> N
         async def send_all(self, data: bytes) -> None:
             raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
 
+    async with open_local_server(engine="signal"):
+        pass  # the guard is in place once a server has run
     connection = TCPServer.__new__(TCPServer)
     connection.send_lock = trio.Lock()
     connection.stream = ClosingStream()  # type: ignore[assignment]

@@ -50,7 +50,8 @@ def _tolerate_closing_streams() -> None:
     close frame), a write can meet the EOF and raise ``trio.BusyResourceError``
     in Hypercorn's connection task, which ends the server. The stream is being
     shut down at that moment anyway: the write is dropped, as Hypercorn's own
-    ``_close`` already does for the same error. Applied once, at import.
+    ``_close`` already does for the same error. Applied once, when a server
+    first starts (importing the package changes nothing).
     """
     if getattr(TCPServer.protocol_send, "_tolerates_closing", False):
         return
@@ -65,8 +66,6 @@ def _tolerate_closing_streams() -> None:
     protocol_send._tolerates_closing = True  # type: ignore[attr-defined]
     TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
 
-
-_tolerate_closing_streams()
 
 WEBSOCKET_PATH = "/text_to_speech/websocket/ws"
 STREAMING_PATH = "/text_to_speech/streaming"
@@ -166,6 +165,7 @@ async def _run(
     port: int,
     task_status: trio.TaskStatus[LocalServer],
 ) -> None:
+    _tolerate_closing_streams()
     app = create_app(state)
     config = _hypercorn_config(host, port)
     async with trio.open_nursery() as nursery:
