@@ -47,9 +47,7 @@ class UserSaid(Frame):
     text: str
 
 
-async def fake_llm(
-    receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]
-) -> None:
+async def fake_llm(receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]) -> None:
     """A stage that answers every UserSaid with REPLY, streamed token by token."""
     async for frame in receive:
         if isinstance(frame, UserSaid):

@@ -79,6 +79,7 @@ def _opener(transport: str) -> Any:
 
 async def _run(server: LocalServer, transport: str, scenario: Scenario, cancel_after: int | None) -> int:
     """Run the scenario in a task of its own; cancel it after that many steps. Return its steps."""
+
     async def body(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
             task_status.started(scope)

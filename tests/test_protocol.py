@@ -84,7 +84,7 @@ def test_initialize_sends_the_connection_settings() -> None:
     assert loads(proto.initialize()) == {
         "model_id": DEFAULT_MODEL,
         "voice": {"mode": "id", "id": VOICE},
-        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 44100},
+        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
     }
 
 

@@ -29,15 +29,24 @@ from trio_asyncai._types import (
 # ------------------------------------------------------------- OutputFormat
 
 
-def test_output_format_defaults_are_the_websocket_defaults() -> None:
+def test_output_format_defaults_are_raw_s16_at_the_one_default_rate() -> None:
     fmt = OutputFormat()
     assert (fmt.container, fmt.encoding, fmt.sample_rate, fmt.bit_rate) == (
         "raw",
         "pcm_s16le",
-        44100,
+        24000,
         None,
     )
-    assert fmt.to_json() == {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 44100}
+    assert fmt.to_json() == {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000}
+
+
+def test_sdk_pipeline_and_cli_share_one_default_sample_rate() -> None:
+    from trio_asyncai import DEFAULT_SAMPLE_RATE, PipelineParams
+    from trio_asyncai._cli import _build_parser
+
+    speak = _build_parser().parse_args(["speak", "hi"])
+    assert DEFAULT_SAMPLE_RATE == 24000
+    assert OutputFormat().sample_rate == PipelineParams().sample_rate == speak.sample_rate == 24000
 
 
 @pytest.mark.parametrize("container", ["raw", "wav", "mp3"])
@@ -89,7 +98,7 @@ def test_mp3_bit_rate_is_left_to_the_service_unless_given() -> None:
     assert OutputFormat(container="mp3").to_json() == {
         "container": "mp3",
         "encoding": "pcm_s16le",
-        "sample_rate": 44100,
+        "sample_rate": 24000,
     }
 
 
@@ -110,12 +119,12 @@ def test_output_format_rejects_bad_bit_rates(bit_rate: Any) -> None:
 
 
 def test_output_format_is_frozen_and_comparable() -> None:
-    fmt = OutputFormat(sample_rate=24000)
+    fmt = OutputFormat(sample_rate=16000)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        fmt.sample_rate = 16000  # type: ignore[misc]
-    assert fmt == OutputFormat(sample_rate=24000)
+        fmt.sample_rate = 8000  # type: ignore[misc]
+    assert fmt == OutputFormat(sample_rate=16000)
     assert fmt != OutputFormat()
-    assert hash(fmt) == hash(OutputFormat(sample_rate=24000))
+    assert hash(fmt) == hash(OutputFormat(sample_rate=16000))
 
 
 def test_evolve_validates_too() -> None:
@@ -167,7 +176,7 @@ def test_settings_defaults_and_request_body() -> None:
     assert settings.request_body() == {
         "model_id": DEFAULT_MODEL,
         "voice": {"mode": "id", "id": "v1"},
-        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 44100},
+        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
     }
 
 

@@ -249,9 +249,7 @@ async def test_a_refused_handshake_waits_as_long_as_the_service_asks(
     with trio.fail_after(600):
         start = trio.current_time()
         with pytest.raises(RateLimitError) as info:
-            async with synth_for(
-                server, max_reconnect_attempts=2, reconnect_backoff=0.5, connect_timeout=30
-            ):
+            async with synth_for(server, max_reconnect_attempts=2, reconnect_backoff=0.5, connect_timeout=30):
                 pass  # pragma: no cover
         elapsed = trio.current_time() - start
     assert info.value.retry_after == 7.0

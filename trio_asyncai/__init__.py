@@ -40,6 +40,7 @@ from ._http import connect_http_synthesizer as connect_http_synthesizer
 from ._http import open_http_synthesizer as open_http_synthesizer
 from ._types import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._types import DEFAULT_MODEL as DEFAULT_MODEL
+from ._types import DEFAULT_SAMPLE_RATE as DEFAULT_SAMPLE_RATE
 from ._types import AudioChunk as AudioChunk
 from ._types import OutputFormat as OutputFormat
 from ._types import Settings as Settings

@@ -225,9 +225,7 @@ class SentenceAggregator:
         start = len(self._context)
         # No sentence ends inside the service's markup ("<digits>555. 123</digits>").
         spans = protected_spans(full)
-        boundaries = [
-            end for end in (0, *itertools.accumulate(map(len, segments))) if not inside(end, spans)
-        ]
+        boundaries = [end for end in (0, *itertools.accumulate(map(len, segments))) if not inside(end, spans)]
         # A boundary counts once the first word after it is complete: that
         # word can decide it ("the" after "." goes on with the sentence, so
         # does "Inc." after "Dr."). The end of the text is no boundary.

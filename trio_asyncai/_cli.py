@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import AsyncAIError
-from ._types import DEFAULT_MODEL, OutputFormat, resolve_api_key
+from ._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, OutputFormat, resolve_api_key
 from ._wav import WavWriter, mulaw_to_pcm16
 from ._websocket import open_synthesizer
 
@@ -54,7 +54,10 @@ def _build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--model", default=DEFAULT_MODEL, help="model id (default: %(default)s)")
     speak.add_argument("--language", help="ISO 639-1 language code, e.g. en")
     speak.add_argument(
-        "--sample-rate", type=int, default=24000, help="Hz, 8000 to 48000 (default: %(default)s)"
+        "--sample-rate",
+        type=int,
+        default=DEFAULT_SAMPLE_RATE,
+        help="Hz, 8000 to 48000 (default: %(default)s)",
     )
     speak.add_argument(
         "--encoding",

@@ -53,10 +53,10 @@ from ._groups import single_exception
 from ._http import open_http_synthesizer
 from ._types import (
     DEFAULT_MODEL,
-    MAX_SAMPLE_RATE,
-    MIN_SAMPLE_RATE,
+    DEFAULT_SAMPLE_RATE,
     OutputFormat,
     Settings,
+    check_sample_rate,
     check_speed_control,
     check_stability,
     check_text,
@@ -118,18 +118,8 @@ Stage: TypeAlias = Callable[
 Aggregate = Literal["sentence", "token"]
 
 
-def _validate_sample_rate(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"sample_rate must be an int, not {type(value).__name__}")
-    if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
-        raise ConfigurationError(
-            f"sample_rate must be from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz, not {value}"
-        )
-    return value
-
-
 def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    _validate_sample_rate(value)
+    check_sample_rate(value)
 
 
 def _check_bool(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
@@ -148,7 +138,7 @@ class PipelineParams:
         :class:`~trio_asyncai.frames.MetricsFrame` after each utterance.
     """
 
-    sample_rate: int = attrs.field(default=24000, validator=_check_sample_rate)
+    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=_check_sample_rate)
     enable_metrics: bool = attrs.field(default=False, validator=_check_bool)
 
 
@@ -481,7 +471,7 @@ class _TTSStage:
         self._opener = opener
         self._options = options
         if sample_rate is not None:
-            _validate_sample_rate(sample_rate)
+            check_sample_rate(sample_rate)
         if isinstance(max_ahead, bool) or not isinstance(max_ahead, int) or max_ahead < 0:
             raise ConfigurationError(f"max_ahead must be an int >= 0, not {max_ahead!r}")
         #: Utterances synthesized ahead of the one being delivered (each costs

@@ -127,11 +127,11 @@ class MessageIgnored:
     reason: str
 
 
-Event: TypeAlias = (
-    AudioReceived | ContextFinished | ContextEndedEarly | ServerErrorReceived | MessageIgnored
-)
+Event: TypeAlias = AudioReceived | ContextFinished | ContextEndedEarly | ServerErrorReceived | MessageIgnored
 
 _MAX_CONTEXT_ID: Final = 256
+
+
 @attrs.define
 class _Context:
     state: ContextState = ContextState.OPEN

@@ -41,6 +41,9 @@ _ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "pcm_mulaw")
 _SAMPLE_WIDTH: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "pcm_mulaw": 1}
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 48000
+#: The sample rate used when none is asked for, everywhere (SDK, pipeline,
+#: command line): 24 kHz, the common rate of voice pipelines.
+DEFAULT_SAMPLE_RATE: Final = 24000
 #: The range of ``speed_control``.
 MIN_SPEED: Final = 0.7
 MAX_SPEED: Final = 2.0
@@ -56,13 +59,19 @@ def _check_encoding(_: object, attribute: attrs.Attribute[str], value: str) -> N
         raise ConfigurationError(f"encoding must be one of {_ENCODINGS}, not {value!r}")
 
 
-def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+def check_sample_rate(value: object) -> int:
+    """``value`` if it is an int sample rate the service takes, else a ConfigurationError."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(f"sample_rate must be an int, not {type(value).__name__}")
     if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
         raise ConfigurationError(
             f"sample_rate must be from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz, not {value}"
         )
+    return value
+
+
+def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    check_sample_rate(value)
 
 
 def _check_bit_rate(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
@@ -91,7 +100,7 @@ class OutputFormat:
 
     container: Container = attrs.field(default="raw", validator=_check_container)
     encoding: Encoding = attrs.field(default="pcm_s16le", validator=_check_encoding)
-    sample_rate: int = attrs.field(default=44100, validator=_check_sample_rate)
+    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=_check_sample_rate)
     bit_rate: int | None = attrs.field(default=None, validator=_check_bit_rate)
 
     @property
@@ -388,7 +397,8 @@ def resolve_common(
     if voice is None:
         raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
     if output_format is None:
-        output_format = OutputFormat(sample_rate=sample_rate if sample_rate is not None else 44100)
+        rate = sample_rate if sample_rate is not None else DEFAULT_SAMPLE_RATE
+        output_format = OutputFormat(sample_rate=rate)
     output_format = check_output_format(output_format, streaming=not allow_wav)
     if sample_rate is not None and sample_rate != output_format.sample_rate:
         raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")

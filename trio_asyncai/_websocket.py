@@ -904,7 +904,7 @@ async def open_synthesizer(
     :param language: an ISO 639-1 code (``"en"``; ``"en-US"`` becomes ``"en"``),
         a :class:`~trio_asyncai.Language`, or ``None`` for the voice's own.
     :param output_format: the audio format; default raw ``pcm_s16le`` at
-        ``sample_rate`` (or 44100 Hz). Raw or mp3; for telephony,
+        ``sample_rate`` (or 24000 Hz). Raw or mp3; for telephony,
         ``OutputFormat(encoding="pcm_mulaw", sample_rate=8000)``.
     :param sample_rate: shorthand for the output format's sample rate.
     :param speed_control: the speaking rate, 0.7 to 2.0 (``None``: the

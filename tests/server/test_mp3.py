@@ -497,10 +497,11 @@ async def test_sdk_whole_file_mp3(server: LocalServer) -> None:
         async with trio_asyncai.open_client(
             api_key=API_KEY, base_url=server.url, voice_id=DEFAULT_VOICE_ID
         ) as client:
-            mp3 = trio_asyncai.OutputFormat(container="mp3")
+            mp3 = trio_asyncai.OutputFormat(container="mp3", sample_rate=44100)
             data = await client.synthesize("Compressed.", output_format=mp3)
             low = await client.synthesize(
-                "Compressed.", output_format=trio_asyncai.OutputFormat(container="mp3", bit_rate=32000)
+                "Compressed.",
+                output_format=trio_asyncai.OutputFormat(container="mp3", sample_rate=44100, bit_rate=32000),
             )
     check_mp3(data, 44100, 192000, min_seconds=signal_seconds("Compressed."))
     check_mp3(low, 44100, 32000)

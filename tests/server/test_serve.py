@@ -91,6 +91,7 @@ async def test_serve_preloads_the_engine_before_listening() -> None:
 
 async def test_a_write_that_meets_the_closing_eof_does_not_end_the_server() -> None:
     """Hypercorn's EOF and a last write can meet when a client closes mid-send: the write is dropped."""
+
     class ClosingStream:
         async def send_all(self, data: bytes) -> None:
             raise trio.BusyResourceError("another task is currently sending data on this SocketStream")

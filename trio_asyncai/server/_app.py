@@ -41,6 +41,7 @@ __all__ = ["LocalServer", "create_app", "open_local_server", "serve"]
 
 logger = logging.getLogger("trio_asyncai.server")
 
+
 def _tolerate_closing_streams() -> None:
     """Keep one connection's closing race from taking the whole server down.
 
