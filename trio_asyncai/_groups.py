@@ -9,6 +9,8 @@ from typing import Concatenate, NoReturn, ParamSpec, TypeVar
 
 import trio
 
+from ._backend import require_trio
+
 __all__ = ["leaves", "nursery_twin", "reraise", "single_exception"]
 
 T = TypeVar("T")
@@ -87,6 +89,7 @@ def nursery_twin(
     async def connect(nursery: trio.Nursery, /, *args: P.args, **kwargs: P.kwargs) -> T:
         # Made here, so that the long-lived task below holds only the manager,
         # not the arguments (an API key among them) as a frame local.
+        require_trio()
         manager = opener(*args, **kwargs)
 
         async def run(*, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> None:

@@ -13,6 +13,7 @@ import httpx
 import trio
 
 from ._aggregator import SentenceAggregator
+from ._backend import require_trio
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
 from ._groups import nursery_twin, single_exception
 from ._protocol import StreamScanner
@@ -297,6 +298,7 @@ async def open_http_synthesizer(
         wait the service asks for (``extra.retry_after_ms`` or ``Retry-After``)
         replaces it.
     """
+    require_trio()
     settings, key, url = resolve_common(
         api_key=api_key,
         voice_id=voice_id,

@@ -341,7 +341,8 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         ):
             self._fail(
                 SlowConsumerError(
-                    f"more than {self._max_buffered_bytes} bytes of audio were waiting to be read",
+                    f"more than {self._max_buffered_bytes / (buffer_limit(fmt, 1.0) or 1):.3g} s of audio "
+                    "were waiting to be read (max_buffered_audio)",
                     utterance=self,
                 )
             )

@@ -15,6 +15,7 @@ import attrs
 import httpx
 import trio
 
+from ._backend import require_trio
 from ._errors import ConfigurationError, ProtocolError
 from ._rest import RestCore
 from ._types import (
@@ -541,6 +542,7 @@ async def open_client(
     :func:`~trio_asyncai.open_synthesizer` checks them, except that wav is
     allowed and ``pcm_mulaw`` (a streaming format) is not.
     """
+    require_trio()
     key = resolve_api_key(api_key)
     del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
     url = resolve_base_url(base_url)

@@ -16,6 +16,7 @@ import attrs
 import trio
 import trio_websocket
 
+from ._backend import require_trio
 from ._errors import (
     APIError,
     AsyncAIError,
@@ -952,6 +953,7 @@ async def open_synthesizer(
     service raises here. Errors reach you as :exc:`~trio_asyncai.AsyncAIError`
     subclasses, never wrapped in an ExceptionGroup.
     """
+    require_trio()
     settings, key, url = resolve_common(
         api_key=api_key,
         voice_id=voice_id,

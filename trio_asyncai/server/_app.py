@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, cast, final
 
@@ -165,13 +165,16 @@ async def _run(
     host: str,
     port: int,
     task_status: trio.TaskStatus[LocalServer],
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     _tolerate_closing_streams()
     app = create_app(state)
     config = _hypercorn_config(host, port)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            functools.partial(hypercorn_serve, cast("ASGIFramework", app), config)
+            functools.partial(
+                hypercorn_serve, cast("ASGIFramework", app), config, shutdown_trigger=shutdown_trigger
+            )
         )
         url = binds[0]
         bound_host, _, bound_port = url.removeprefix("http://").rpartition(":")
@@ -274,6 +277,7 @@ async def serve(
     engine: Engine | str = "auto",
     idle_timeout: float | None = 60.0,
     log_details: bool = False,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the Async API until cancelled (the ``trio-asyncai serve`` command).
@@ -285,9 +289,13 @@ async def serve(
     loaded (in a worker thread) before the server starts listening, so the
     first request is not slow. ``task_status.started()`` gets the
     :class:`LocalServer`.
+
+    When ``shutdown_trigger`` (an async function) returns, the server stops
+    gracefully: it accepts no new connection, lets the requests in flight
+    finish for up to a second, then returns.
     """
     state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
     preload = getattr(state.engine, "preload", None)
     if callable(preload):
         await trio.to_thread.run_sync(preload)
-    await _run(state, host, port, task_status)
+    await _run(state, host, port, task_status, shutdown_trigger)
