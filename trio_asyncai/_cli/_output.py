@@ -1,0 +1,164 @@
+"""Where ``speak`` puts audio: a file written atomically, the speakers, a progress line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import IO, Any, BinaryIO, Literal, cast
+
+import trio
+
+from .._types import Encoding
+from .._wav import WavWriter
+from ._common import CommandError
+
+__all__ = ["FileFormat", "Player", "Progress", "atomic_output", "format_of", "open_player"]
+
+FileFormat = Literal["wav", "raw", "mp3"]
+#: The formats ``speak`` tells by a file's extension.
+EXTENSIONS: dict[str, FileFormat] = {".wav": "wav", ".raw": "raw", ".pcm": "raw", ".mp3": "mp3"}
+PLAY_EXTRA = "pip install 'trio-asyncai[play]'"
+
+
+def format_of(path: str) -> FileFormat | None:
+    """The format a file name asks for by its extension (``None``: not one we know)."""
+    return EXTENSIONS.get(os.path.splitext(path)[1].lower())
+
+
+def _mode_for(path: str) -> int:
+    """The permissions the output gets: those of the file it replaces, else what ``open`` gives."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A temporary file beside ``path`` that replaces it when the block succeeds.
+
+    If the block fails, the temporary file is removed and whatever ``path``
+    held before is untouched: no half-written file is ever left under its name.
+    """
+    if os.path.isdir(path):
+        raise CommandError(f"cannot write {path}: it is a directory")
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+    file = cast("BinaryIO", os.fdopen(fd, "wb"))
+    try:
+        yield file
+        file.close()
+        os.chmod(temporary, _mode_for(path))
+        os.replace(temporary, path)
+    except BaseException:
+        file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+class AudioFile:
+    """Audio into an open file: as a WAV file (header sizes at the end) or bytes as they come."""
+
+    def __init__(self, file: BinaryIO, *, file_format: FileFormat, sample_rate: int, encoding: Encoding):
+        self._file = file
+        self._wav = (
+            WavWriter(file, sample_rate=sample_rate, encoding=encoding) if file_format == "wav" else None
+        )
+
+    def write(self, audio: bytes) -> None:
+        if self._wav is not None:
+            self._wav.write(audio)
+        else:
+            self._file.write(audio)
+
+    def close(self) -> None:
+        if self._wav is not None:
+            self._wav.close()
+
+
+def _import_sounddevice() -> ModuleType:
+    try:
+        import sounddevice as module
+    except ImportError:
+        raise CommandError(f"--play needs the [play] extra: {PLAY_EXTRA}") from None
+    except OSError as exc:  # sounddevice is there, the PortAudio library is not
+        raise CommandError(f"--play cannot load the PortAudio library: {exc}") from None
+    loaded: ModuleType = module
+    return loaded
+
+
+class Player:
+    """Raw audio to the speakers as it arrives, in whole samples (``sounddevice``, the [play] extra)."""
+
+    def __init__(self, stream: Any, frame_bytes: int) -> None:
+        self._stream = stream
+        self._frame_bytes = frame_bytes
+        self._pending = b""
+
+    async def play(self, audio: bytes) -> None:
+        data = self._pending + audio
+        whole = len(data) - len(data) % self._frame_bytes
+        self._pending = data[whole:]
+        if whole:
+            await trio.to_thread.run_sync(self._stream.write, data[:whole])
+
+    async def close(self) -> None:
+        """Let what was written play out, then close the device."""
+        await trio.to_thread.run_sync(self._stream.stop)
+        self._stream.close()
+
+
+_DTYPES = {"pcm_s16le": ("int16", 2), "pcm_f32le": ("float32", 4)}
+
+
+def open_player(sample_rate: int, encoding: Encoding) -> Player:
+    """A started output stream for mono audio (16-bit or float; mu-law is decoded first)."""
+    sounddevice = _import_sounddevice()
+    dtype, width = _DTYPES[encoding]
+    try:
+        stream = sounddevice.RawOutputStream(samplerate=sample_rate, channels=1, dtype=dtype)
+        stream.start()
+    except (sounddevice.PortAudioError, ValueError) as exc:
+        raise CommandError(f"--play: no audio output device to play on ({exc})") from None
+    return Player(stream, width)
+
+
+class Progress:
+    """One line on a terminal, rewritten as audio arrives: seconds received, times real time."""
+
+    def __init__(self, stream: IO[str] | None, bytes_per_second: float) -> None:
+        #: None: say nothing (not a terminal, or --quiet).
+        self._stream = stream
+        self._per_second = bytes_per_second
+        self._start = time.monotonic()
+        self._shown_at: float | None = None
+
+    def update(self, audio_bytes: int) -> None:
+        if self._stream is None:
+            return
+        now = time.monotonic()
+        if self._shown_at is not None and now - self._shown_at < 0.1:
+            return
+        self._shown_at = now
+        seconds = audio_bytes / self._per_second
+        elapsed = max(now - self._start, 1e-3)
+        speed = seconds / elapsed
+        self._stream.write(
+            f"\r\x1b[K{seconds:.1f} s of audio received in {elapsed:.1f} s ({speed:.1f}x real time)"
+        )
+        self._stream.flush()
+
+    def clear(self) -> None:
+        if self._stream is not None and self._shown_at is not None:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()

@@ -1,0 +1,89 @@
+"""``trio-asyncai serve``: the local server until Ctrl+C, then a graceful stop."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._common import ENGINES
+
+if TYPE_CHECKING:
+    from ..server import LocalServer
+
+__all__ = ["EXIT_INTERRUPTED", "add_parser", "run"]
+
+#: The exit code of a command stopped by Ctrl+C (SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    serve: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run the local Async-compatible server",
+        description=(
+            "Run the local Async-compatible server until interrupted. Ctrl+C stops it gracefully: "
+            "no new connection is accepted, and requests in flight get a second to finish."
+        ),
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)"
+    )
+    serve.add_argument("--api-key", help="refuse every other key with 401 (default: accept any key)")
+    serve.add_argument(
+        "--engine", choices=ENGINES, default="auto", help="voice engine (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="close connections silent for this many seconds (default: %(default)s)",
+    )
+    return serve
+
+
+async def run(args: argparse.Namespace) -> int:
+    from ..server import serve
+
+    stop = trio.Event()
+    # Installed before the server starts: from here on Ctrl+C asks for a graceful
+    # stop instead of raising KeyboardInterrupt wherever the server happens to be.
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    if stop.is_set():  # a second Ctrl+C: stop now
+                        nursery.cancel_scope.cancel()
+                    stop.set()
+
+            async def run_server(
+                task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                await serve(
+                    host=args.host,
+                    port=args.port,
+                    api_key=args.api_key,
+                    engine=args.engine,
+                    idle_timeout=args.idle_timeout,
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            server: LocalServer = await nursery.start(run_server)
+            print(
+                f"serving the Async API on {server.url} (engine: {server.engine.name}); Ctrl+C stops",
+                flush=True,
+            )
+    if stop.is_set():
+        print("trio-asyncai: interrupted: the server has stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

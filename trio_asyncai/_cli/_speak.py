@@ -1,0 +1,212 @@
+"""``trio-asyncai speak``: text to a WAV, raw or mp3 file, or to the speakers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .._http import open_http_synthesizer
+from .._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, Encoding, OutputFormat
+from .._utterance import buffer_limit
+from .._wav import mulaw_to_pcm16
+from .._websocket import open_synthesizer
+from ._common import CommandError, Target, add_target_options, open_target
+from ._output import EXTENSIONS, AudioFile, FileFormat, Progress, atomic_output, format_of, open_player
+
+if TYPE_CHECKING:
+    from .._speaker import SpeakerBase
+
+__all__ = ["add_parser", "check_args", "read_text", "run"]
+
+#: The one model the service applies speed_control and stability to.
+_VOICE_CONTROL_MODEL = "async_flash_v1.0"
+_DEFAULT_OUTPUT = "speech.wav"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    speak: argparse.ArgumentParser = sub.add_parser(
+        "speak",
+        help="speak text into an audio file, or on the speakers",
+        description=(
+            "Speak TEXT (an argument, -f FILE, or - for standard input) into a WAV, raw or mp3 file "
+            "(told by the file's extension, or --format), or on the speakers with --play. Uses the "
+            "real service when ASYNCAI_API_KEY is set, else (or with --local) a local server "
+            "started in-process."
+        ),
+    )
+    speak.add_argument("text", nargs="?", help="the text to speak; - reads it from standard input")
+    speak.add_argument("-f", "--file", help="read the text from this UTF-8 file (- for standard input)")
+    speak.add_argument(
+        "-o",
+        "--output",
+        help=f"the file to write (default: {_DEFAULT_OUTPUT}, or none with --play)",
+    )
+    speak.add_argument(
+        "--format",
+        choices=("wav", "raw", "mp3"),
+        help="the file's format (default: told by its extension: .wav, .raw or .pcm, .mp3)",
+    )
+    speak.add_argument("--play", action="store_true", help="play the audio as it arrives (the [play] extra)")
+    speak.add_argument(
+        "--http", action="store_true", help="use the streaming HTTP endpoint, not the WebSocket"
+    )
+    speak.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but errors (no progress, no summary)"
+    )
+    speak.add_argument(
+        "--voice", help="voice id (default: ASYNCAI_VOICE_ID, or the local server's default voice)"
+    )
+    speak.add_argument("--model", default=DEFAULT_MODEL, help="model id (default: %(default)s)")
+    speak.add_argument("--language", help="ISO 639-1 language code, e.g. en")
+    speak.add_argument(
+        "--sample-rate",
+        type=int,
+        default=DEFAULT_SAMPLE_RATE,
+        help="Hz, 8000 to 48000 (default: %(default)s)",
+    )
+    speak.add_argument(
+        "--encoding",
+        choices=("pcm_s16le", "pcm_f32le", "pcm_mulaw"),
+        help=(
+            "sample format of wav and raw output (default: pcm_s16le; pcm_mulaw at 8000 Hz is the "
+            "telephony format, a mu-law WAV)"
+        ),
+    )
+    speak.add_argument(
+        "--pcm16",
+        action="store_true",
+        help="with --encoding pcm_mulaw: decode the audio and write 16-bit PCM instead",
+    )
+    speak.add_argument("--bit-rate", type=int, help="mp3 only: bits per second (default: the service's)")
+    speak.add_argument(
+        "--speed", type=float, help="speaking rate, 0.7 to 2.0 (honoured by async_flash_v1.0 only)"
+    )
+    speak.add_argument(
+        "--stability", type=int, help="voice stability, 0 to 100 (honoured by async_flash_v1.0 only)"
+    )
+    add_target_options(speak, engine=True)
+    return speak
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Settle the text source, the output file and its format, or exit 2 with a usage error."""
+    if (args.text is None) == (args.file is None):
+        parser.error("give the text as TEXT, with -f FILE, or as - to read standard input (one of them)")
+    if args.output is None and not args.play:
+        args.output = _DEFAULT_OUTPUT
+    file_format: FileFormat = "raw"
+    if args.format is not None:
+        file_format = args.format
+    elif args.output is not None:
+        told = format_of(args.output)
+        if told is None:
+            known = ", ".join(EXTENSIONS)
+            parser.error(f"cannot tell the format of {args.output!r} (known: {known}): use --format")
+        file_format = told
+    args.file_format = file_format
+    if file_format == "mp3":
+        for flag, given in (("--encoding", args.encoding), ("--pcm16", args.pcm16 or None)):
+            if given is not None:
+                parser.error(f"{flag} applies to wav and raw output, not mp3")
+        if args.play:
+            parser.error("--play plays wav or raw audio, not mp3")
+    elif args.bit_rate is not None:
+        parser.error("--bit-rate applies to mp3 output only")
+    if args.pcm16 and args.encoding != "pcm_mulaw":
+        parser.error("--pcm16 converts mu-law audio: use it with --encoding pcm_mulaw")
+
+
+def read_text(args: argparse.Namespace) -> str:
+    """The text to speak, from the argument, the file, or standard input."""
+    source = args.file if args.file is not None else args.text
+    if args.file is None and source != "-":
+        return str(source)
+    try:
+        if source == "-":
+            return sys.stdin.read()
+        with open(source, encoding="utf-8") as file:
+            return file.read()
+    except UnicodeDecodeError:
+        raise CommandError(f"cannot read {source}: not UTF-8 text") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def _synthesizer(
+    args: argparse.Namespace, fmt: OutputFormat, target: Target
+) -> contextlib.AbstractAsyncContextManager[SpeakerBase]:
+    opener = open_http_synthesizer if args.http else open_synthesizer
+    return opener(
+        voice_id=args.voice or target.default_voice,
+        model=args.model,
+        language=args.language,
+        output_format=fmt,
+        speed_control=args.speed,
+        stability=args.stability,
+        base_url=target.base_url,
+        api_key=target.api_key,
+        # The command reads as fast as it writes; the speakers take their time.
+        max_buffered_audio=None,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    if (args.speed is not None or args.stability is not None) and args.model != _VOICE_CONTROL_MODEL:
+        print(
+            f"trio-asyncai: note: the service honours --speed and --stability with "
+            f"{_VOICE_CONTROL_MODEL} only, not {args.model}",
+            file=sys.stderr,
+        )
+    if args.file_format == "mp3":
+        fmt = OutputFormat(container="mp3", sample_rate=args.sample_rate, bit_rate=args.bit_rate)
+    else:
+        fmt = OutputFormat(sample_rate=args.sample_rate, encoding=args.encoding or "pcm_s16le")
+    decode = fmt.encoding == "pcm_mulaw" and (args.pcm16 or args.play)
+    written: Encoding = "pcm_s16le" if decode else fmt.encoding
+    per_second = buffer_limit(fmt, 1.0) or 1
+    quiet = args.quiet or not sys.stderr.isatty()
+    progress = Progress(None if quiet else sys.stderr, per_second)
+    async with contextlib.AsyncExitStack() as stack:
+        # The file and the speakers first: a bad path or a missing device fails before any request.
+        sink = None
+        if args.output is not None:
+            file = stack.enter_context(atomic_output(args.output))
+            sink = AudioFile(
+                file, file_format=args.file_format, sample_rate=fmt.sample_rate, encoding=written
+            )
+        player = open_player(fmt.sample_rate, written) if args.play else None
+        if player is not None:
+            stack.push_async_callback(player.close)
+        target = await stack.enter_async_context(open_target(args))
+        synth = await stack.enter_async_context(_synthesizer(args, fmt, target))
+        try:
+            async with synth.speak(args.text) as utterance:
+                async for chunk in utterance:
+                    audio = mulaw_to_pcm16(chunk.audio) if decode else chunk.audio
+                    if sink is not None:
+                        sink.write(audio)
+                    if player is not None:
+                        await player.play(audio)
+                    progress.update(utterance.metrics.audio_bytes)
+        finally:
+            progress.clear()
+        metrics = utterance.metrics
+        if metrics.audio_bytes == 0:
+            raise CommandError(f"{target.where} returned no audio for this text; nothing written")
+        if sink is not None:
+            sink.close()
+    if not args.quiet:
+        seconds = metrics.audio_bytes / per_second
+        ttfb = f"{metrics.ttfb * 1000:.0f} ms" if metrics.ttfb is not None else "n/a"
+        done = f"wrote {args.output}" if args.output is not None else "played"
+        # mp3's length is known to its decoder only: its size says what came.
+        amount = (
+            f"{metrics.audio_bytes} bytes of mp3"
+            if fmt.container == "mp3"
+            else f"{seconds:.2f} s of {written}"
+        )
+        print(f"{done}: {amount} audio at {fmt.sample_rate} Hz from {target.where}")
+        print(f"time to first audio: {ttfb}; {metrics.characters} characters")
+    return 0
