@@ -163,8 +163,9 @@ async def run(args: argparse.Namespace) -> int:
         fmt = OutputFormat(container="mp3", sample_rate=args.sample_rate, bit_rate=args.bit_rate)
     else:
         fmt = OutputFormat(sample_rate=args.sample_rate, encoding=args.encoding or "pcm_s16le")
-    decode = fmt.encoding == "pcm_mulaw" and (args.pcm16 or args.play)
-    written: Encoding = "pcm_s16le" if decode else fmt.encoding
+    mulaw = fmt.encoding == "pcm_mulaw"
+    # Mu-law is written as it is (a mu-law WAV) unless --pcm16; the speakers get it decoded.
+    written: Encoding = "pcm_s16le" if mulaw and args.pcm16 else fmt.encoding
     per_second = buffer_limit(fmt, 1.0) or 1
     quiet = args.quiet or not sys.stderr.isatty()
     progress = Progress(None if quiet else sys.stderr, per_second)
@@ -176,7 +177,7 @@ async def run(args: argparse.Namespace) -> int:
             sink = AudioFile(
                 file, file_format=args.file_format, sample_rate=fmt.sample_rate, encoding=written
             )
-        player = open_player(fmt.sample_rate, written) if args.play else None
+        player = open_player(fmt.sample_rate, "pcm_s16le" if mulaw else fmt.encoding) if args.play else None
         if player is not None:
             stack.push_async_callback(player.close)
         target = await stack.enter_async_context(open_target(args))
@@ -184,11 +185,11 @@ async def run(args: argparse.Namespace) -> int:
         try:
             async with synth.speak(args.text) as utterance:
                 async for chunk in utterance:
-                    audio = mulaw_to_pcm16(chunk.audio) if decode else chunk.audio
+                    pcm = mulaw_to_pcm16(chunk.audio) if mulaw and (args.pcm16 or args.play) else chunk.audio
                     if sink is not None:
-                        sink.write(audio)
+                        sink.write(pcm if written != fmt.encoding else chunk.audio)
                     if player is not None:
-                        await player.play(audio)
+                        await player.play(pcm)
                     progress.update(utterance.metrics.audio_bytes)
         finally:
             progress.clear()
