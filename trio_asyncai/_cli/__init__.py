@@ -24,17 +24,21 @@ __all__ = ["main"]
 _EXIT_ERROR = 1
 
 
-def _build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+_COMMANDS = {"speak": _speak, "voices": _voices, "serve": _serve}
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-asyncai",
         description="Text-to-speech with the Async voice API, or its local stand-in.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    speak = _speak.add_parser(sub)
-    _voices.add_parser(sub)
-    _serve.add_parser(sub)
-    return parser, speak
+    for name, module in _COMMANDS.items():
+        command = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(command_parser=command)
+    return parser
 
 
 def _report(exc: BaseException) -> int | None:
@@ -54,22 +58,18 @@ def _report(exc: BaseException) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-asyncai`` command; returns the exit code."""
-    parser, speak_parser = _build_parser()
-    args = parser.parse_args(argv)
-    runner = {"speak": _speak.run, "voices": _voices.run, "serve": _serve.run}[args.command]
+    args = _build_parser().parse_args(argv)
+    module = _COMMANDS[args.command]
     try:
-        if args.command == "speak":
-            _speak.check_args(speak_parser, args)
-            args.text = _speak.read_text(args)
-        elif args.command == "voices":
-            _voices.default_args(args)
-        return trio.run(runner, args)
+        module.prepare(args.command_parser, args)
+        code: int = trio.run(module.run, args)
+        return code
     except BaseException as exc:
         found = leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
         # An interruption wins; else one error of ours is reported as it is.
         if any(isinstance(e, KeyboardInterrupt) for e in found):
             found = [KeyboardInterrupt()]
-        code = _report(found[0]) if len(found) == 1 else None
-        if code is None:
+        reported = _report(found[0]) if len(found) == 1 else None
+        if reported is None:
             raise
-        return code
+        return reported

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -14,21 +14,22 @@ from ._common import ENGINES
 if TYPE_CHECKING:
     from ..server import LocalServer
 
-__all__ = ["EXIT_INTERRUPTED", "add_parser", "run"]
+__all__ = ["DESCRIPTION", "EXIT_INTERRUPTED", "HELP", "add_arguments", "prepare", "run"]
 
 #: The exit code of a command stopped by Ctrl+C (SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    serve: argparse.ArgumentParser = sub.add_parser(
-        "serve",
-        help="run the local Async-compatible server",
-        description=(
-            "Run the local Async-compatible server until interrupted. Ctrl+C stops it gracefully: "
-            "no new connection is accepted, and requests in flight get a second to finish."
-        ),
-    )
+HELP = "run the local Async-compatible server"
+DESCRIPTION = (
+    "Run the local Async-compatible server until interrupted. Ctrl+C stops it gracefully: "
+    "no new connection is accepted, and requests in flight get a second to finish."
+)
+#: The options handed to :func:`trio_asyncai.server.serve` as they are.
+_SERVE_OPTIONS = ("host", "port", "api_key", "engine", "idle_timeout")
+
+
+def add_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"
     )
@@ -45,7 +46,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=60.0,
         help="close connections silent for this many seconds (default: %(default)s)",
     )
-    return serve
+
+
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Nothing to settle before the run."""
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -66,15 +70,8 @@ async def run(args: argparse.Namespace) -> int:
             async def run_server(
                 task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
             ) -> None:
-                await serve(
-                    host=args.host,
-                    port=args.port,
-                    api_key=args.api_key,
-                    engine=args.engine,
-                    idle_timeout=args.idle_timeout,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                )
+                options = {name: getattr(args, name) for name in _SERVE_OPTIONS}
+                await serve(**options, shutdown_trigger=stop.wait, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._http import open_http_synthesizer
 from .._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, Encoding, OutputFormat
@@ -18,24 +18,23 @@ from ._output import EXTENSIONS, AudioFile, FileFormat, Progress, atomic_output,
 if TYPE_CHECKING:
     from .._speaker import SpeakerBase
 
-__all__ = ["add_parser", "check_args", "read_text", "run"]
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]
 
 #: The one model the service applies speed_control and stability to.
 _VOICE_CONTROL_MODEL = "async_flash_v1.0"
 _DEFAULT_OUTPUT = "speech.wav"
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    speak: argparse.ArgumentParser = sub.add_parser(
-        "speak",
-        help="speak text into an audio file, or on the speakers",
-        description=(
-            "Speak TEXT (an argument, -f FILE, or - for standard input) into a WAV, raw or mp3 file "
-            "(told by the file's extension, or --format), or on the speakers with --play. Uses the "
-            "real service when ASYNCAI_API_KEY is set, else (or with --local) a local server "
-            "started in-process."
-        ),
-    )
+HELP = "speak text into an audio file, or on the speakers"
+DESCRIPTION = (
+    "Speak TEXT (an argument, -f FILE, or - for standard input) into a WAV, raw or mp3 file "
+    "(told by the file's extension, or --format), or on the speakers with --play. Uses the "
+    "real service when ASYNCAI_API_KEY is set, else (or with --local) a local server "
+    "started in-process."
+)
+
+
+def add_arguments(speak: argparse.ArgumentParser) -> None:
     speak.add_argument("text", nargs="?", help="the text to speak; - reads it from standard input")
     speak.add_argument("-f", "--file", help="read the text from this UTF-8 file (- for standard input)")
     speak.add_argument(
@@ -87,11 +86,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--stability", type=int, help="voice stability, 0 to 100 (honoured by async_flash_v1.0 only)"
     )
     add_target_options(speak, engine=True)
-    return speak
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Settle the text source, the output file and its format, or exit 2 with a usage error."""
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Settle the output file and its format (or exit 2 with a usage error), and read the text."""
+    _check_args(parser, args)
+    args.text = _read_text(args)
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.text is None) == (args.file is None):
         parser.error("give the text as TEXT, with -f FILE, or as - to read standard input (one of them)")
     if args.output is None and not args.play:
@@ -118,7 +121,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--pcm16 converts mu-law audio: use it with --encoding pcm_mulaw")
 
 
-def read_text(args: argparse.Namespace) -> str:
+def _read_text(args: argparse.Namespace) -> str:
     """The text to speak, from the argument, the file, or standard input."""
     source = args.file if args.file is not None else args.text
     if args.file is None and source != "-":

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from typing import Any
 
 import attrs
 
 from .._voices import AsyncAIClient, Voice, open_client
 from ._common import add_target_options, open_target
 
-__all__ = ["add_parser", "run"]
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]
 
 #: The table's columns: a Voice field and its heading.
 _COLUMNS = (
@@ -26,16 +25,19 @@ _COLUMNS = (
 )
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    voices: argparse.ArgumentParser = sub.add_parser(
-        "voices",
-        help="list, show, clone and delete voices",
-        description=(
-            "Voice management. 'trio-asyncai voices' alone lists every voice, as 'voices list' does. "
-            "Uses the real service when ASYNCAI_API_KEY is set, else (or with --local) a local "
-            "server started in-process."
-        ),
-    )
+HELP = "list, show, clone and delete voices"
+DESCRIPTION = (
+    "Voice management. 'trio-asyncai voices' alone lists every voice, as 'voices list' does. "
+    "Uses the real service when ASYNCAI_API_KEY is set, else (or with --local) a local "
+    "server started in-process."
+)
+#: The filters of ``voices list``, passed to ``client.voices.list`` as they are.
+_FILTERS = ("language", "gender", "accent", "style", "model", "my_voice")
+#: The options of ``voices clone``, passed to ``client.voices.clone`` as they are.
+_CLONE_OPTIONS = ("name", "description", "accent", "gender", "style", "enhance")
+
+
+def add_arguments(voices: argparse.ArgumentParser) -> None:
     actions = voices.add_subparsers(dest="action", metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -75,26 +77,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     delete = action("delete", "Delete one of your cloned voices.")
     delete.add_argument("voice_id", metavar="VOICE_ID")
-    return voices
 
 
-def default_args(args: argparse.Namespace) -> None:
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``trio-asyncai voices`` alone is ``voices list``, with its defaults."""
     if args.action is None:
-        defaults: dict[str, Any] = {
-            "action": "list",
-            "json": False,
-            "local": False,
-            "base_url": None,
-            "language": None,
-            "gender": None,
-            "accent": None,
-            "style": None,
-            "model": None,
-            "my_voice": None,
-            "limit": None,
-        }
-        for key, value in defaults.items():
+        defaults = {"action": "list", "json": False, "local": False, "base_url": None, "limit": None}
+        for key, value in {**defaults, **dict.fromkeys(_FILTERS)}.items():
             setattr(args, key, value)
 
 
@@ -119,15 +108,7 @@ async def _list(client: AsyncAIClient, args: argparse.Namespace) -> list[Voice]:
     found: list[Voice] = []
     if args.limit is not None and args.limit < 1:
         return found
-    pages = client.voices.list(
-        page_size=100,
-        language=args.language,
-        gender=args.gender,
-        accent=args.accent,
-        style=args.style,
-        model=args.model,
-        my_voice=args.my_voice,
-    )
+    pages = client.voices.list(page_size=100, **{name: getattr(args, name) for name in _FILTERS})
     async with contextlib.aclosing(pages):  # type: ignore[type-var]
         async for voice in pages:
             found.append(voice)
@@ -151,15 +132,8 @@ async def run(args: argparse.Namespace) -> int:
             voice = await client.voices.get(args.voice_id)
             print(json.dumps(attrs.asdict(voice), indent=2) if args.json else _show(voice))
         elif args.action == "clone":
-            voice = await client.voices.clone(
-                args.audio,
-                name=args.name,
-                description=args.description,
-                accent=args.accent,
-                gender=args.gender,
-                style=args.style,
-                enhance=args.enhance,
-            )
+            options = {name: getattr(args, name) for name in _CLONE_OPTIONS}
+            voice = await client.voices.clone(args.audio, **options)
             print(json.dumps(attrs.asdict(voice), indent=2) if args.json else _show(voice))
         else:
             await client.voices.delete(args.voice_id)
