@@ -101,7 +101,7 @@ class AsyncAIError(Exception):
 
 
 class ConfigurationError(AsyncAIError, ValueError):
-    """An argument or environment variable is missing or invalid.
+    """An argument or environment variable is missing or invalid, or the run is not trio's.
 
     Raised before anything is sent. Also a :exc:`ValueError`.
     """
