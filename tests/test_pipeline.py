@@ -929,7 +929,6 @@ async def test_a_system_frame_after_the_sink_returned_ends_the_run(
     assert tasks_named("trio_asyncai._") == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug, fixed in the next commits")
 @pytest.mark.parametrize("early", [0, 1])
 async def test_a_pipeline_called_directly_ends_when_a_stage_returns_early(
     early: int, jump_clock: trio.testing.MockClock

@@ -197,15 +197,15 @@ async def _run_stage(
             raise
     finally:
         done.set()
-    hook = _stage_returned.get()
-    if hook is not None:
-        hook()
         # Channels between stages belong to the pipeline: when a stage is
         # done, its successor's input ends and its predecessor's output breaks.
         if own_send:
             send.close()
         if own_receive:
             receive.close()
+    hook = _stage_returned.get()
+    if hook is not None:
+        hook()
 
 
 @final
