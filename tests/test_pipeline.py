@@ -766,7 +766,7 @@ async def test_no_task_outlives_the_run(tts: TTSFactory) -> None:
             seen.append(tasks_named("trio_asyncai._"))
 
     await run([tts(), Sink(on_frame)], [TTSSpeakFrame("Count my tasks."), EndFrame()])
-    assert any("_pipeline" in name for name in seen[0])
+    assert any("_tts_engine" in name for name in seen[0])
     assert tasks_named("trio_asyncai._") == []  # the server's tasks are trio_asyncai.server.*
     assert tasks_named("stage ") == []
 
@@ -913,7 +913,6 @@ async def test_a_sink_that_returns_early_ends_the_pipeline_quietly(tts: TTSFacto
 # ------------------------------------------------- ends that must not hang
 
 
-@pytest.mark.xfail(strict=True, reason="bug, fixed in the next commits")
 async def test_a_system_frame_after_the_sink_returned_ends_the_run(
     tts: TTSFactory, jump_clock: trio.testing.MockClock
 ) -> None:
@@ -978,7 +977,6 @@ async def silent_peer() -> AsyncIterator[SilentPeer]:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(strict=True, reason="bug, fixed in the next commits")
 async def test_the_warm_up_ends_with_the_stage(
     jump_clock: trio.testing.MockClock, silent_peer: SilentPeer
 ) -> None:
@@ -991,7 +989,6 @@ async def test_the_warm_up_ends_with_the_stage(
     assert silent_peer.accepted <= 1  # the warm-up's first attempt, cancelled
 
 
-@pytest.mark.xfail(strict=True, reason="bug, fixed in the next commits")
 async def test_an_utterance_takes_the_warm_ups_failure(
     jump_clock: trio.testing.MockClock, silent_peer: SilentPeer
 ) -> None:
