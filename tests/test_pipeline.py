@@ -869,6 +869,10 @@ def test_bad_arguments_are_configuration_errors() -> None:
         HttpTTS(voice_id="v", sample_rate=96000)
     with pytest.raises(ConfigurationError):
         PipelineTask("not a pipeline")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_message_size"):
+        WebSocketTTS(voice_id="v", max_message_size=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="keepalive_interval"):
+        HttpTTS(voice_id="v", keepalive_interval=1.0)  # type: ignore[call-arg]
 
 
 def test_pipecat_names_are_aliases() -> None:

@@ -26,16 +26,19 @@ from .frames import Frame
 __all__ = [
     "AsyncAIHttpTTSService",
     "AsyncAITTSService",
-    "HttpOptions",
     "HttpTTS",
-    "WebSocketOptions",
+    "HttpTTSOptions",
     "WebSocketTTS",
+    "WebSocketTTSOptions",
 ]
 
 
-class _SynthesisOptions(TypedDict, total=False):
-    """The synthesizer options both stages take; their defaults are the synthesizer's."""
+class _StageOptions(TypedDict, total=False):
+    """What both stages take: their own options, and the synthesizer options both synthesizers take."""
 
+    sample_rate: int | None
+    aggregate: Aggregate
+    max_ahead: int
     api_key: str | None
     voice_id: str | None
     model: str
@@ -48,8 +51,8 @@ class _SynthesisOptions(TypedDict, total=False):
     max_buffered_audio: float | None
 
 
-class WebSocketOptions(_SynthesisOptions, total=False):
-    """The options of :func:`~trio_asyncai.open_synthesizer` that :class:`WebSocketTTS` takes."""
+class WebSocketTTSOptions(_StageOptions, total=False):
+    """The keyword arguments of :class:`WebSocketTTS`."""
 
     keepalive_interval: float | None
     close_timeout: float
@@ -57,8 +60,8 @@ class WebSocketOptions(_SynthesisOptions, total=False):
     reconnect_backoff: float
 
 
-class HttpOptions(_SynthesisOptions, total=False):
-    """The options of :func:`~trio_asyncai.open_http_synthesizer` that :class:`HttpTTS` takes."""
+class HttpTTSOptions(_StageOptions, total=False):
+    """The keyword arguments of :class:`HttpTTS`."""
 
     client: httpx.AsyncClient | None
     max_retries: int
@@ -81,21 +84,20 @@ class _TTSStage:
         opener: Callable[..., AbstractAsyncContextManager[SpeakerBase]],
         option_names: frozenset[str],
         options: Mapping[str, Any],
-        *,
-        sample_rate: int | None,
-        aggregate: Aggregate,
-        max_ahead: int,
     ) -> None:
         for name in options:
             if name not in option_names:
                 raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}")
+        own = dict(options)
+        sample_rate: int | None = own.pop("sample_rate", None)
+        aggregate: object = own.pop("aggregate", "sentence")
+        max_ahead: int = own.pop("max_ahead", 1)
         if sample_rate is not None:
             check_sample_rate(sample_rate)
         if isinstance(max_ahead, bool) or not isinstance(max_ahead, int) or max_ahead < 0:
             raise ConfigurationError(f"max_ahead must be an int >= 0, not {max_ahead!r}")
         #: open_synthesizer or open_http_synthesizer.
         self._opener = opener
-        own = dict(options)
         # Kept masked (no repr, vars() or error reporter's locals shows it)
         # until it is handed to the synthesizer; None: ASYNCAI_API_KEY, read then.
         self._api_key = resolve_api_key(own.pop("api_key", None), env={})
@@ -149,13 +151,13 @@ class WebSocketTTS(_TTSStage):
 
     What it does with each frame, and what it sends: :ref:`tts-stages`.
 
-    :param sample_rate: this stage's output sample rate; by default the
-        pipeline's (:attr:`PipelineParams.sample_rate`).
+    :param sample_rate: this stage's output sample rate; by default (``None``)
+        the pipeline's (:attr:`PipelineParams.sample_rate`).
     :param aggregate: ``"sentence"`` (the default) speaks each sentence as
         soon as it is complete; ``"token"`` passes text on as it comes, and
         lets the service decide when to speak.
-    :param max_ahead: utterances synthesized while one is delivered (each
-        is billed, even if a barge-in drops it).
+    :param max_ahead: utterances synthesized while one is delivered
+        (default 1; each is billed, even if a barge-in drops it).
     :param options: :func:`~trio_asyncai.open_synthesizer`'s ``api_key``,
         ``voice_id``, ``model``, ``language``, ``speed_control``,
         ``stability``, ``base_url``, ``keepalive_interval``,
@@ -167,22 +169,8 @@ class WebSocketTTS(_TTSStage):
     synthesizer each time it runs, and may run in several pipelines.
     """
 
-    def __init__(
-        self,
-        *,
-        sample_rate: int | None = None,
-        aggregate: Aggregate = "sentence",
-        max_ahead: int = 1,
-        **options: Unpack[WebSocketOptions],
-    ) -> None:
-        super().__init__(
-            open_synthesizer,
-            WebSocketOptions.__optional_keys__,
-            options,
-            sample_rate=sample_rate,
-            aggregate=aggregate,
-            max_ahead=max_ahead,
-        )
+    def __init__(self, **options: Unpack[WebSocketTTSOptions]) -> None:
+        super().__init__(open_synthesizer, WebSocketTTSOptions.__optional_keys__, options)
 
 
 @final
@@ -202,22 +190,8 @@ class HttpTTS(_TTSStage):
         :class:`WebSocketTTS`.
     """
 
-    def __init__(
-        self,
-        *,
-        sample_rate: int | None = None,
-        aggregate: Aggregate = "sentence",
-        max_ahead: int = 1,
-        **options: Unpack[HttpOptions],
-    ) -> None:
-        super().__init__(
-            open_http_synthesizer,
-            HttpOptions.__optional_keys__,
-            options,
-            sample_rate=sample_rate,
-            aggregate=aggregate,
-            max_ahead=max_ahead,
-        )
+    def __init__(self, **options: Unpack[HttpTTSOptions]) -> None:
+        super().__init__(open_http_synthesizer, HttpTTSOptions.__optional_keys__, options)
 
 
 #: The name pipecat gives the WebSocket service: the same class as :class:`WebSocketTTS`.
