@@ -60,14 +60,14 @@ from ._websocket import open_synthesizer as open_synthesizer
 
 # isort: split
 # Frames and pipelines (issue 4), kept apart so that appends merge cleanly.
+from ._errors import is_fatal as is_fatal
 from ._language import Language as Language
-from ._pipeline import AsyncAIHttpTTSService as AsyncAIHttpTTSService
-from ._pipeline import AsyncAITTSService as AsyncAITTSService
-from ._pipeline import HttpTTS as HttpTTS
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineParams as PipelineParams
 from ._pipeline import PipelineTask as PipelineTask
 from ._pipeline import Stage as Stage
-from ._pipeline import WebSocketTTS as WebSocketTTS
 from ._pipeline import current_params as current_params
-from ._pipeline import is_fatal as is_fatal
+from ._tts_stages import AsyncAIHttpTTSService as AsyncAIHttpTTSService
+from ._tts_stages import AsyncAITTSService as AsyncAITTSService
+from ._tts_stages import HttpTTS as HttpTTS
+from ._tts_stages import WebSocketTTS as WebSocketTTS
