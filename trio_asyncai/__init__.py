@@ -14,6 +14,7 @@ Speech over a persistent WebSocket::
     trio.run(main)
 """
 
+from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._errors import APIError as APIError
 from ._errors import AsyncAIError as AsyncAIError
 from ._errors import AuthenticationError as AuthenticationError
@@ -38,7 +39,6 @@ from ._http import HttpSynthesizer as HttpSynthesizer
 from ._http import HttpSynthesizerStatistics as HttpSynthesizerStatistics
 from ._http import connect_http_synthesizer as connect_http_synthesizer
 from ._http import open_http_synthesizer as open_http_synthesizer
-from ._types import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._types import DEFAULT_MODEL as DEFAULT_MODEL
 from ._types import DEFAULT_SAMPLE_RATE as DEFAULT_SAMPLE_RATE
 from ._types import AudioChunk as AudioChunk

@@ -13,12 +13,13 @@ import httpx
 import trio
 
 from ._aggregator import SentenceAggregator
+from ._config import resolve_common
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
 from ._groups import nursery_twin, single_exception
 from ._protocol import StreamScanner
 from ._rest import RestCore, map_transport_error
 from ._speaker import SpeakerBase
-from ._types import DEFAULT_MODEL, OutputFormat, Settings, resolve_common
+from ._types import DEFAULT_MODEL, OutputFormat, Settings
 from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = [

@@ -16,6 +16,7 @@ import attrs
 import trio
 import trio_websocket
 
+from ._config import API_VERSION, ApiKey, resolve_common
 from ._errors import (
     APIError,
     AsyncAIError,
@@ -43,7 +44,7 @@ from ._protocol import (
     MessageIgnored,
 )
 from ._speaker import SpeakerBase
-from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
+from ._types import DEFAULT_MODEL, OutputFormat, Settings
 from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = ["Synthesizer", "SynthesizerStatistics", "connect_synthesizer", "open_synthesizer"]
