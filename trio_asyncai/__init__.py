@@ -14,6 +14,12 @@ Speech over a persistent WebSocket::
     trio.run(main)
 """
 
+from ._client import AsyncAIClient as AsyncAIClient
+from ._client import TimestampedAudio as TimestampedAudio
+from ._client import Voice as Voice
+from ._client import Voices as Voices
+from ._client import WordTimestamp as WordTimestamp
+from ._client import open_client as open_client
 from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._errors import APIError as APIError
 from ._errors import AsyncAIError as AsyncAIError
@@ -47,12 +53,6 @@ from ._types import Settings as Settings
 from ._types import UtteranceMetrics as UtteranceMetrics
 from ._utterance import Utterance as Utterance
 from ._version import __version__ as __version__
-from ._voices import AsyncAIClient as AsyncAIClient
-from ._voices import TimestampedAudio as TimestampedAudio
-from ._voices import Voice as Voice
-from ._voices import Voices as Voices
-from ._voices import WordTimestamp as WordTimestamp
-from ._voices import open_client as open_client
 from ._websocket import Synthesizer as Synthesizer
 from ._websocket import SynthesizerStatistics as SynthesizerStatistics
 from ._websocket import connect_synthesizer as connect_synthesizer

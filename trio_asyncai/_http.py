@@ -16,7 +16,7 @@ from ._aggregator import SentenceAggregator
 from ._config import resolve_common
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
 from ._groups import nursery_twin, single_exception
-from ._protocol import StreamScanner
+from ._protocol import QuotaMarkerScanner
 from ._rest import RestCore, map_transport_error
 from ._speaker import SpeakerBase
 from ._types import DEFAULT_MODEL, OutputFormat, Settings
@@ -193,7 +193,7 @@ class HttpSynthesizer(SpeakerBase):
         body = settings.request_body()
         body["transcript"] = text
         fmt = settings.output_format
-        scanner = StreamScanner(1 if fmt.container == "mp3" else fmt.sample_width)
+        scanner = QuotaMarkerScanner(1 if fmt.container == "mp3" else fmt.sample_width)
         self._requests_sent += 1
         async with self._rest.stream(
             "POST",

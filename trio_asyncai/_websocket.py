@@ -214,9 +214,9 @@ class _Connection:
         if not messages:
             # Nothing ever reached the service: there is no audio to wait for.
             utterance._complete()
-            self.forget(utterance)
+            self.close_context_and_forget(utterance)
 
-    def forget(self, utterance: Utterance) -> None:
+    def close_context_and_forget(self, utterance: Utterance) -> None:
         """Stop routing audio to the utterance, and close its context if it is still open."""
         self.utterances.pop(utterance.context_id, None)
         message = self.protocol.close_context(utterance.context_id)
@@ -375,7 +375,7 @@ class _Connection:
                 logger.debug("an utterance's message is not valid protocol: %s", exc)
                 exc.utterance = broken
                 broken._fail(exc)
-                self.forget(broken)
+                self.close_context_and_forget(broken)
                 continue
             for event in events:
                 self._dispatch(event)
@@ -392,7 +392,7 @@ class _Connection:
         elif isinstance(event, ContextFinished):
             if utterance is not None:
                 utterance._complete()
-                self.forget(utterance)
+                self.close_context_and_forget(utterance)
                 self.synth._drops_in_a_row = 0  # the service works: no backoff
         elif isinstance(event, ContextEndedEarly):
             # Our choice where the reference is silent: the service ended the
@@ -407,7 +407,7 @@ class _Connection:
                         utterance=utterance,
                     )
                 )
-                self.forget(utterance)
+                self.close_context_and_forget(utterance)
         else:
             if event.code == _IDLE_CODE:
                 # The service is closing the idle connection: nothing new goes
@@ -421,7 +421,7 @@ class _Connection:
             error = error_from_code(event.code, event.message, extra=extra)
             if utterance is not None:
                 utterance._fail(error)
-                self.forget(utterance)
+                self.close_context_and_forget(utterance)
                 return
             # An error that names no context concerns the whole connection.
             logger.debug("the service reported an error for the connection: %s", error)
@@ -432,7 +432,7 @@ class _Connection:
                 return
             for other in list(self.utterances.values()):
                 other._fail(copy_error(error))
-                self.forget(other)
+                self.close_context_and_forget(other)
 
 
 def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
@@ -794,7 +794,7 @@ class Synthesizer(SpeakerBase):
             # The service went silent on this connection: new utterances get
             # a fresh one, and this one closes once its others are done.
             route.conn.retiring = True
-        route.conn.forget(utterance)
+        route.conn.close_context_and_forget(utterance)
 
     def _move(self, settings: Settings, utterances: list[Utterance]) -> None:
         """Carry utterances whose connection was lost before any audio to a new one."""
@@ -866,7 +866,7 @@ class Synthesizer(SpeakerBase):
         for conn in list(self._connections):
             for utterance in list(conn.utterances.values()):
                 utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
-                conn.forget(utterance)  # close_context goes out before terminate
+                conn.close_context_and_forget(utterance)  # close_context goes out before terminate
             conn.close()
         # Each connection's task sends what is queued and closes, even when
         # cancelled from outside (see _Connection.run): wait for that.

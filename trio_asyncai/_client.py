@@ -1,4 +1,4 @@
-"""The rest of the HTTP API: whole-file synthesis, word timestamps and voices."""
+"""The REST client (AsyncAIClient): whole-file synthesis, word timestamps and voices."""
 
 from __future__ import annotations
 
