@@ -115,13 +115,12 @@ def resolve_common(
     output_format: OutputFormat | None,
     sample_rate: int | None,
     base_url: str | None,
-    allow_wav: bool,
     speed_control: float | None = None,
     stability: int | None = None,
 ) -> tuple[Settings, ApiKey | None, str]:
     """Check and resolve the arguments both synthesizers take (with the environment).
 
-    ``allow_wav`` means whole-file use: wav allowed, ``pcm_mulaw`` not.
+    Both stream, so the output format is checked as a streaming one (no wav).
     """
     key, url = resolve_key_and_url(api_key, base_url)
     voice = resolve_voice_id(voice_id)
@@ -130,7 +129,7 @@ def resolve_common(
     if output_format is None:
         rate = sample_rate if sample_rate is not None else DEFAULT_SAMPLE_RATE
         output_format = OutputFormat(sample_rate=rate)
-    output_format = check_output_format(output_format, streaming=not allow_wav)
+    output_format = check_output_format(output_format, streaming=True)
     if sample_rate is not None and sample_rate != output_format.sample_rate:
         raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
     settings = Settings(

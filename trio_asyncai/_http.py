@@ -19,7 +19,7 @@ from ._groups import nursery_twin, single_exception
 from ._protocol import QuotaMarkerScanner
 from ._rest import RestCore, map_transport_error
 from ._speaker import SpeakerBase
-from ._types import DEFAULT_MODEL, OutputFormat, Settings
+from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
 from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = [
@@ -297,20 +297,17 @@ async def open_http_synthesizer(
         output_format=output_format,
         sample_rate=sample_rate,
         base_url=base_url,
-        allow_wav=False,
         speed_control=speed_control,
         stability=stability,
     )
     del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
     if client is not None and not isinstance(client, httpx.AsyncClient):
         raise ConfigurationError("client must be an httpx.AsyncClient")
-    for name, value in (
-        ("connect_timeout", connect_timeout),
-        ("audio_timeout", audio_timeout),
-        ("max_buffered_audio", max_buffered_audio),
-    ):
-        if value is not None and not value > 0:
-            raise ConfigurationError(f"{name} must be positive")
+    check_positive(
+        connect_timeout=connect_timeout,
+        audio_timeout=audio_timeout,
+        max_buffered_audio=max_buffered_audio,
+    )
     with single_exception():
         async with _client_or_own(client) as http, trio.open_nursery() as nursery:
             rest = RestCore(

@@ -206,6 +206,17 @@ def normalize_language(language: object) -> str | None:
     return checked.replace("_", "-").split("-", 1)[0].lower()
 
 
+def check_positive(**values: float | None) -> None:
+    """A ConfigurationError for the first of ``values`` (name=value) that is given and not positive.
+
+    The rule of every duration and size option: a positive number, or
+    ``None`` where the option allows "no limit".
+    """
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise ConfigurationError(f"{name} must be positive, not {value!r}")
+
+
 def check_speed_control(value: object) -> float | None:
     """``value`` as a speaking-rate factor from 0.7 to 2.0 (``None`` stays ``None``)."""
     if value is None:

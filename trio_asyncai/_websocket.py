@@ -44,7 +44,7 @@ from ._protocol import (
     MessageIgnored,
 )
 from ._speaker import SpeakerBase
-from ._types import DEFAULT_MODEL, OutputFormat, Settings
+from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
 from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = ["Synthesizer", "SynthesizerStatistics", "connect_synthesizer", "open_synthesizer"]
@@ -1027,18 +1027,15 @@ async def open_synthesizer(
         output_format=output_format,
         sample_rate=sample_rate,
         base_url=base_url,
-        allow_wav=False,
         speed_control=speed_control,
         stability=stability,
     )
     del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
-    for name, value in (
-        ("keepalive_interval", keepalive_interval),
-        ("audio_timeout", audio_timeout),
-        ("max_buffered_audio", max_buffered_audio),
-    ):
-        if value is not None and not value > 0:
-            raise ConfigurationError(f"{name} must be positive or None")
+    check_positive(
+        keepalive_interval=keepalive_interval,
+        audio_timeout=audio_timeout,
+        max_buffered_audio=max_buffered_audio,
+    )
     if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size < 1:
         raise ConfigurationError("max_message_size must be a positive int")
     # The nursery raises an ExceptionGroup when the block or a task fails;
