@@ -59,7 +59,7 @@ from ._websocket import connect_synthesizer as connect_synthesizer
 from ._websocket import open_synthesizer as open_synthesizer
 
 # isort: split
-# Frames and pipelines (issue 4), kept apart so that appends merge cleanly.
+# Languages and pipelines, in a block of their own so that appends merge cleanly.
 from ._language import Language as Language
 from ._pipeline import AsyncAIHttpTTSService as AsyncAIHttpTTSService
 from ._pipeline import AsyncAITTSService as AsyncAITTSService
