@@ -344,10 +344,13 @@ async def _client_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[http
 connect_http_synthesizer = nursery_twin(
     open_http_synthesizer,
     lambda synth: synth._close_requested,
+    opened=HttpSynthesizer._expect_aclose,
     name="connect_http_synthesizer",
     doc="""Open an :class:`HttpSynthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
 
 The twin of :func:`open_http_synthesizer` for callers who bring their own
-nursery; it takes the same keyword arguments (type checkers see them).
+nursery; it takes the same keyword arguments (type checkers see them). Closing
+it is the caller's job: one garbage collected without ``aclose()`` warns with
+:exc:`ResourceWarning`.
 """,
 )

@@ -1070,11 +1070,14 @@ async def open_synthesizer(
 connect_synthesizer = nursery_twin(
     open_synthesizer,
     lambda synth: synth._close_requested,
+    opened=Synthesizer._expect_aclose,
     name="connect_synthesizer",
     doc="""Open a :class:`Synthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
 
 The twin of :func:`open_synthesizer` for callers who bring their own nursery; it
-takes the same keyword arguments (type checkers see them)::
+takes the same keyword arguments (type checkers see them). Closing it is the
+caller's job: one garbage collected without ``aclose()`` warns with
+:exc:`ResourceWarning` (its nursery's end stops it, but that is a leak in waiting)::
 
     async with trio.open_nursery() as nursery:
         synth = await trio_asyncai.connect_synthesizer(nursery, voice_id=VOICE)

@@ -1,0 +1,67 @@
+"""A synthesizer from ``connect_*`` that is garbage collected without ``aclose()`` warns (anyio's habit)."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+import trio_asyncai
+from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
+
+TIMEOUT = 30
+
+CONNECTS: list[Callable[..., Any]] = [trio_asyncai.connect_synthesizer, trio_asyncai.connect_http_synthesizer]
+OPENS: list[Callable[..., Any]] = [trio_asyncai.open_synthesizer, trio_asyncai.open_http_synthesizer]
+
+
+def _collected_warnings(drop: Callable[[], None]) -> list[warnings.WarningMessage]:
+    """The ResourceWarnings raised while ``drop()`` lets the last reference go and the GC runs."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drop()
+        gc.collect()
+    return [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+@pytest.mark.parametrize("connect", CONNECTS, ids=lambda f: f.__name__)
+async def test_a_connect_synthesizer_collected_without_aclose_warns(
+    server: LocalServer, connect: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            synth = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
+            nursery.cancel_scope.cancel()  # its nursery ends it, but nobody closed it
+    name = type(synth).__name__
+    with pytest.warns(ResourceWarning, match=f"{name} made by connect_\\* was never closed"):
+        del synth
+        gc.collect()
+
+
+@pytest.mark.parametrize("connect", CONNECTS, ids=lambda f: f.__name__)
+async def test_a_connect_synthesizer_closed_with_aclose_does_not_warn(
+    server: LocalServer, connect: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            synth = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
+            await synth.aclose()
+    holder = [synth]
+    del synth
+
+    assert _collected_warnings(holder.clear) == []
+
+
+@pytest.mark.parametrize("opener", OPENS, ids=lambda f: f.__name__)
+async def test_an_open_synthesizer_does_not_warn(server: LocalServer, opener: Callable[..., Any]) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with opener(base_url=server.url, voice_id=DEFAULT_VOICE_ID) as synth:
+            pass
+    holder = [synth]
+    del synth
+
+    assert _collected_warnings(holder.clear) == []
