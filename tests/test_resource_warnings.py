@@ -19,12 +19,17 @@ CONNECTS: list[Callable[..., Any]] = [trio_asyncai.connect_synthesizer, trio_asy
 OPENS: list[Callable[..., Any]] = [trio_asyncai.open_synthesizer, trio_asyncai.open_http_synthesizer]
 
 
-def _collected_warnings(drop: Callable[[], None]) -> list[warnings.WarningMessage]:
-    """The ResourceWarnings raised while ``drop()`` lets the last reference go and the GC runs."""
+def _drop(holder: list[Any]) -> None:
+    """Let go of the last reference, and collect."""
+    holder.clear()
+    gc.collect()
+
+
+def _collected_warnings(holder: list[Any]) -> list[warnings.WarningMessage]:
+    """The ResourceWarnings raised while the last reference goes and the GC runs."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        drop()
-        gc.collect()
+        _drop(holder)
     return [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
@@ -37,9 +42,11 @@ async def test_a_connect_synthesizer_collected_without_aclose_warns(
             synth = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
             nursery.cancel_scope.cancel()  # its nursery ends it, but nobody closed it
     name = type(synth).__name__
+    holder = [synth]
+    del synth
+
     with pytest.warns(ResourceWarning, match=f"{name} made by connect_\\* was never closed"):
-        del synth
-        gc.collect()
+        _drop(holder)
 
 
 @pytest.mark.parametrize("connect", CONNECTS, ids=lambda f: f.__name__)
@@ -53,7 +60,7 @@ async def test_a_connect_synthesizer_closed_with_aclose_does_not_warn(
     holder = [synth]
     del synth
 
-    assert _collected_warnings(holder.clear) == []
+    assert _collected_warnings(holder) == []
 
 
 @pytest.mark.parametrize("opener", OPENS, ids=lambda f: f.__name__)
@@ -64,4 +71,4 @@ async def test_an_open_synthesizer_does_not_warn(server: LocalServer, opener: Ca
     holder = [synth]
     del synth
 
-    assert _collected_warnings(holder.clear) == []
+    assert _collected_warnings(holder) == []
