@@ -19,6 +19,18 @@ CONNECTS: list[Callable[..., Any]] = [trio_asyncai.connect_synthesizer, trio_asy
 OPENS: list[Callable[..., Any]] = [trio_asyncai.open_synthesizer, trio_asyncai.open_http_synthesizer]
 
 
+async def _connected(server: LocalServer, connect: Callable[..., Any], *, aclose: bool) -> Any:
+    """A synthesizer from ``connect`` whose nursery has ended, closed with ``aclose()`` or not."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            synth = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
+            if aclose:
+                await synth.aclose()
+            else:
+                nursery.cancel_scope.cancel()  # its nursery ends it, but nobody closed it
+    return synth
+
+
 def _drop(holder: list[Any]) -> None:
     """Let go of the last reference, and collect."""
     holder.clear()
@@ -37,10 +49,7 @@ def _collected_warnings(holder: list[Any]) -> list[warnings.WarningMessage]:
 async def test_a_connect_synthesizer_collected_without_aclose_warns(
     server: LocalServer, connect: Callable[..., Any]
 ) -> None:
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            synth = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
-            nursery.cancel_scope.cancel()  # its nursery ends it, but nobody closed it
+    synth = await _connected(server, connect, aclose=False)
     name = type(synth).__name__
     holder = [synth]
     del synth
@@ -53,10 +62,7 @@ async def test_a_connect_synthesizer_collected_without_aclose_warns(
 async def test_a_connect_synthesizer_closed_with_aclose_does_not_warn(
     server: LocalServer, connect: Callable[..., Any]
 ) -> None:
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            synth = await connect(nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID)
-            await synth.aclose()
+    synth = await _connected(server, connect, aclose=True)
     holder = [synth]
     del synth
 
