@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._config import resolve_api_key
 from ._errors import AsyncAIError
-from ._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, OutputFormat, resolve_api_key
+from ._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, OutputFormat
 from ._wav import WavWriter, mulaw_to_pcm16
 from ._websocket import open_synthesizer
 

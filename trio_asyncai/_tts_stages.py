@@ -14,12 +14,13 @@ from typing import Any, TypedDict, Unpack, final
 import httpx
 import trio
 
+from ._config import resolve_api_key
 from ._errors import ConfigurationError
 from ._http import open_http_synthesizer
 from ._pipeline import current_params
 from ._speaker import SpeakerBase
 from ._tts_engine import Aggregate, TTSEngine
-from ._types import check_sample_rate, check_speed_control, check_stability, resolve_api_key
+from ._types import check_sample_rate, check_speed_control, check_stability
 from ._websocket import open_synthesizer
 from .frames import Frame
 
