@@ -74,6 +74,19 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_synthesizer.py", *session.posargs)
 
 
+@nox.session(python=PYTHON, name="bench-compare")
+def bench_compare(session: nox.Session) -> None:
+    """trio-asyncai side by side with minimal raw clients and pipecat's Async services (long).
+
+    Installs the floor's libraries (websockets, aiohttp) and pipecat from the
+    package registry, then runs ``benchmarks/compare.py``; ``nox -s
+    bench-compare -- --runs 5 --rst docs/benchmarks_compare.rst`` writes the
+    table the docs include.
+    """
+    session.install("-e", ".[server]", "websockets", "aiohttp", "pipecat-ai[asyncai]")
+    session.run("python", "benchmarks/compare.py", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
     """Utterances with random barge-ins, checked byte for byte, on both transports (long; not run by default).

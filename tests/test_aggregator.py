@@ -103,15 +103,6 @@ def test_regional_tags_and_unknown_languages() -> None:
     assert released and "".join(released) + rest == "One. Two. Three."
 
 
-def test_reset_drops_what_is_held() -> None:
-    agg = SentenceAggregator("en")
-    agg.push("Half a sen")
-    agg.reset()
-    assert agg.pending == ""
-    assert agg.push("New text. An") == []
-    assert agg.push("d more") == ["New text. "]
-
-
 def test_white_space_alone_releases_nothing() -> None:
     agg = SentenceAggregator("en")
     assert agg.push("   ") == []

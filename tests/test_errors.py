@@ -31,8 +31,8 @@ from trio_asyncai import (
     TransportError,
     VoiceCloneLimitError,
 )
+from trio_asyncai._config import ApiKey, resolve_api_key
 from trio_asyncai._errors import MAX_RETRY_AFTER, error_from_body, error_from_code, retry_after_header
-from trio_asyncai._types import ApiKey, resolve_api_key
 
 # Every error code in ASYNC_API.md, with the class, status and retryability we promise.
 DOCUMENTED_CODES: list[tuple[str, type[APIError], int, bool]] = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -766,7 +766,7 @@ async def test_no_task_outlives_the_run(tts: TTSFactory) -> None:
             seen.append(tasks_named("trio_asyncai._"))
 
     await run([tts(), Sink(on_frame)], [TTSSpeakFrame("Count my tasks."), EndFrame()])
-    assert any("_pipeline" in name for name in seen[0])
+    assert any("_tts_engine" in name for name in seen[0])
     assert tasks_named("trio_asyncai._") == []  # the server's tasks are trio_asyncai.server.*
     assert tasks_named("stage ") == []
 
@@ -869,6 +869,10 @@ def test_bad_arguments_are_configuration_errors() -> None:
         HttpTTS(voice_id="v", sample_rate=96000)
     with pytest.raises(ConfigurationError):
         PipelineTask("not a pipeline")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_message_size"):
+        WebSocketTTS(voice_id="v", max_message_size=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="keepalive_interval"):
+        HttpTTS(voice_id="v", keepalive_interval=1.0)  # type: ignore[call-arg]
 
 
 def test_pipecat_names_are_aliases() -> None:
@@ -908,3 +912,104 @@ async def test_a_sink_that_returns_early_ends_the_pipeline_quietly(tts: TTSFacto
     assert isinstance(heard[-1], TTSAudioRawFrame)
     assert task.finished
     await tts.all_closed()
+
+
+# ------------------------------------------------- ends that must not hang
+
+
+async def test_a_system_frame_after_the_sink_returned_ends_the_run(
+    tts: TTSFactory, jump_clock: trio.testing.MockClock
+) -> None:
+    async def gone(receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]) -> None:
+        return  # heard enough before anything came
+
+    task = PipelineTask(Pipeline([tts(), gone]))
+    # The TTS stage finds the next stage gone as it forwards the system frame.
+    await task.queue_frames([Urgent("late"), Marker("never read")])
+    with trio.fail_after(TIMEOUT):
+        await task.run()
+    assert task.finished
+    assert tasks_named("trio_asyncai._") == []
+
+
+@pytest.mark.parametrize("early", [0, 1])
+async def test_a_pipeline_called_directly_ends_when_a_stage_returns_early(
+    early: int, jump_clock: trio.testing.MockClock
+) -> None:
+    async def first_only(
+        receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]
+    ) -> None:
+        await send.send(await receive.receive())
+
+    # Early first: the stage after it must see its input end. Early last:
+    # the stage before it must find its output broken, and end.
+    stages: list[Any] = [forward, forward]
+    stages[early] = first_only
+    in_send, in_receive = trio.open_memory_channel[Frame](10)
+    out_send, out_receive = trio.open_memory_channel[Frame](10)
+    await in_send.send(Marker("1"))
+    await in_send.send(Marker("2"))  # the input stays open: only the early return ends the run
+    with trio.fail_after(TIMEOUT):
+        await Pipeline(stages)(in_receive, out_send)
+    assert out_receive.receive_nowait() == Marker("1")
+    with pytest.raises(trio.WouldBlock):
+        out_receive.receive_nowait()
+
+
+@attrs.define
+class SilentPeer:
+    """A TCP listener that accepts connections and never says a word (a service that hangs)."""
+
+    url: str
+    accepted: int = 0
+
+
+@pytest.fixture
+async def silent_peer() -> AsyncIterator[SilentPeer]:
+    async with trio.open_nursery() as nursery:
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listener.socket.getsockname()[1]
+        peer = SilentPeer(f"http://127.0.0.1:{port}")
+
+        async def handler(stream: trio.SocketStream) -> None:
+            peer.accepted += 1
+            async with stream:
+                await trio.sleep_forever()
+
+        nursery.start_soon(trio.serve_listeners, handler, [listener])
+        yield peer
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_warm_up_ends_with_the_stage(
+    jump_clock: trio.testing.MockClock, silent_peer: SilentPeer
+) -> None:
+    sink = Sink()
+    # A connect that could take minutes: the stage, given nothing to say,
+    # must not wait for it (run() is bounded by TIMEOUT).
+    stage = WebSocketTTS(base_url=silent_peer.url, voice_id=DEFAULT_VOICE_ID, connect_timeout=TIMEOUT * 10)
+    await run([stage, sink], [EndFrame()])
+    assert sink.frames == [EndFrame()]
+    assert silent_peer.accepted <= 1  # the warm-up's first attempt, cancelled
+
+
+async def test_an_utterance_takes_the_warm_ups_failure(
+    jump_clock: trio.testing.MockClock, silent_peer: SilentPeer
+) -> None:
+    alone = Sink()
+    stage = WebSocketTTS(base_url=silent_peer.url, voice_id=DEFAULT_VOICE_ID)
+    # What one connect costs on its own (its attempts): a synthesizer opened with the same options.
+    with pytest.raises(trio_asyncai.TransportError), trio.fail_after(TIMEOUT * 10):
+        async with trio_asyncai.open_synthesizer(base_url=silent_peer.url, voice_id=DEFAULT_VOICE_ID):
+            pass  # pragma: no cover
+    one_connect = silent_peer.accepted
+    silent_peer.accepted = 0
+    task = PipelineTask(Pipeline([stage, alone]))
+    await task.queue_frames([TTSSpeakFrame("Anyone?"), EndFrame()])
+    with trio.fail_after(TIMEOUT * 10):
+        await task.run()
+    (error,) = alone.of(ErrorFrame)
+    assert isinstance(error.error, trio_asyncai.TransportError) and not error.fatal
+    # The utterance waited for the warm-up's connect and reported its
+    # failure, instead of connecting again from scratch.
+    assert silent_peer.accepted == one_connect

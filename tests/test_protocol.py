@@ -26,8 +26,8 @@ from trio_asyncai._protocol import (
     ContextState,
     Event,
     MessageIgnored,
+    QuotaMarkerScanner,
     ServerErrorReceived,
-    StreamScanner,
 )
 from trio_asyncai._types import DEFAULT_MODEL
 
@@ -1223,8 +1223,8 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
-def scan(pieces: list[bytes], frame_size: int) -> tuple[bytes, StreamScanner]:
-    scanner = StreamScanner(frame_size)
+def scan(pieces: list[bytes], frame_size: int) -> tuple[bytes, QuotaMarkerScanner]:
+    scanner = QuotaMarkerScanner(frame_size)
     out = b"".join(scanner.feed(piece) for piece in pieces) + scanner.end()
     return out, scanner
 
@@ -1260,4 +1260,4 @@ def test_stream_scanner_marker_split_byte_by_byte() -> None:
 
 def test_stream_scanner_rejects_bad_frame_sizes() -> None:
     with pytest.raises(ConfigurationError, match="frame_size"):
-        StreamScanner(0)
+        QuotaMarkerScanner(0)

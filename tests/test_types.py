@@ -17,14 +17,8 @@ from trio_asyncai import (
     Settings,
     UtteranceMetrics,
 )
-from trio_asyncai._types import (
-    ApiKey,
-    check_output_format,
-    normalize_language,
-    resolve_api_key,
-    resolve_base_url,
-    resolve_voice_id,
-)
+from trio_asyncai._config import ApiKey, resolve_api_key, resolve_base_url, resolve_voice_id
+from trio_asyncai._types import check_output_format, normalize_language
 
 # ------------------------------------------------------------- OutputFormat
 

@@ -14,6 +14,13 @@ Speech over a persistent WebSocket::
     trio.run(main)
 """
 
+from ._client import AsyncAIClient as AsyncAIClient
+from ._client import TimestampedAudio as TimestampedAudio
+from ._client import Voice as Voice
+from ._client import Voices as Voices
+from ._client import WordTimestamp as WordTimestamp
+from ._client import open_client as open_client
+from ._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._errors import APIError as APIError
 from ._errors import AsyncAIError as AsyncAIError
 from ._errors import AuthenticationError as AuthenticationError
@@ -34,11 +41,11 @@ from ._errors import SynthesisTimeout as SynthesisTimeout
 from ._errors import SynthesizerClosedError as SynthesizerClosedError
 from ._errors import TransportError as TransportError
 from ._errors import VoiceCloneLimitError as VoiceCloneLimitError
+from ._errors import is_fatal as is_fatal
 from ._http import HttpSynthesizer as HttpSynthesizer
 from ._http import HttpSynthesizerStatistics as HttpSynthesizerStatistics
 from ._http import connect_http_synthesizer as connect_http_synthesizer
 from ._http import open_http_synthesizer as open_http_synthesizer
-from ._types import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._types import DEFAULT_MODEL as DEFAULT_MODEL
 from ._types import DEFAULT_SAMPLE_RATE as DEFAULT_SAMPLE_RATE
 from ._types import AudioChunk as AudioChunk
@@ -47,27 +54,20 @@ from ._types import Settings as Settings
 from ._types import UtteranceMetrics as UtteranceMetrics
 from ._utterance import Utterance as Utterance
 from ._version import __version__ as __version__
-from ._voices import AsyncAIClient as AsyncAIClient
-from ._voices import TimestampedAudio as TimestampedAudio
-from ._voices import Voice as Voice
-from ._voices import Voices as Voices
-from ._voices import WordTimestamp as WordTimestamp
-from ._voices import open_client as open_client
 from ._websocket import Synthesizer as Synthesizer
 from ._websocket import SynthesizerStatistics as SynthesizerStatistics
 from ._websocket import connect_synthesizer as connect_synthesizer
 from ._websocket import open_synthesizer as open_synthesizer
 
 # isort: split
-# Frames and pipelines (issue 4), kept apart so that appends merge cleanly.
+# Languages and pipelines, in a block of their own so that appends merge cleanly.
 from ._language import Language as Language
-from ._pipeline import AsyncAIHttpTTSService as AsyncAIHttpTTSService
-from ._pipeline import AsyncAITTSService as AsyncAITTSService
-from ._pipeline import HttpTTS as HttpTTS
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineParams as PipelineParams
 from ._pipeline import PipelineTask as PipelineTask
 from ._pipeline import Stage as Stage
-from ._pipeline import WebSocketTTS as WebSocketTTS
 from ._pipeline import current_params as current_params
-from ._pipeline import is_fatal as is_fatal
+from ._tts_stages import AsyncAIHttpTTSService as AsyncAIHttpTTSService
+from ._tts_stages import AsyncAITTSService as AsyncAITTSService
+from ._tts_stages import HttpTTS as HttpTTS
+from ._tts_stages import WebSocketTTS as WebSocketTTS

@@ -278,11 +278,6 @@ class SentenceAggregator:
                 position = end
         return sentences
 
-    def reset(self) -> None:
-        """Drop everything still held (after an interruption)."""
-        self._buffer = ""
-        self._context = ""
-
 
 def _run_on_cut(text: str, spans: list[tuple[int, int]]) -> int | None:
     """Where to cut a run-on ``text``: the best place, the latest of its kind; ``None`` if none.

@@ -80,6 +80,7 @@ __all__ = [
     "copy_error",
     "error_from_body",
     "error_from_code",
+    "is_fatal",
     "retry_after_header",
 ]
 
@@ -433,3 +434,12 @@ def copy_error(error: AsyncAIError) -> AsyncAIError:
             error.message, raw=error.raw, context_id=error.context_id, utterance=error.utterance
         )
     return type(error)(error.message, utterance=error.utterance)
+
+
+def is_fatal(error: BaseException) -> bool:
+    """Whether an error stops all synthesis until someone acts: a refused key, a used-up quota.
+
+    Such errors reach the pipeline as :class:`~trio_asyncai.frames.ErrorFrame`\\ s
+    with ``fatal=True``; end the pipeline when you see one.
+    """
+    return isinstance(error, AuthenticationError | QuotaExceededError)

@@ -75,6 +75,7 @@ def nursery_twin(
     opener: Callable[P, AbstractAsyncContextManager[T]],
     closed: Callable[[T], trio.Event],
     *,
+    opened: Callable[[T], None],
     name: str,
     doc: str,
 ) -> Callable[Concatenate[trio.Nursery, P], Awaitable[T]]:
@@ -84,6 +85,8 @@ def nursery_twin(
     ParamSpec). Its task enters the context manager in the caller's nursery,
     hands back what it yields, and leaves the block when ``closed(value)`` is
     set (by the value's ``aclose()``) or when the nursery is cancelled.
+    ``opened(value)`` is called once the value is handed back (to mark it as
+    one its caller must close).
     """
 
     async def connect(nursery: trio.Nursery, /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -99,6 +102,7 @@ def nursery_twin(
 
         with single_exception():
             value: T = await nursery.start(run)
+        opened(value)
         return value
 
     # For help() and Sphinx: the opener's parameters, after the nursery.

@@ -14,12 +14,13 @@ import trio
 
 from ._aggregator import SentenceAggregator
 from ._backend import require_trio
+from ._config import resolve_common
 from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
 from ._groups import nursery_twin, single_exception
-from ._protocol import StreamScanner
+from ._protocol import QuotaMarkerScanner
 from ._rest import RestCore, map_transport_error
 from ._speaker import SpeakerBase
-from ._types import DEFAULT_MODEL, OutputFormat, Settings, resolve_common
+from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
 from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = [
@@ -43,15 +44,51 @@ class HttpSynthesizerStatistics:
     open_utterances: int
 
 
-@attrs.define
+@final
 class _Route:
-    """What the HTTP synthesizer keeps for one utterance."""
+    """The HTTP side of one utterance (its :class:`~trio_asyncai._utterance.UtteranceLink`).
 
-    settings: Settings
-    segments_send: trio.MemorySendChannel[str]
-    segments_receive: trio.MemoryReceiveChannel[str]
-    aggregator: SentenceAggregator
-    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    Text goes through the sentence aggregator; each complete sentence is
+    queued for the utterance's task (:meth:`HttpSynthesizer._run_utterance`),
+    which makes one streaming request per sentence, in order.
+    """
+
+    #: The utterance this route carries; set by its maker right after the route.
+    utterance: Utterance
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.segments_send, self.segments_receive = trio.open_memory_channel[str](math.inf)
+        self.aggregator = SentenceAggregator(settings.language or "en")
+        self.cancel_scope = trio.CancelScope()
+
+    def _queue(self, sentences: list[str]) -> None:
+        for sentence in sentences:
+            if sentence.strip():
+                self.segments_send.send_nowait(sentence)
+
+    async def send_text(self, text: str, *, force: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self.utterance._may_send():
+            return
+        self.utterance._note_text(text, force=force)
+        sentences = self.aggregator.push(text)
+        if force:
+            sentences += self.aggregator.flush()
+        self._queue(sentences)
+
+    async def finish(self, text: str) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self.utterance._may_send():
+            return
+        self.utterance._note_text(text, force=True)
+        self._queue([*self.aggregator.push(text), *self.aggregator.flush()])
+        self.segments_send.close()
+        self.utterance._note_finished()
+
+    def abandon(self) -> None:
+        self.cancel_scope.cancel()
+        self.segments_send.close()
 
 
 @final
@@ -117,62 +154,18 @@ class HttpSynthesizer(SpeakerBase):
         if self._closed:
             raise SynthesizerClosedError("the synthesizer is closed")
         fmt = settings.output_format
-        utterance = Utterance(
-            self,
+        route = _Route(settings)
+        route.utterance = utterance = Utterance(
+            route,
             uuid.uuid4().hex,
             fmt,
             audio_timeout=None,
             max_buffered_bytes=buffer_limit(fmt, self._max_buffered_audio),
             backpressure=True,
         )
-        send, receive = trio.open_memory_channel[str](math.inf)
-        route = _Route(settings, send, receive, SentenceAggregator(settings.language or "en"))
-        utterance._route = route
         self._nursery.start_soon(self._run_utterance, utterance, route)
         async with self._utterance_block(utterance):
             yield utterance
-
-    # ----------------------------------------------- the Utterance transport
-
-    @staticmethod
-    def _route_of(utterance: Utterance) -> _Route:
-        route = utterance._route
-        assert isinstance(route, _Route)
-        return route
-
-    def _dispatch(self, route: _Route, text: str) -> None:
-        if text.strip():
-            route.segments_send.send_nowait(text)
-
-    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
-        await trio.lowlevel.checkpoint()
-        if utterance.interrupted or utterance.state == "closed":
-            return  # interrupted or abandoned while we yielded: nothing more goes out
-        utterance._check_open()  # failed meanwhile: its own error
-        route = self._route_of(utterance)
-        utterance._note_text(text, force=force)
-        sentences = route.aggregator.push(text)
-        if force:
-            sentences += route.aggregator.flush()
-        for sentence in sentences:
-            self._dispatch(route, sentence)
-
-    async def _finish(self, utterance: Utterance, text: str) -> None:
-        await trio.lowlevel.checkpoint()
-        if utterance.interrupted or utterance.state == "closed":
-            return  # interrupted or abandoned while we yielded: nothing more goes out
-        utterance._check_open()  # failed meanwhile: its own error
-        route = self._route_of(utterance)
-        utterance._note_text(text, force=True)
-        for sentence in [*route.aggregator.push(text), *route.aggregator.flush()]:
-            self._dispatch(route, sentence)
-        route.segments_send.close()
-        utterance._note_finished()
-
-    def _abandon(self, utterance: Utterance) -> None:
-        route = self._route_of(utterance)
-        route.cancel_scope.cancel()
-        route.segments_send.close()
 
     # ---------------------------------------------------------------- work
 
@@ -193,7 +186,7 @@ class HttpSynthesizer(SpeakerBase):
         body = settings.request_body()
         body["transcript"] = text
         fmt = settings.output_format
-        scanner = StreamScanner(1 if fmt.container == "mp3" else fmt.sample_width)
+        scanner = QuotaMarkerScanner(1 if fmt.container == "mp3" else fmt.sample_width)
         self._requests_sent += 1
         async with self._rest.stream(
             "POST",
@@ -238,8 +231,7 @@ class HttpSynthesizer(SpeakerBase):
         """Stop every request; the caller then cancels the nursery."""
         self._closed = True
         for utterance in list(self._utterances.values()):
-            utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
-            self._abandon(utterance)
+            utterance._give_up(SynthesizerClosedError("the synthesizer was closed"))
 
 
 def _quota_error() -> QuotaExceededError:
@@ -307,20 +299,17 @@ async def open_http_synthesizer(
         output_format=output_format,
         sample_rate=sample_rate,
         base_url=base_url,
-        allow_wav=False,
         speed_control=speed_control,
         stability=stability,
     )
     del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
     if client is not None and not isinstance(client, httpx.AsyncClient):
         raise ConfigurationError("client must be an httpx.AsyncClient")
-    for name, value in (
-        ("connect_timeout", connect_timeout),
-        ("audio_timeout", audio_timeout),
-        ("max_buffered_audio", max_buffered_audio),
-    ):
-        if value is not None and not value > 0:
-            raise ConfigurationError(f"{name} must be positive")
+    check_positive(
+        connect_timeout=connect_timeout,
+        audio_timeout=audio_timeout,
+        max_buffered_audio=max_buffered_audio,
+    )
     with single_exception():
         async with _client_or_own(client) as http, trio.open_nursery() as nursery:
             rest = RestCore(
@@ -357,10 +346,13 @@ async def _client_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[http
 connect_http_synthesizer = nursery_twin(
     open_http_synthesizer,
     lambda synth: synth._close_requested,
+    opened=HttpSynthesizer._expect_aclose,
     name="connect_http_synthesizer",
     doc="""Open an :class:`HttpSynthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
 
 The twin of :func:`open_http_synthesizer` for callers who bring their own
-nursery; it takes the same keyword arguments (type checkers see them).
+nursery; it takes the same keyword arguments (type checkers see them). Closing
+it is the caller's job: one garbage collected without ``aclose()`` warns with
+:exc:`ResourceWarning`.
 """,
 )

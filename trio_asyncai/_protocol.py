@@ -53,7 +53,7 @@ __all__ = [
     "MessageIgnored",
     "QUOTA_MARKER",
     "ServerErrorReceived",
-    "StreamScanner",
+    "QuotaMarkerScanner",
 ]
 
 
@@ -422,7 +422,7 @@ QUOTA_MARKER: Final = b"--ERROR:QUOTA_EXCEEDED--"
 
 
 @final
-class StreamScanner:
+class QuotaMarkerScanner:
     """Splits an HTTP audio stream into whole frames and finds the quota marker.
 
     Feed it the body as it arrives; it returns the bytes that are safe to

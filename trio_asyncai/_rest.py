@@ -22,6 +22,7 @@ from typing import Any, Final, final
 import httpx
 import trio
 
+from ._config import API_VERSION, ApiKey
 from ._errors import (
     APIError,
     AsyncAIError,
@@ -32,7 +33,6 @@ from ._errors import (
     SynthesisTimeout,
     error_from_body,
 )
-from ._types import API_VERSION, ApiKey
 
 __all__ = ["RestCore", "map_transport_error"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -19,6 +20,28 @@ class SpeakerBase:
     _settings: Settings
     #: Every utterance still open, by context id.
     _utterances: dict[str, Utterance]
+    #: Set by ``aclose()``.
+    _close_requested: trio.Event
+    #: Set for a synthesizer made by a ``connect_*`` function: its caller owns
+    #: closing it, so it warns if garbage collected before ``aclose()``.
+    _owes_aclose = False
+
+    def _expect_aclose(self) -> None:
+        """Mark this synthesizer as one its caller must close with ``aclose()`` (see ``__del__``)."""
+        self._owes_aclose = True
+
+    def __del__(self) -> None:
+        # anyio's habit: a ResourceWarning, not an error, for a resource its
+        # owner never closed. An ``open_*`` block closes its own; a
+        # ``connect_*`` one that reaches the garbage collector unclosed was
+        # only stopped by its nursery's end.
+        if self._owes_aclose and not self._close_requested.is_set():
+            warnings.warn(
+                f"{type(self).__name__} made by connect_* was never closed: call aclose()",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
     @property
     def settings(self) -> Settings:

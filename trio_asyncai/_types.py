@@ -1,18 +1,19 @@
-"""Value types shared by both synthesizers: formats, audio chunks, metrics, settings."""
+"""Value types and their checks: formats, audio chunks, metrics, settings.
+
+Where values come from (arguments, the environment, defaults) is
+:mod:`trio_asyncai._config`'s business; this module only says what a valid
+value is.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any, Final, Literal, final
-from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ConfigurationError
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "AudioChunk",
     "Container",
@@ -25,16 +26,11 @@ __all__ = [
 Container = Literal["raw", "wav", "mp3"]
 Encoding = Literal["pcm_s16le", "pcm_f32le", "pcm_mulaw"]
 
-#: Where the service lives unless told otherwise (``base_url=`` or ``ASYNCAI_BASE_URL``).
-DEFAULT_BASE_URL: Final = "https://api.async.com"
 #: The model used unless told otherwise: the one the service recommends for
 #: voice agents and real-time use. Any model id may be given; ids are not
 #: checked client-side.
 DEFAULT_MODEL: Final = "async_flash_v1.5"
-API_VERSION: Final = "v1"
 
-#: Hosts of the real service: a key is required there.
-SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 _CONTAINERS: Final = ("raw", "wav", "mp3")
 _ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "pcm_mulaw")
 #: Bytes per sample of each encoding.
@@ -181,7 +177,7 @@ def check_text(text: object, *, allow_empty: bool = False) -> str:
     return text
 
 
-def _check_optional_str(name: str, value: object) -> str | None:
+def check_optional_str(name: str, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -204,10 +200,21 @@ def normalize_language(language: object) -> str | None:
     if language is None:
         return None
     value = getattr(language, "value", language)
-    checked = _check_optional_str("language", value)
+    checked = check_optional_str("language", value)
     if checked is None:
         return None
     return checked.replace("_", "-").split("-", 1)[0].lower()
+
+
+def check_positive(**values: float | None) -> None:
+    """A ConfigurationError for the first of ``values`` (name=value) that is given and not positive.
+
+    The rule of every duration and size option: a positive number, or
+    ``None`` where the option allows "no limit".
+    """
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise ConfigurationError(f"{name} must be positive, not {value!r}")
 
 
 def check_speed_control(value: object) -> float | None:
@@ -274,9 +281,9 @@ class Settings:
     stability: int | None = attrs.field(default=None, converter=check_stability)
 
     def __attrs_post_init__(self) -> None:
-        if _check_optional_str("voice_id", self.voice_id) is None:
+        if check_optional_str("voice_id", self.voice_id) is None:
             raise ConfigurationError("voice_id must be given (or ASYNCAI_VOICE_ID set)")
-        if _check_optional_str("model", self.model) is None:
+        if check_optional_str("model", self.model) is None:
             raise ConfigurationError("model must not be empty")
         if not isinstance(self.output_format, OutputFormat):
             raise ConfigurationError("output_format must be an OutputFormat")
@@ -294,9 +301,9 @@ class Settings:
         """A copy with the given (non-``None``) fields replaced."""
         changes: dict[str, Any] = {}
         if voice_id is not None:
-            changes["voice_id"] = _check_optional_str("voice_id", voice_id)
+            changes["voice_id"] = check_optional_str("voice_id", voice_id)
         if model is not None:
-            changes["model"] = _check_optional_str("model", model)
+            changes["model"] = check_optional_str("model", model)
         if language is not None:
             changes["language"] = normalize_language(language)
         if output_format is not None:
@@ -321,93 +328,3 @@ class Settings:
         if self.stability is not None:
             body["stability"] = self.stability
         return body
-
-
-@final
-@attrs.frozen(repr=False)
-class ApiKey:
-    """An API key that never shows itself in a repr, str or log line."""
-
-    value: str
-
-    def __repr__(self) -> str:
-        return "ApiKey('***')"
-
-    __str__ = __repr__
-
-
-def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -> ApiKey | None:
-    """The key given, else ``ASYNCAI_API_KEY``, else ``None``."""
-    env = os.environ if env is None else env
-    key = api_key if api_key is not None else env.get("ASYNCAI_API_KEY")
-    if key is None:
-        return None
-    if not isinstance(key, str):
-        raise ConfigurationError(f"api_key must be a str, not {type(key).__name__}")
-    key = key.strip()
-    if not key:
-        return None
-    if any(c.isspace() or ord(c) < 32 for c in key):
-        raise ConfigurationError("api_key contains whitespace or control characters")
-    return ApiKey(key)
-
-
-def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The base URL given, else ``ASYNCAI_BASE_URL``, else :data:`DEFAULT_BASE_URL`."""
-    env = os.environ if env is None else env
-    url = base_url if base_url is not None else env.get("ASYNCAI_BASE_URL") or DEFAULT_BASE_URL
-    if not isinstance(url, str):
-        raise ConfigurationError(f"base_url must be a str, not {type(url).__name__}")
-    url = url.strip().rstrip("/")
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in ("http", "https", "ws", "wss"):
-        raise ConfigurationError(f"base_url must start with http:// or https://, not {url!r}")
-    return url
-
-
-def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None) -> str | None:
-    """The voice given, else ``ASYNCAI_VOICE_ID``, else ``None``."""
-    env = os.environ if env is None else env
-    return _check_optional_str("voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID"))
-
-
-def resolve_common(
-    *,
-    api_key: str | None,
-    voice_id: str | None,
-    model: str,
-    language: Any,
-    output_format: OutputFormat | None,
-    sample_rate: int | None,
-    base_url: str | None,
-    allow_wav: bool,
-    speed_control: float | None = None,
-    stability: int | None = None,
-) -> tuple[Settings, ApiKey | None, str]:
-    """Check and resolve the arguments both synthesizers take (with the environment).
-
-    ``allow_wav`` means whole-file use: wav allowed, ``pcm_mulaw`` not.
-    """
-    key = resolve_api_key(api_key)
-    url = resolve_base_url(base_url)
-    host = urlsplit(url).hostname or ""
-    if key is None and host in SERVICE_HOSTS:
-        raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
-    voice = resolve_voice_id(voice_id)
-    if voice is None:
-        raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
-    if output_format is None:
-        rate = sample_rate if sample_rate is not None else DEFAULT_SAMPLE_RATE
-        output_format = OutputFormat(sample_rate=rate)
-    output_format = check_output_format(output_format, streaming=not allow_wav)
-    if sample_rate is not None and sample_rate != output_format.sample_rate:
-        raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
-    settings = Settings(
-        voice_id=voice,
-        model=model,
-        language=normalize_language(language),
-        output_format=output_format,
-        speed_control=speed_control,
-        stability=stability,
-    )
-    return settings, key, url

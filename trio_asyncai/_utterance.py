@@ -17,7 +17,7 @@ from ._errors import (
 )
 from ._types import AudioChunk, OutputFormat, UtteranceMetrics, check_text
 
-__all__ = ["DEFAULT_MAX_BUFFERED_AUDIO", "Utterance", "UtteranceState", "buffer_limit"]
+__all__ = ["DEFAULT_MAX_BUFFERED_AUDIO", "Utterance", "UtteranceLink", "UtteranceState", "buffer_limit"]
 
 #: Seconds of unread audio one utterance may hold by default (both synthesizers).
 DEFAULT_MAX_BUFFERED_AUDIO: Final = 60.0
@@ -43,14 +43,24 @@ def buffer_limit(output_format: OutputFormat, seconds: float | None) -> int | No
     return max(1, int(seconds * per_second))
 
 
-class _Transport(Protocol):
-    """What an utterance needs from the synthesizer that carries it."""
+class UtteranceLink(Protocol):
+    """The transport's side of one utterance: what the utterance asks of whatever carries it.
 
-    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None: ...
+    Each synthesizer makes one link per utterance and hands it to the
+    :class:`Utterance` it creates; the link keeps whatever the transport
+    needs for that utterance (its connection, its queued sentences). Calls go
+    one way, utterance -> link; the transport answers through the
+    utterance's ``_deliver`` / ``_complete`` / ``_fail`` methods.
+    """
 
-    async def _finish(self, utterance: Utterance, text: str) -> None: ...
+    async def send_text(self, text: str, *, force: bool) -> None:
+        """Send ``text`` (``force``: and have the service speak what it holds)."""
 
-    def _abandon(self, utterance: Utterance) -> None: ...
+    async def finish(self, text: str) -> None:
+        """Send the last ``text`` and end the utterance's input."""
+
+    def abandon(self) -> None:
+        """The utterance has ended on our side: stop its work and tell the service. Synchronous."""
 
 
 #: Where an utterance stands; see :attr:`Utterance.state`.
@@ -80,7 +90,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
     def __init__(
         self,
-        transport: _Transport,
+        link: UtteranceLink,
         context_id: str,
         output_format: OutputFormat,
         *,
@@ -88,7 +98,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         max_buffered_bytes: int | None,
         backpressure: bool = False,
     ) -> None:
-        self._transport = transport
+        self._link = link
         #: The Async context id (WebSocket), or a request id (HTTP).
         self.context_id = context_id
         #: The format of this utterance's audio.
@@ -115,8 +125,6 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self._awaiting_audio = False
         #: The cancel scope of a :meth:`receive` waiting now, if one is.
         self._waiting_scope: trio.CancelScope | None = None
-        #: Whatever the transport keeps for this utterance (its route).
-        self._route: object = None
 
     def __repr__(self) -> str:
         return f"<Utterance {self.context_id} {self._state}>"
@@ -189,12 +197,12 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         if not text:
             await trio.lowlevel.checkpoint()
             return
-        await self._transport._send_text(self, text, force=False)
+        await self._link.send_text(text, force=False)
 
     async def flush(self) -> None:
         """Ask the service to speak all text sent so far, even a short fragment."""
         await self._ready_for_text()
-        await self._transport._send_text(self, "", force=True)
+        await self._link.send_text("", force=True)
 
     async def finish(self, text: str = "") -> None:
         """Send the last text (optional) and end the utterance's input.
@@ -203,7 +211,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         """
         check_text(text, allow_empty=True)
         await self._ready_for_text()
-        await self._transport._finish(self, text)
+        await self._link.finish(text)
 
     def interrupt(self) -> None:
         """Stop this utterance now. Synchronous; safe to call at any time, and twice.
@@ -217,7 +225,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             self._interrupted = True
             self._state = "interrupted"
             self._end()
-            self._transport._abandon(self)
+            self._link.abandon()
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
@@ -250,13 +258,12 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
                     self._waiting_scope = None
             if scope.cancelled_caught:
                 if self._silence_deadline() <= trio.current_time():
-                    self._fail(
+                    self._give_up(
                         SynthesisTimeout(
                             f"no audio from the service for {self._audio_timeout} s",
                             utterance=self,
                         )
                     )
-                    self._transport._abandon(self)
                 continue
             if self._interrupted:
                 # Handed over before interrupt() ran, but not yet seen: drop it.
@@ -284,6 +291,17 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         return self._t_last_activity + self._audio_timeout
 
     # ------------------------------------------------ called by the transport
+
+    def _may_send(self) -> bool:
+        """Whether text may still go out, checked by the link after its checkpoint.
+
+        ``False`` once interrupted or abandoned meanwhile (nothing more goes
+        out, and that is no error); the utterance's own error if it failed.
+        """
+        if self._interrupted or self._state == "closed":
+            return False
+        self._check_open()
+        return True
 
     def _note_text(self, text: str, *, force: bool) -> None:
         if self._t_first_text is None and (text.strip() or force):
@@ -339,14 +357,13 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             and self._max_buffered_bytes is not None
             and self._buffered_bytes + len(audio) > self._max_buffered_bytes
         ):
-            self._fail(
+            self._give_up(
                 SlowConsumerError(
                     f"more than {self._max_buffered_bytes / (buffer_limit(fmt, 1.0) or 1):.3g} s of audio "
                     "were waiting to be read (max_buffered_audio)",
                     utterance=self,
                 )
             )
-            self._transport._abandon(self)
             return
         self._buffered_bytes += len(audio)
         self._audio_bytes += len(audio)
@@ -380,12 +397,17 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             self._state = "failed"
             self._end()
 
+    def _give_up(self, error: AsyncAIError) -> None:
+        """Fail with ``error`` and have the transport stop its work for this utterance."""
+        self._fail(error)
+        self._link.abandon()
+
     def _close(self) -> None:
         """Its ``async with`` block is left: abandon it if unfinished, drop what is unread."""
         if self._state in ("open", "finished"):
             self._state = "closed"
             self._end()
-            self._transport._abandon(self)
+            self._link.abandon()
         self._receive_channel.close()
 
     def _end(self) -> None:

@@ -7,7 +7,7 @@ import math
 import random
 import ssl
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
 from urllib.parse import quote, urlsplit
@@ -17,6 +17,7 @@ import trio
 import trio_websocket
 
 from ._backend import require_trio
+from ._config import API_VERSION, ApiKey, resolve_common
 from ._errors import (
     APIError,
     AsyncAIError,
@@ -44,7 +45,7 @@ from ._protocol import (
     MessageIgnored,
 )
 from ._speaker import SpeakerBase
-from ._types import API_VERSION, DEFAULT_MODEL, ApiKey, OutputFormat, Settings, resolve_common
+from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
 from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 
 __all__ = ["Synthesizer", "SynthesizerStatistics", "connect_synthesizer", "open_synthesizer"]
@@ -145,17 +146,103 @@ def _rejection_error(exc: trio_websocket.ConnectionRejected) -> AsyncAIError:
     )
 
 
-@attrs.define(eq=False)
+@final
 class _Route:
-    """The WebSocket side of one utterance: its connection, and what it asked to send."""
+    """The WebSocket side of one utterance (its :class:`~trio_asyncai._utterance.UtteranceLink`).
 
-    #: ``None`` while the utterance moves to a new connection.
-    conn: _Connection | None
-    #: Every send and the finish, in order, as (finish, text, force): said
-    #: again on a new connection if the first is lost before any audio.
-    asked: list[tuple[bool, str, bool]] = attrs.field(factory=list)
-    #: It moved once already: a second loss fails it.
-    moved: bool = False
+    It holds the utterance's connection and what the utterance asked to send,
+    so that an utterance lost before any audio can be said again on a new
+    connection (see :meth:`Synthesizer._move`).
+    """
+
+    #: The utterance this route carries; set by its maker right after the route.
+    utterance: Utterance
+
+    def __init__(self, conn: _Connection, *, synth_closed: Callable[[], bool]) -> None:
+        #: ``None`` while the utterance moves to a new connection.
+        self.conn: _Connection | None = conn
+        #: Every send and the finish, in order, as (finish, text, force): said
+        #: again on a new connection if the first is lost before any audio.
+        self.asked: list[tuple[bool, str, bool]] = []
+        #: It moved once already: a second loss fails it.
+        self.moved = False
+        self._synth_closed = synth_closed
+
+    def _may_send(self) -> bool:
+        """Whether the utterance's text may go out now (checked after a checkpoint).
+
+        Anything may have happened meanwhile: an interrupt or the block's end
+        (nothing more goes out), the utterance's failure (its own error), the
+        synthesizer closing, or the connection's loss. While the utterance
+        moves to a new connection its text is kept for it (see :meth:`Synthesizer._rehome`).
+        """
+        if not self.utterance._may_send():
+            return False
+        if self._synth_closed():
+            raise SynthesizerClosedError("the synthesizer was closed", utterance=self.utterance)
+        conn = self.conn
+        if conn is not None and (not conn.alive or conn.closing):
+            raise ConnectionLostError("the connection was lost", utterance=self.utterance)
+        return True
+
+    async def send_text(self, text: str, *, force: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self._may_send():
+            return
+        self.utterance._note_text(text, force=force)
+        self.asked.append((False, text, force))
+        if self.conn is not None:
+            self.conn.put_text(self, text, force=force)
+
+    async def finish(self, text: str) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self._may_send():
+            return
+        self.utterance._note_text(text, force=True)
+        self.utterance._note_finished()
+        self.asked.append((True, text, True))
+        if self.conn is not None:
+            self.conn.put_finish(self, text)
+
+    def abandon(self) -> None:
+        # While moving (no connection) there is nothing to close: the move
+        # skips an utterance that has ended.
+        if self.conn is None:
+            return
+        if isinstance(self.utterance.error, SynthesisTimeout):
+            # The service went silent on this connection: new utterances get
+            # a fresh one, and this one closes once its others are done.
+            self.conn.retiring = True
+        self.conn.close_context_and_forget(self)
+
+    def say_again(self, conn: _Connection) -> None:
+        """Carry the utterance on ``conn``, saying again everything it asked for."""
+        self.conn = conn
+        conn.routes[self.utterance.context_id] = self
+        self.utterance._hold_silence_clock(False)
+        for finish, text, force in self.asked:
+            if finish:
+                conn.put_finish(self, text)
+            else:
+                conn.put_text(self, text, force=force)
+
+
+@final
+@attrs.frozen
+class _Owner:
+    """What a connection reports to the synthesizer that owns it (callbacks, never field writes)."""
+
+    #: The connection was lost (or rate-limited) under utterances: back off before the next.
+    dropped: Callable[[], None]
+    #: An utterance completed: the service works, no backoff.
+    worked: Callable[[], None]
+    #: The service refused these settings: connecting again with them is no use.
+    refused: Callable[[Settings, APIError], None]
+    #: Carry these routes, lost before any audio, to a new connection (or fail them with the error).
+    move: Callable[[Settings, list[_Route], AsyncAIError], None]
+    keepalive_sent: Callable[[], None]
+    protocol_error: Callable[[], None]
+    message_ignored: Callable[[], None]
 
 
 @final
@@ -163,13 +250,22 @@ class _Connection:
     """One WebSocket connection and the contexts open on it."""
 
     def __init__(
-        self, synth: Synthesizer, settings: Settings, ws: trio_websocket.WebSocketConnection
+        self,
+        owner: _Owner,
+        settings: Settings,
+        ws: trio_websocket.WebSocketConnection,
+        *,
+        keepalive_interval: float | None,
+        close_timeout: float,
     ) -> None:
-        self.synth = synth
+        self.owner = owner
         self.settings = settings
         self.ws = ws
+        self.keepalive_interval = keepalive_interval
+        self.close_timeout = close_timeout
         self.protocol = ClientProtocol(settings)
-        self.utterances: dict[str, Utterance] = {}
+        #: The route of every utterance whose context is open here, by context id.
+        self.routes: dict[str, _Route] = {}
         self.outbox_send, self.outbox_receive = trio.open_memory_channel[str](math.inf)
         self.cancel_scope = trio.CancelScope()
         self.last_sent = trio.current_time()
@@ -200,30 +296,36 @@ class _Connection:
             self.last_sent = trio.current_time()
             self.outbox_send.send_nowait(message)
 
-    def put_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
+    def put_text(self, route: _Route, text: str, *, force: bool) -> None:
         """Queue an utterance's text, as the protocol says to send it."""
-        message = self.protocol.send_text(utterance.context_id, text, force=force)
+        message = self.protocol.send_text(route.utterance.context_id, text, force=force)
         if message is not None:
             self.send_nowait(message)
 
-    def put_finish(self, utterance: Utterance, text: str) -> None:
+    def put_finish(self, route: _Route, text: str) -> None:
         """Queue the end of an utterance's input (last text, close_context)."""
-        messages = self.protocol.finish(utterance.context_id, text)
+        messages = self.protocol.finish(route.utterance.context_id, text)
         for message in messages:
             self.send_nowait(message)
         if not messages:
             # Nothing ever reached the service: there is no audio to wait for.
-            utterance._complete()
-            self.forget(utterance)
+            route.utterance._complete()
+            self.close_context_and_forget(route)
 
-    def forget(self, utterance: Utterance) -> None:
+    def close_context_and_forget(self, route: _Route) -> None:
         """Stop routing audio to the utterance, and close its context if it is still open."""
-        self.utterances.pop(utterance.context_id, None)
-        message = self.protocol.close_context(utterance.context_id)
+        context_id = route.utterance.context_id
+        self.routes.pop(context_id, None)
+        message = self.protocol.close_context(context_id)
         if message is not None:
             self.send_nowait(message)
-        if self.retiring and not self.utterances:
+        if self.retiring and not self.routes:
             self.close()
+
+    def fail_route(self, route: _Route, error: AsyncAIError) -> None:
+        """End one utterance here with ``error`` and close its context."""
+        route.utterance._fail(error)
+        self.close_context_and_forget(route)
 
     def fail(self, error: AsyncAIError) -> None:
         """The connection is unusable: end every utterance on it and stop its tasks.
@@ -235,29 +337,26 @@ class _Connection:
             return
         self.alive = False
         self.failed = True
-        if self.utterances and isinstance(error, TransportError | RateLimitError):
+        if self.routes and isinstance(error, TransportError | RateLimitError):
             # Lost under someone's feet, or told to slow down: the next
             # connection waits its turn, so that a flapping service is not hammered.
-            self.synth._drops_in_a_row += 1
-        moving: list[Utterance] = []
-        for utterance in list(self.utterances.values()):
-            route = self.synth._route_of(utterance)
+            self.owner.dropped()
+        moving: list[_Route] = []
+        for route in list(self.routes.values()):
             if (
                 isinstance(error, ConnectionLostError)
-                and utterance.metrics.audio_bytes == 0
+                and route.utterance.metrics.audio_bytes == 0
                 and not route.moved
-                and not self.synth._closed
             ):
                 # Lost before a byte of it was heard (an idle close crossing
                 # its first text, say): try it once more on a new connection.
-                route.moved = True
-                moving.append(utterance)
+                moving.append(route)
             else:
-                utterance._fail(copy_error(error))
-        self.utterances.clear()
+                route.utterance._fail(copy_error(error))
+        self.routes.clear()
         self.cancel_scope.cancel()
         if moving:
-            self.synth._move(self.settings, moving)
+            self.owner.move(self.settings, moving, error)
 
     def close(self) -> None:
         """Queue the terminate message, the last one: the service then closes the connection."""
@@ -276,8 +375,8 @@ class _Connection:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader)
                     nursery.start_soon(self._sender)
-                    if self.synth._keepalive_interval is not None:
-                        nursery.start_soon(self._keepalive, self.synth._keepalive_interval)
+                    if self.keepalive_interval is not None:
+                        nursery.start_soon(self._keepalive, self.keepalive_interval)
         finally:
             self.alive = False
             # Read before the shield below, where it would always be false:
@@ -290,11 +389,11 @@ class _Connection:
             # shielded, and bounded.
             # Whatever is still here has lost its connection (the normal ends
             # have forgotten theirs): it must not wait for ever.
-            for utterance in list(self.utterances.values()):
-                utterance._fail(ConnectionLostError("the connection was lost"))
-            self.utterances.clear()
+            for route in list(self.routes.values()):
+                route.utterance._fail(ConnectionLostError("the connection was lost"))
+            self.routes.clear()
             try:
-                with trio.move_on_after(self.synth._close_timeout, shield=True):
+                with trio.move_on_after(self.close_timeout, shield=True):
                     await self._send_what_is_left()
                     if not cancelled:
                         await self.ws.aclose()
@@ -341,23 +440,21 @@ class _Connection:
         # answers it by closing the connection, which the reader sees; wait
         # for that rather than send a close frame of our own at the same
         # moment (the two closes would cross), but not for longer than this.
-        self.cancel_scope.deadline = min(
-            self.cancel_scope.deadline, trio.current_time() + self.synth._close_timeout
-        )
+        self.cancel_scope.deadline = min(self.cancel_scope.deadline, trio.current_time() + self.close_timeout)
 
     async def _keepalive(self, interval: float) -> None:
         while self.alive and not self.closing:
             await trio.sleep_until(self.last_sent + interval)
             if trio.current_time() >= self.last_sent + interval:
                 self.send_nowait(self.protocol.keepalive())
-                self.synth._keepalives_sent += 1
+                self.owner.keepalive_sent()
 
     async def _reader(self) -> None:
         while True:
             try:
                 message = await self.ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
-                if self.closing and not self.utterances:
+                if self.closing and not self.routes:
                     self.cancel_scope.cancel()
                 else:
                     self.fail(_closed_error(exc))
@@ -365,49 +462,48 @@ class _Connection:
             try:
                 events = self.protocol.receive(message)
             except ProtocolError as exc:
-                self.synth._protocol_errors += 1
-                broken = self.utterances.get(exc.context_id) if exc.context_id is not None else None
+                self.owner.protocol_error()
+                broken = self.routes.get(exc.context_id) if exc.context_id is not None else None
                 if broken is None:
                     logger.warning("skipping a message that is not valid protocol: %s", exc)
                     continue
                 # Part of an utterance's audio is unreadable: fail it rather
                 # than deliver audio with a gap in it, as if it were whole.
                 logger.debug("an utterance's message is not valid protocol: %s", exc)
-                exc.utterance = broken
-                broken._fail(exc)
-                self.forget(broken)
+                exc.utterance = broken.utterance
+                self.fail_route(broken, exc)
                 continue
             for event in events:
                 self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, MessageIgnored):
-            self.synth._messages_ignored += 1
+            self.owner.message_ignored()
             logger.debug("ignored: %s (%s)", event.reason, event.context_id)
             return
-        utterance = self.utterances.get(event.context_id) if event.context_id is not None else None
+        route = self.routes.get(event.context_id) if event.context_id is not None else None
         if isinstance(event, AudioReceived):
-            if utterance is not None:
-                utterance._deliver(event.audio)
+            if route is not None:
+                route.utterance._deliver(event.audio)
         elif isinstance(event, ContextFinished):
-            if utterance is not None:
-                utterance._complete()
-                self.forget(utterance)
-                self.synth._drops_in_a_row = 0  # the service works: no backoff
+            if route is not None:
+                route.utterance._complete()
+                self.close_context_and_forget(route)
+                self.owner.worked()
         elif isinstance(event, ContextEndedEarly):
             # Our choice where the reference is silent: the service ended the
             # context while we could still send text. Its audio so far is
             # delivered; the utterance then fails so that nothing is cut off
             # silently, and the context is closed all the same.
-            if utterance is not None:
-                utterance._fail(
+            if route is not None:
+                self.fail_route(
+                    route,
                     ContextEndedError(
                         "the service ended the utterance's context before its text was finished "
                         "(a final for a context the client had not closed)",
-                        utterance=utterance,
-                    )
+                        utterance=route.utterance,
+                    ),
                 )
-                self.forget(utterance)
         else:
             if event.code == _IDLE_CODE:
                 # The service is closing the idle connection: nothing new goes
@@ -419,20 +515,18 @@ class _Connection:
             if event.request_id is not None:
                 extra["request_id"] = event.request_id
             error = error_from_code(event.code, event.message, extra=extra)
-            if utterance is not None:
-                utterance._fail(error)
-                self.forget(utterance)
+            if route is not None:
+                self.fail_route(route, error)
                 return
             # An error that names no context concerns the whole connection.
             logger.debug("the service reported an error for the connection: %s", error)
             if event.code in _SETTINGS_ERRORS:
                 # The service refuses these settings: the connection is useless.
-                self.synth._settings_error = (self.settings, error)
+                self.owner.refused(self.settings, error)
                 self.fail(error)
                 return
-            for other in list(self.utterances.values()):
-                other._fail(copy_error(error))
-                self.forget(other)
+            for other in list(self.routes.values()):
+                self.fail_route(other, copy_error(error))
 
 
 def _closed_error(exc: trio_websocket.ConnectionClosed) -> AsyncAIError:
@@ -504,8 +598,8 @@ class Synthesizer(SpeakerBase):
         self._connections: set[_Connection] = set()
         #: Every utterance whose block is still open, on any connection.
         self._utterances: dict[str, Utterance] = {}
-        #: Utterances on their way to a new connection (see _rehome).
-        self._moving: set[Utterance] = set()
+        #: Routes on their way to a new connection (see _rehome).
+        self._moving: set[_Route] = set()
         self._connect_lock = trio.Lock()
         self._closed = False
         self._close_requested = trio.Event()
@@ -519,6 +613,15 @@ class Synthesizer(SpeakerBase):
         self._keepalives_sent = 0
         self._protocol_errors = 0
         self._messages_ignored = 0
+        self._owner = _Owner(
+            dropped=self._note_drop,
+            worked=self._note_worked,
+            refused=self._note_refused,
+            move=self._move,
+            keepalive_sent=self._note_keepalive,
+            protocol_error=self._note_protocol_error,
+            message_ignored=self._note_message_ignored,
+        )
 
     def __repr__(self) -> str:
         s = self._settings
@@ -537,6 +640,26 @@ class Synthesizer(SpeakerBase):
             protocol_errors=self._protocol_errors,
             messages_ignored=self._messages_ignored,
         )
+
+    # ------------------------------------------- what connections report
+
+    def _note_drop(self) -> None:
+        self._drops_in_a_row += 1
+
+    def _note_worked(self) -> None:
+        self._drops_in_a_row = 0
+
+    def _note_refused(self, settings: Settings, error: APIError) -> None:
+        self._settings_error = (settings, error)
+
+    def _note_keepalive(self) -> None:
+        self._keepalives_sent += 1
+
+    def _note_protocol_error(self) -> None:
+        self._protocol_errors += 1
+
+    def _note_message_ignored(self) -> None:
+        self._messages_ignored += 1
 
     # ---------------------------------------------------------- connection
 
@@ -586,7 +709,13 @@ class Synthesizer(SpeakerBase):
                         endpoint.resource(self._api_key),
                         max_message_size=self._max_message_size,
                     )
-                conn = _Connection(self, settings, ws)
+                conn = _Connection(
+                    self._owner,
+                    settings,
+                    ws,
+                    keepalive_interval=self._keepalive_interval,
+                    close_timeout=self._close_timeout,
+                )
                 conn.send_nowait(conn.protocol.initialize())
                 self._connections_opened += 1
                 self._connections.add(conn)
@@ -657,7 +786,7 @@ class Synthesizer(SpeakerBase):
                 raise copy_error(self._settings_error[1])
             if conn is not None and conn.alive:
                 conn.retiring = True
-                if not conn.utterances:
+                if not conn.routes:
                     conn.close()
             # A service that dropped us lately gets its rest before we try.
             delay = self._backoff()
@@ -723,88 +852,37 @@ class Synthesizer(SpeakerBase):
         if not conn.alive or conn.closing:
             raise ConnectionLostError("the connection was lost as it opened")
         fmt = settings.output_format
-        max_bytes = buffer_limit(fmt, self._max_buffered_audio)
-        utterance = Utterance(
-            self,
+        route = _Route(conn, synth_closed=lambda: self._closed)
+        route.utterance = utterance = Utterance(
+            route,
             str(uuid.uuid4()),
             fmt,
             audio_timeout=self._audio_timeout,
-            max_buffered_bytes=max_bytes,
+            max_buffered_bytes=buffer_limit(fmt, self._max_buffered_audio),
         )
-        utterance._route = _Route(conn)
-        conn.utterances[utterance.context_id] = utterance
+        conn.routes[utterance.context_id] = route
         async with self._utterance_block(utterance):
             yield utterance
 
-    # ----------------------------------------------- the Utterance transport
+    # ------------------------------------------------------ moving utterances
 
-    @staticmethod
-    def _route_of(utterance: Utterance) -> _Route:
-        route = utterance._route
-        assert isinstance(route, _Route)
-        return route
+    def _move(self, settings: Settings, routes: list[_Route], error: AsyncAIError) -> None:
+        """Carry utterances whose connection was lost before any audio to a new one, once.
 
-    def _may_send(self, utterance: Utterance) -> _Route | None:
-        """The utterance's route if its text may go out now; ``None`` if that is moot.
-
-        Called after a checkpoint, so anything may have happened meanwhile:
-        an interrupt or the block's end (nothing more goes out), the
-        utterance's failure (its own error), the synthesizer closing, or the
-        connection's loss. While the utterance moves to a new connection
-        (see :meth:`_rehome`) its text is kept for it.
+        Once the synthesizer is closed there is nowhere to go: they fail with ``error``.
         """
-        route = self._route_of(utterance)
-        if utterance.interrupted or utterance.state == "closed":
-            return None
-        utterance._check_open()
         if self._closed:
-            raise SynthesizerClosedError("the synthesizer was closed", utterance=utterance)
-        conn = route.conn
-        if conn is not None and (not conn.alive or conn.closing):
-            raise ConnectionLostError("the connection was lost", utterance=utterance)
-        return route
-
-    async def _send_text(self, utterance: Utterance, text: str, *, force: bool) -> None:
-        await trio.lowlevel.checkpoint()
-        route = self._may_send(utterance)
-        if route is None:
+            for route in routes:
+                route.utterance._fail(copy_error(error))
             return
-        utterance._note_text(text, force=force)
-        route.asked.append((False, text, force))
-        if route.conn is not None:
-            route.conn.put_text(utterance, text, force=force)
+        for route in routes:
+            route.moved = True
+            route.conn = None
+            self._moving.add(route)
+            route.utterance._hold_silence_clock(True)
+        self._nursery.start_soon(self._rehome, settings, routes)
 
-    async def _finish(self, utterance: Utterance, text: str) -> None:
-        await trio.lowlevel.checkpoint()
-        route = self._may_send(utterance)
-        if route is None:
-            return
-        utterance._note_text(text, force=True)
-        utterance._note_finished()
-        route.asked.append((True, text, True))
-        if route.conn is not None:
-            route.conn.put_finish(utterance, text)
-
-    def _abandon(self, utterance: Utterance) -> None:
-        route = self._route_of(utterance)
-        self._moving.discard(utterance)
-        if route.conn is None:
-            return
-        if isinstance(utterance.error, SynthesisTimeout):
-            # The service went silent on this connection: new utterances get
-            # a fresh one, and this one closes once its others are done.
-            route.conn.retiring = True
-        route.conn.forget(utterance)
-
-    def _move(self, settings: Settings, utterances: list[Utterance]) -> None:
-        """Carry utterances whose connection was lost before any audio to a new one."""
-        for utterance in utterances:
-            self._route_of(utterance).conn = None
-            self._moving.add(utterance)
-            utterance._hold_silence_clock(True)
-        self._nursery.start_soon(self._rehome, settings, utterances)
-
-    async def _rehome(self, settings: Settings, utterances: list[Utterance]) -> None:
+    async def _rehome(self, settings: Settings, routes: list[_Route]) -> None:
         """Open a connection for moved utterances and say again what each asked for.
 
         Nothing of theirs had been heard, so nothing is heard twice, and their
@@ -819,25 +897,14 @@ class Synthesizer(SpeakerBase):
         else:
             if not conn.alive or conn.closing:
                 error = ConnectionLostError("the new connection was lost as it opened")
-        if error is not None:
-            for utterance in utterances:
-                if utterance in self._moving:
-                    self._moving.discard(utterance)
-                    utterance._fail(copy_error(error))
-            return
-        for utterance in utterances:
-            if utterance not in self._moving:
+        for route in routes:
+            self._moving.discard(route)
+            if route.utterance.state not in ("open", "finished"):
                 continue  # interrupted, abandoned or failed on the way
-            self._moving.discard(utterance)
-            route = self._route_of(utterance)
-            route.conn = conn
-            conn.utterances[utterance.context_id] = utterance
-            utterance._hold_silence_clock(False)
-            for finish, text, force in route.asked:
-                if finish:
-                    conn.put_finish(utterance, text)
-                else:
-                    conn.put_text(utterance, text, force=force)
+            if error is not None:
+                route.utterance._fail(copy_error(error))
+            else:
+                route.say_again(conn)
 
     # ---------------------------------------------------------------- close
 
@@ -860,13 +927,13 @@ class Synthesizer(SpeakerBase):
         even when the block was cancelled. The caller then cancels the nursery.
         """
         self._closed = True
-        for utterance in list(self._moving):
-            utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
+        for route in list(self._moving):
+            route.utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
         self._moving.clear()
         for conn in list(self._connections):
-            for utterance in list(conn.utterances.values()):
-                utterance._fail(SynthesizerClosedError("the synthesizer was closed"))
-                conn.forget(utterance)  # close_context goes out before terminate
+            for route in list(conn.routes.values()):
+                # close_context goes out before terminate
+                conn.fail_route(route, SynthesizerClosedError("the synthesizer was closed"))
             conn.close()
         # Each connection's task sends what is queued and closes, even when
         # cancelled from outside (see _Connection.run): wait for that.
@@ -962,18 +1029,15 @@ async def open_synthesizer(
         output_format=output_format,
         sample_rate=sample_rate,
         base_url=base_url,
-        allow_wav=False,
         speed_control=speed_control,
         stability=stability,
     )
     del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
-    for name, value in (
-        ("keepalive_interval", keepalive_interval),
-        ("audio_timeout", audio_timeout),
-        ("max_buffered_audio", max_buffered_audio),
-    ):
-        if value is not None and not value > 0:
-            raise ConfigurationError(f"{name} must be positive or None")
+    check_positive(
+        keepalive_interval=keepalive_interval,
+        audio_timeout=audio_timeout,
+        max_buffered_audio=max_buffered_audio,
+    )
     if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size < 1:
         raise ConfigurationError("max_message_size must be a positive int")
     # The nursery raises an ExceptionGroup when the block or a task fails;
@@ -1008,11 +1072,14 @@ async def open_synthesizer(
 connect_synthesizer = nursery_twin(
     open_synthesizer,
     lambda synth: synth._close_requested,
+    opened=Synthesizer._expect_aclose,
     name="connect_synthesizer",
     doc="""Open a :class:`Synthesizer` whose tasks run in ``nursery``; close it with ``aclose()``.
 
 The twin of :func:`open_synthesizer` for callers who bring their own nursery; it
-takes the same keyword arguments (type checkers see them)::
+takes the same keyword arguments (type checkers see them). Closing it is the
+caller's job: one garbage collected without ``aclose()`` warns with
+:exc:`ResourceWarning` (its nursery's end stops it, but that is a leak in waiting)::
 
     async with trio.open_nursery() as nursery:
         synth = await trio_asyncai.connect_synthesizer(nursery, voice_id=VOICE)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import attrs
 
-from .._types import resolve_api_key
+from .._config import resolve_api_key
 
 __all__ = ["CommandError", "Target", "add_target_options", "open_target"]
 

@@ -8,7 +8,7 @@ import json
 
 import attrs
 
-from .._voices import AsyncAIClient, Voice, open_client
+from .._client import AsyncAIClient, Voice, open_client
 from ._common import add_target_options, open_target
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]

@@ -239,8 +239,9 @@ async def open_local_server(
         raise error
 
 
-# The server imports nothing from the client package, so it keeps its own
-# copy of the two group helpers (the client's are in trio_asyncai/_groups.py).
+# The server keeps its own copy of the two group helpers, on purpose (the
+# client's are in trio_asyncai/_groups.py): it is the service's twin and
+# imports nothing from the client package, so that the two stay independent.
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -298,8 +298,8 @@ async def whole_file_endpoint(state: ServerState, request: Request) -> Response:
     whose header holds its length, is first written to a temporary file (in
     memory up to :data:`SPOOL_BYTES`, then on disk) and sent from there with
     its ``Content-Length``. A synthesis failure after raw or mp3 bytes went
-    out can only end the connection early (*our choice*; before, it is the
-    usual 500).
+    out can only end the connection early (*our choice*; one before the
+    first byte is the usual 500).
     """
     record, synthesis = await _synthesis_request(state, request, streaming=False)
     if isinstance(synthesis, Response):

@@ -325,6 +325,11 @@ def parse_language(value: object, *, languages: frozenset[str] = SUPPORTED_LANGU
     ``languages`` are the codes accepted: by default those of synthesis
     (:data:`SUPPORTED_LANGUAGES`); the voice list's filter passes
     :data:`VOICE_LANGUAGES`.
+
+    The same reduction as the client's ``normalize_language``, written again
+    on purpose: the server is the service's twin and imports nothing from the
+    client, so that a bug in the client's rule is caught by the server, not
+    mirrored by it.
     """
     if value is None or value == "":
         return None

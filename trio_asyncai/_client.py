@@ -1,4 +1,4 @@
-"""The rest of the HTTP API: whole-file synthesis, word timestamps and voices."""
+"""The REST client (AsyncAIClient): whole-file synthesis, word timestamps and voices."""
 
 from __future__ import annotations
 
@@ -16,22 +16,19 @@ import httpx
 import trio
 
 from ._backend import require_trio
+from ._config import resolve_key_and_url, resolve_voice_id
 from ._errors import ConfigurationError, ProtocolError
 from ._rest import RestCore
 from ._types import (
     DEFAULT_MODEL,
-    SERVICE_HOSTS,
     OutputFormat,
     Settings,
-    _check_optional_str,
+    check_optional_str,
     check_output_format,
     check_speed_control,
     check_stability,
     check_text,
     normalize_language,
-    resolve_api_key,
-    resolve_base_url,
-    resolve_voice_id,
 )
 
 __all__ = [
@@ -543,17 +540,14 @@ async def open_client(
     allowed and ``pcm_mulaw`` (a streaming format) is not.
     """
     require_trio()
-    key = resolve_api_key(api_key)
+    key, url = resolve_key_and_url(api_key, base_url)
     del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
-    url = resolve_base_url(base_url)
-    if key is None and (httpx.URL(url).host or "") in SERVICE_HOSTS:
-        raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
     voice = resolve_voice_id(voice_id)
     fmt = check_output_format(output_format or OutputFormat(), streaming=False)
     # Checked now even without a default voice: a bad default is a bad argument.
     speed = check_speed_control(speed_control)
     steady = check_stability(stability)
-    if _check_optional_str("model", model) is None:
+    if check_optional_str("model", model) is None:
         raise ConfigurationError("model must not be empty")
     defaults = {
         "voice_id": voice,

@@ -1,0 +1,559 @@
+"""Side-by-side benchmarks: trio-asyncai, minimal raw clients (the floor) and pipecat, on one local server.
+
+The harness starts one local server (``trio-asyncai serve --engine signal``:
+instant, deterministic audio, raw ``pcm_s16le`` at 24 kHz) in a process of
+its own, then runs every client through every scenario, each measurement in a
+fresh child process so that CPU time and peak RSS are the client's alone::
+
+    python benchmarks/compare.py                       # every client found
+    python benchmarks/compare.py --runs 5 --clients asyncai-ws,floor-ws
+    python benchmarks/compare.py --rst docs/benchmarks_compare.rst
+
+The clients (those whose libraries are not installed are skipped):
+
+- ``asyncai-ws`` / ``asyncai-http``: this SDK's synthesizers, used directly.
+- ``asyncai-pipe-ws`` / ``asyncai-pipe-http``: its pipeline stages
+  (:class:`~trio_asyncai.WebSocketTTS`, :class:`~trio_asyncai.HttpTTS`).
+- ``floor-ws``: the least a client can do over the WebSocket (``websockets``
+  on asyncio: JSON and base64, nothing else); ``floor-httpx``: one streaming
+  httpx request on trio; ``floor-aiohttp``: the same with aiohttp on asyncio.
+- ``pipecat-ws`` / ``pipecat-http``: pipecat's Async services in a pipecat
+  pipeline (``nox -s bench-compare`` installs pipecat).
+
+The scenarios, each a median over ``--runs`` child processes:
+
+- ``ttfb-idle`` / ``ttfb-b2b``: time to first audio of a short sentence, p50
+  and p90, with the client idle for a moment before each, or back to back.
+- ``end``: from the last audio to the end of the utterance, as the caller
+  sees them.
+- ``cpu1`` / ``cpu8``: client CPU (user + system) per second of audio, one
+  utterance at a time, or eight at once.
+- ``wall40``: wall time of 40 utterances of 6 s of audio, back to back.
+- ``bargein``: how long an interruption takes to return, and the bytes of the
+  interrupted utterance that reach the caller after it (trio-asyncai only).
+- ``rss``: peak RSS of a client whose consumer stalls while 60 s of audio
+  arrive.
+
+No timing is asserted anywhere: the figures go to docs/benchmarks.rst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+SAMPLE_RATE = 24000
+BYTES_PER_SECOND = SAMPLE_RATE * 2
+SHORT = "Hello there."
+#: 100 characters: 6 s of audio from the signal engine (0.06 s a character).
+SIX_SECONDS = (
+    "The quick brown fox jumps over the lazy dog, and then it runs back home again to sleep until dawn."
+)
+#: About 54 s of audio.
+LONG = " ".join([SIX_SECONDS] * 9)
+API_KEY = "sk_bench"
+SCENARIOS = ("ttfb-idle", "ttfb-b2b", "end", "cpu1", "cpu8", "wall40", "bargein", "rss")
+
+
+@attrs.define
+class Spoken:
+    """What one utterance looked like from the caller's side (perf_counter seconds)."""
+
+    sent: float
+    first: float | None = None
+    last: float | None = None
+    end: float | None = None
+    nbytes: int = 0
+
+    def audio(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.nbytes += len(data)
+
+
+Speak = Callable[[str], Awaitable[Spoken]]
+#: A client: an async context manager giving ``speak``; ``shared`` says
+#: whether one may serve concurrent utterances (else each worker opens one).
+Opener = Callable[[str, str], AbstractAsyncContextManager[Speak]]
+
+
+# ------------------------------------------------------------ trio-asyncai
+
+
+@asynccontextmanager
+async def _asyncai(url: str, voice: str, *, http: bool) -> AsyncIterator[Speak]:
+    import trio_asyncai
+
+    opener = trio_asyncai.open_http_synthesizer if http else trio_asyncai.open_synthesizer
+    async with opener(api_key=API_KEY, base_url=url, voice_id=voice, sample_rate=SAMPLE_RATE) as synth:
+
+        async def speak(text: str) -> Spoken:
+            spoken = Spoken(time.perf_counter())
+            async with synth.speak(text) as utterance:
+                async for chunk in utterance:
+                    spoken.audio(chunk.audio)
+            spoken.end = time.perf_counter()
+            return spoken
+
+        yield speak
+
+
+@asynccontextmanager
+async def _asyncai_pipeline(url: str, voice: str, *, http: bool) -> AsyncIterator[Speak]:
+    import trio
+
+    import trio_asyncai
+    from trio_asyncai.frames import EndFrame, Frame, TTSAudioRawFrame, TTSSpeakFrame, TTSStoppedFrame
+
+    stage_type = trio_asyncai.HttpTTS if http else trio_asyncai.WebSocketTTS
+    tts = stage_type(api_key=API_KEY, base_url=url, voice_id=voice)
+    current: list[Spoken] = []
+    done = trio.Event()
+
+    async def sink(receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]) -> None:
+        nonlocal done
+        async for frame in receive:
+            if isinstance(frame, TTSAudioRawFrame):
+                current[-1].audio(frame.audio)
+            elif isinstance(frame, TTSStoppedFrame):
+                current[-1].end = time.perf_counter()
+                done.set()
+            elif isinstance(frame, EndFrame):
+                return
+
+    task = trio_asyncai.PipelineTask(
+        trio_asyncai.Pipeline([tts, sink]), params=trio_asyncai.PipelineParams(sample_rate=SAMPLE_RATE)
+    )
+
+    async def speak(text: str) -> Spoken:
+        nonlocal done
+        done = trio.Event()
+        current.append(Spoken(time.perf_counter()))
+        await task.queue_frame(TTSSpeakFrame(text))
+        await done.wait()
+        return current[-1]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(task.run)
+        yield speak
+        await task.queue_frame(EndFrame())
+
+
+# ------------------------------------------------------------------- floor
+
+
+@asynccontextmanager
+async def _floor_ws(url: str, voice: str) -> AsyncIterator[Speak]:
+    import websockets
+
+    ws_url = "ws" + url.removeprefix("http") + f"/text_to_speech/websocket/ws?api_key={API_KEY}&version=v1"
+    async with websockets.connect(ws_url, compression=None, max_size=None) as ws:
+        init = {
+            "model_id": "async_flash_v1.5",
+            "voice": {"mode": "id", "id": voice},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE},
+        }
+        await ws.send(json.dumps(init))
+        contexts: dict[str, tuple[Spoken, asyncio.Event]] = {}
+
+        async def read() -> None:
+            async for message in ws:
+                data = json.loads(message)
+                entry = contexts.get(data.get("context_id", ""))
+                if entry is None:
+                    continue
+                if data.get("audio"):
+                    entry[0].audio(base64.b64decode(data["audio"]))
+                if data.get("final"):
+                    entry[0].end = time.perf_counter()
+                    entry[1].set()
+
+        reader = asyncio.create_task(read())
+
+        async def speak(text: str) -> Spoken:
+            context_id = str(uuid.uuid4())
+            spoken, finished = Spoken(time.perf_counter()), asyncio.Event()
+            contexts[context_id] = (spoken, finished)
+            await ws.send(
+                json.dumps({"transcript": text.strip() + " ", "context_id": context_id, "force": True})
+            )
+            await ws.send(json.dumps({"close_context": True, "transcript": "", "context_id": context_id}))
+            await finished.wait()
+            del contexts[context_id]
+            return spoken
+
+        try:
+            yield speak
+        finally:
+            reader.cancel()
+
+
+def _http_body(voice: str, text: str) -> dict[str, Any]:
+    return {
+        "model_id": "async_flash_v1.5",
+        "transcript": text,
+        "voice": {"mode": "id", "id": voice},
+        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE},
+    }
+
+
+_HEADERS = {"x-api-key": API_KEY, "version": "v1"}
+
+
+@asynccontextmanager
+async def _floor_httpx(url: str, voice: str) -> AsyncIterator[Speak]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, headers=_HEADERS, timeout=30) as client:
+
+        async def speak(text: str) -> Spoken:
+            spoken = Spoken(time.perf_counter())
+            async with client.stream("POST", "/text_to_speech/streaming", json=_http_body(voice, text)) as r:
+                async for data in r.aiter_raw():
+                    spoken.audio(data)
+            spoken.end = time.perf_counter()
+            return spoken
+
+        yield speak
+
+
+@asynccontextmanager
+async def _floor_aiohttp(url: str, voice: str) -> AsyncIterator[Speak]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(base_url=url, headers=_HEADERS) as session:
+
+        async def speak(text: str) -> Spoken:
+            spoken = Spoken(time.perf_counter())
+            async with session.post("/text_to_speech/streaming", json=_http_body(voice, text)) as r:
+                async for data in r.content.iter_any():
+                    spoken.audio(data)
+            spoken.end = time.perf_counter()
+            return spoken
+
+        yield speak
+
+
+# ----------------------------------------------------------------- pipecat
+
+
+@asynccontextmanager
+async def _pipecat(url: str, voice: str, *, http: bool) -> AsyncIterator[Speak]:
+    import aiohttp
+    from pipecat.frames.frames import EndFrame, TTSAudioRawFrame, TTSSpeakFrame, TTSStoppedFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.runner import PipelineRunner
+    from pipecat.pipeline.task import PipelineParams, PipelineTask
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.services.asyncai.tts import AsyncAIHttpTTSService, AsyncAITTSService
+
+    current: list[Spoken] = []
+    done = asyncio.Event()
+
+    class Sink(FrameProcessor):  # type: ignore[misc]
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, TTSAudioRawFrame) and current:
+                current[-1].audio(frame.audio)
+            elif isinstance(frame, TTSStoppedFrame) and current:
+                current[-1].end = time.perf_counter()
+                done.set()
+            await self.push_frame(frame, direction)
+
+    async with aiohttp.ClientSession() as session:
+        tts: Any
+        if http:
+            tts = AsyncAIHttpTTSService(
+                api_key=API_KEY, voice_id=voice, aiohttp_session=session, url=url, sample_rate=SAMPLE_RATE
+            )
+        else:
+            ws_url = "ws" + url.removeprefix("http") + "/text_to_speech/websocket/ws"
+            tts = AsyncAITTSService(api_key=API_KEY, voice_id=voice, url=ws_url, sample_rate=SAMPLE_RATE)
+        task = PipelineTask(
+            Pipeline([tts, Sink()]),
+            params=PipelineParams(audio_out_sample_rate=SAMPLE_RATE),
+            enable_rtvi=False,
+        )
+        runner = asyncio.create_task(PipelineRunner(handle_sigint=False).run(task))
+
+        async def speak(text: str) -> Spoken:
+            done.clear()
+            current.append(Spoken(time.perf_counter()))
+            await task.queue_frame(TTSSpeakFrame(text))
+            await done.wait()
+            return current[-1]
+
+        try:
+            yield speak
+        finally:
+            await task.queue_frame(EndFrame())
+            await runner
+
+
+#: name -> (opener, backend, shared: one opener serves concurrent utterances, module it needs)
+CLIENTS: dict[str, tuple[Callable[[str, str], AbstractAsyncContextManager[Speak]], str, bool, str]] = {
+    "asyncai-ws": (lambda u, v: _asyncai(u, v, http=False), "trio", True, "trio_asyncai"),
+    "asyncai-http": (lambda u, v: _asyncai(u, v, http=True), "trio", True, "trio_asyncai"),
+    "asyncai-pipe-ws": (lambda u, v: _asyncai_pipeline(u, v, http=False), "trio", False, "trio_asyncai"),
+    "asyncai-pipe-http": (lambda u, v: _asyncai_pipeline(u, v, http=True), "trio", False, "trio_asyncai"),
+    "floor-ws": (_floor_ws, "asyncio", True, "websockets"),
+    "floor-httpx": (_floor_httpx, "trio", True, "httpx"),
+    "floor-aiohttp": (_floor_aiohttp, "asyncio", True, "aiohttp"),
+    "pipecat-ws": (lambda u, v: _pipecat(u, v, http=False), "asyncio", False, "pipecat"),
+    "pipecat-http": (lambda u, v: _pipecat(u, v, http=True), "asyncio", False, "pipecat"),
+}
+
+
+# --------------------------------------------------------------- scenarios
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _concurrent(
+    opener: Opener,
+    shared: bool,
+    url: str,
+    voice: str,
+    workers: int,
+    work: Callable[[Speak], Coroutine[Any, Any, None]],
+) -> None:
+    if shared:
+        async with opener(url, voice) as speak, anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(work, speak)
+    else:
+
+        async def own(_: int) -> None:
+            async with opener(url, voice) as speak:
+                await work(speak)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(workers):
+                tg.start_soon(own, index)
+
+
+async def _scenario(name: str, opener: Opener, shared: bool, url: str, voice: str) -> dict[str, Any]:
+    if name in ("ttfb-idle", "ttfb-b2b", "end"):
+        ttfb: list[float] = []
+        ends: list[float] = []
+        async with opener(url, voice) as speak:
+            await speak(SHORT)  # connect and warm up
+            for _ in range(40):
+                if name == "ttfb-idle":
+                    await anyio.sleep(0.02)
+                spoken = await speak(SHORT)
+                assert spoken.first is not None
+                assert spoken.last is not None
+                assert spoken.end is not None
+                ttfb.append(spoken.first - spoken.sent)
+                ends.append(spoken.end - spoken.last)
+        if name == "end":
+            return {"p50": statistics.median(ends), "p90": statistics.quantiles(ends, n=10)[-1]}
+        return {"p50": statistics.median(ttfb), "p90": statistics.quantiles(ttfb, n=10)[-1]}
+    if name in ("cpu1", "cpu8", "wall40"):
+        workers = 8 if name == "cpu8" else 1
+        text, rounds = (SIX_SECONDS, 40) if name == "wall40" else (LONG, 2)
+        total = 0
+
+        async def work(speak: Speak) -> None:
+            nonlocal total
+            for _ in range(rounds):
+                spoken = await speak(text)
+                total += spoken.nbytes  # not `total += (await ...)`: that reads total before the await
+
+        async with opener(url, voice) as warm:
+            await warm(SHORT)
+        cpu, wall = _cpu(), time.perf_counter()
+        await _concurrent(opener, shared, url, voice, workers, work)
+        cpu, wall = _cpu() - cpu, time.perf_counter() - wall
+        audio = total / BYTES_PER_SECOND
+        return {"cpu_per_audio_s": cpu / audio, "wall": wall, "audio": audio}
+    if name == "rss":
+        return await _rss(opener, url, voice)
+    if name == "bargein":
+        return await _bargein(url, voice, opener)
+    raise ValueError(name)
+
+
+async def _rss(opener: Opener, url: str, voice: str) -> dict[str, Any]:
+    """Peak RSS while 60 s of audio arrive for a consumer that reads nothing for a while."""
+    import trio_asyncai
+
+    async with trio_asyncai.open_synthesizer(
+        api_key=API_KEY, base_url=url, voice_id=voice, sample_rate=SAMPLE_RATE
+    ) as synth:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        async with synth.speak(" ".join([SIX_SECONDS] * 10)) as utterance:
+            await anyio.sleep(1.0)  # the stall: every chunk arrives meanwhile
+            await utterance.read_all()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_mib": peak / 1024, "growth_mib": (peak - before) / 1024}
+
+
+async def _bargein(url: str, voice: str, opener: Opener) -> dict[str, Any]:
+    """interrupt() after the first chunk: how long it takes, and what arrives after it."""
+    import trio_asyncai
+
+    returns: list[float] = []
+    stale = 0
+    async with trio_asyncai.open_synthesizer(
+        api_key=API_KEY, base_url=url, voice_id=voice, sample_rate=SAMPLE_RATE
+    ) as synth:
+        for _ in range(40):
+            async with synth.speak(LONG) as utterance:
+                await utterance.receive()
+                start = time.perf_counter()
+                utterance.interrupt()
+                returns.append(time.perf_counter() - start)
+                async for chunk in utterance:  # pragma: no cover - must not run
+                    stale += len(chunk.audio)
+    return {"p50": statistics.median(returns), "max": max(returns), "stale_bytes": stale}
+
+
+def _child(client: str, scenario: str, url: str, voice: str) -> None:
+    opener, backend, shared, _ = CLIENTS[client]
+    result = anyio.run(_scenario, scenario, opener, shared, url, voice, backend=backend)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _start_server() -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("trio-asyncai")), "serve", "--engine", "signal", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    match = re.search(r"http://[\w.:\[\]]+", line)
+    if match is None:
+        server.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return server, match.group(0)
+
+
+#: The figure each scenario puts in the table, and how to print it.
+FIGURES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "ttfb-idle": ("first audio, idle p50 / p90", lambda r: f"{r['p50'] * 1e3:.2f} / {r['p90'] * 1e3:.2f} ms"),
+    "ttfb-b2b": (
+        "first audio, back to back p50 / p90",
+        lambda r: f"{r['p50'] * 1e3:.2f} / {r['p90'] * 1e3:.2f} ms",
+    ),
+    "end": ("end after last audio p50", lambda r: f"{r['p50'] * 1e3:.2f} ms"),
+    "cpu1": ("CPU per audio s, 1 at once", lambda r: f"{r['cpu_per_audio_s'] * 1e3:.2f} ms"),
+    "cpu8": ("CPU per audio s, 8 at once", lambda r: f"{r['cpu_per_audio_s'] * 1e3:.2f} ms"),
+    "wall40": ("40 x 6 s, wall", lambda r: f"{r['wall']:.2f} s"),
+    "bargein": ("interrupt() p50 / stale bytes", lambda r: f"{r['p50'] * 1e6:.0f} us / {r['stale_bytes']}"),
+    "rss": ("peak RSS, stalled consumer", lambda r: f"{r['peak_mib']:.0f} MiB"),
+}
+#: Scenarios that measure this SDK's own API rather than a client's.
+ASYNCAI_ONLY = {"bargein", "rss"}
+
+
+def _median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=3, help="child processes per figure (median)")
+    parser.add_argument("--clients", help="comma-separated subset of: " + ", ".join(CLIENTS))
+    parser.add_argument("--scenarios", help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--rst", help="also write the table as reStructuredText to this file")
+    parser.add_argument(
+        "--child", nargs=4, metavar=("CLIENT", "SCENARIO", "URL", "VOICE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+    from trio_asyncai.server import DEFAULT_VOICE_ID
+
+    clients = args.clients.split(",") if args.clients else list(CLIENTS)
+    scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    clients = [c for c in clients if _installed(CLIENTS[c][3])]
+    server, url = _start_server()
+    table: dict[str, dict[str, str]] = {}
+    try:
+        for client in clients:
+            row = table.setdefault(client, {})
+            for scenario in scenarios:
+                if scenario in ASYNCAI_ONLY and client != "asyncai-ws":
+                    continue
+                results = []
+                for _ in range(args.runs):
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--child", client, scenario, url, DEFAULT_VOICE_ID],
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                    )
+                    if child.returncode != 0:
+                        last = (child.stderr.strip().splitlines() or ["?"])[-1]
+                        row[scenario] = f"failed: {last[:60]}"
+                        break
+                    results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+                else:
+                    row[scenario] = FIGURES[scenario][1](_median_result(results))
+                print(f"{client:18} {FIGURES[scenario][0]:40} {row[scenario]}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+    _report(table, scenarios, args)
+
+
+def _report(table: dict[str, dict[str, str]], scenarios: list[str], args: argparse.Namespace) -> None:
+    import trio
+
+    machine = (
+        f"{os.cpu_count()} cores ({platform.machine()}), CPython {platform.python_version()}, "
+        f"trio {trio.__version__}; median of {args.runs} runs; {time.strftime('%Y-%m-%d')}"
+    )
+    command = "python benchmarks/compare.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--rst"))
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - figure"]
+    lines += [f"     - {client}" for client in table]
+    for scenario in scenarios:
+        lines.append(f"   * - {FIGURES[scenario][0]}")
+        lines += [f"     - {row.get(scenario, 'n/a')}" for row in table.values()]
+    text = f"Measured with ``{command.strip()}``: {machine}.\n\n" + "\n".join(lines) + "\n"
+    print()
+    print(text)
+    if args.rst:
+        with open(args.rst, "w", encoding="utf-8") as out:
+            out.write(text)
+
+
+if __name__ == "__main__":
+    main()

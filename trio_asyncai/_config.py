@@ -1,0 +1,143 @@
+"""Configuration: where the service is, the key, and the environment's defaults.
+
+Every ``open_*`` function resolves its arguments here: an argument given
+wins, else the environment (``ASYNCAI_API_KEY``, ``ASYNCAI_BASE_URL``,
+``ASYNCAI_VOICE_ID``), else a default. What makes a value valid once found
+lives with the value types, in :mod:`trio_asyncai._types`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Final, final
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._errors import ConfigurationError
+from ._types import (
+    DEFAULT_SAMPLE_RATE,
+    OutputFormat,
+    Settings,
+    check_optional_str,
+    check_output_format,
+    normalize_language,
+)
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_BASE_URL",
+    "SERVICE_HOSTS",
+    "ApiKey",
+    "resolve_api_key",
+    "resolve_base_url",
+    "resolve_common",
+    "resolve_key_and_url",
+    "resolve_voice_id",
+]
+
+#: Where the service lives unless told otherwise (``base_url=`` or ``ASYNCAI_BASE_URL``).
+DEFAULT_BASE_URL: Final = "https://api.async.com"
+#: The API version every request and the WebSocket handshake name.
+API_VERSION: Final = "v1"
+#: Hosts of the real service: a key is required there.
+SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
+
+
+@final
+@attrs.frozen(repr=False)
+class ApiKey:
+    """An API key that never shows itself in a repr, str or log line."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+
+def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -> ApiKey | None:
+    """The key given, else ``ASYNCAI_API_KEY``, else ``None``."""
+    env = os.environ if env is None else env
+    key = api_key if api_key is not None else env.get("ASYNCAI_API_KEY")
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise ConfigurationError(f"api_key must be a str, not {type(key).__name__}")
+    key = key.strip()
+    if not key:
+        return None
+    if any(c.isspace() or ord(c) < 32 for c in key):
+        raise ConfigurationError("api_key contains whitespace or control characters")
+    return ApiKey(key)
+
+
+def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The base URL given, else ``ASYNCAI_BASE_URL``, else :data:`DEFAULT_BASE_URL`."""
+    env = os.environ if env is None else env
+    url = base_url if base_url is not None else env.get("ASYNCAI_BASE_URL") or DEFAULT_BASE_URL
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str, not {type(url).__name__}")
+    url = url.strip().rstrip("/")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https", "ws", "wss"):
+        raise ConfigurationError(f"base_url must start with http:// or https://, not {url!r}")
+    return url
+
+
+def resolve_key_and_url(api_key: str | None, base_url: str | None) -> tuple[ApiKey | None, str]:
+    """The key and the base URL, from the arguments or the environment.
+
+    A ConfigurationError when there is no key for the real service (a local
+    server needs none): better at once than as an authentication error later.
+    """
+    key = resolve_api_key(api_key)
+    url = resolve_base_url(base_url)
+    if key is None and (urlsplit(url).hostname or "") in SERVICE_HOSTS:
+        raise ConfigurationError("no API key: pass api_key= or set ASYNCAI_API_KEY")
+    return key, url
+
+
+def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The voice given, else ``ASYNCAI_VOICE_ID``, else ``None``."""
+    env = os.environ if env is None else env
+    return check_optional_str("voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID"))
+
+
+def resolve_common(
+    *,
+    api_key: str | None,
+    voice_id: str | None,
+    model: str,
+    language: Any,
+    output_format: OutputFormat | None,
+    sample_rate: int | None,
+    base_url: str | None,
+    speed_control: float | None = None,
+    stability: int | None = None,
+) -> tuple[Settings, ApiKey | None, str]:
+    """Check and resolve the arguments both synthesizers take (with the environment).
+
+    Both stream, so the output format is checked as a streaming one (no wav).
+    """
+    key, url = resolve_key_and_url(api_key, base_url)
+    voice = resolve_voice_id(voice_id)
+    if voice is None:
+        raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
+    if output_format is None:
+        rate = sample_rate if sample_rate is not None else DEFAULT_SAMPLE_RATE
+        output_format = OutputFormat(sample_rate=rate)
+    output_format = check_output_format(output_format, streaming=True)
+    if sample_rate is not None and sample_rate != output_format.sample_rate:
+        raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
+    settings = Settings(
+        voice_id=voice,
+        model=model,
+        language=normalize_language(language),
+        output_format=output_format,
+        speed_control=speed_control,
+        stability=stability,
+    )
+    return settings, key, url
