@@ -15,7 +15,8 @@ The clients (those whose libraries are not installed are skipped):
 - ``asyncai-pipe-ws`` / ``asyncai-pipe-http``: its pipeline stages
   (:class:`~trio_asyncai.WebSocketTTS`, :class:`~trio_asyncai.HttpTTS`).
 - ``floor-ws``: the least a client can do over the WebSocket (``websockets``
-  on asyncio: JSON and base64, nothing else); ``floor-httpx``: one streaming
+  on asyncio: JSON and base64, nothing else); ``floor-trio-ws``: the same
+  on trio-websocket, the library this SDK uses; ``floor-httpx``: one streaming
   httpx request on trio; ``floor-aiohttp``: the same with aiohttp on asyncio.
 - ``pipecat-ws`` / ``pipecat-http``: pipecat's Async services in a pipecat
   pipeline (``nox -s bench-compare`` installs pipecat).
@@ -208,6 +209,57 @@ async def _floor_ws(url: str, voice: str) -> AsyncIterator[Speak]:
             reader.cancel()
 
 
+@asynccontextmanager
+async def _floor_trio_ws(url: str, voice: str) -> AsyncIterator[Speak]:
+    """The same least client on trio-websocket (this SDK's WebSocket library): the floor on trio."""
+    import trio
+    import trio_websocket
+
+    ws_url = "ws" + url.removeprefix("http") + f"/text_to_speech/websocket/ws?api_key={API_KEY}&version=v1"
+    async with (
+        trio_websocket.open_websocket_url(ws_url, max_message_size=2**24, receive_buffer_size=None) as ws,
+        trio.open_nursery() as nursery,
+    ):
+        init = {
+            "model_id": "async_flash_v1.5",
+            "voice": {"mode": "id", "id": voice},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE},
+        }
+        await ws.send_message(json.dumps(init))
+        contexts: dict[str, tuple[Spoken, trio.Event]] = {}
+
+        async def read() -> None:
+            while True:
+                data = json.loads(await ws.get_message())
+                entry = contexts.get(data.get("context_id", ""))
+                if entry is None:
+                    continue
+                if data.get("audio"):
+                    entry[0].audio(base64.b64decode(data["audio"]))
+                if data.get("final"):
+                    entry[0].end = time.perf_counter()
+                    entry[1].set()
+
+        nursery.start_soon(read)
+
+        async def speak(text: str) -> Spoken:
+            context_id = str(uuid.uuid4())
+            spoken, finished = Spoken(time.perf_counter()), trio.Event()
+            contexts[context_id] = (spoken, finished)
+            await ws.send_message(
+                json.dumps({"transcript": text.strip() + " ", "context_id": context_id, "force": True})
+            )
+            await ws.send_message(
+                json.dumps({"close_context": True, "transcript": "", "context_id": context_id})
+            )
+            await finished.wait()
+            del contexts[context_id]
+            return spoken
+
+        yield speak
+        nursery.cancel_scope.cancel()
+
+
 def _http_body(voice: str, text: str) -> dict[str, Any]:
     return {
         "model_id": "async_flash_v1.5",
@@ -317,6 +369,7 @@ CLIENTS: dict[str, tuple[Callable[[str, str], AbstractAsyncContextManager[Speak]
     "asyncai-pipe-ws": (lambda u, v: _asyncai_pipeline(u, v, http=False), "trio", False, "trio_asyncai"),
     "asyncai-pipe-http": (lambda u, v: _asyncai_pipeline(u, v, http=True), "trio", False, "trio_asyncai"),
     "floor-ws": (_floor_ws, "asyncio", True, "websockets"),
+    "floor-trio-ws": (_floor_trio_ws, "trio", True, "trio_websocket"),
     "floor-httpx": (_floor_httpx, "trio", True, "httpx"),
     "floor-aiohttp": (_floor_aiohttp, "asyncio", True, "aiohttp"),
     "pipecat-ws": (lambda u, v: _pipecat(u, v, http=False), "asyncio", False, "pipecat"),

@@ -12,7 +12,8 @@ from trio_asyncai._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffe
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 
 TIMEOUT = 20
-TWO_SENTENCES = "Alpha bravo charlie delta echo foxtrot. Golf hotel india juliet kilo lima."
+FIRST, SECOND = "Alpha bravo charlie delta echo foxtrot. ", "Golf hotel india juliet kilo lima."
+TWO_SENTENCES = FIRST + SECOND
 MP3_32K = OutputFormat(container="mp3", sample_rate=16000, bit_rate=32000)
 
 
@@ -77,6 +78,13 @@ async def test_the_websocket_counts_each_format_by_its_own_rule(
     assert 0 < utterance.metrics.audio_bytes <= limit
 
 
+async def send_two_requests(utterance: Utterance) -> None:
+    """The two sentences as two requests: the first flushed on its own, then the second."""
+    await utterance.send(FIRST)
+    await utterance.flush()
+    await utterance.finish(SECOND)
+
+
 @pytest.mark.parametrize("fmt", [OutputFormat(sample_rate=16000), MP3_32K], ids=["raw", "mp3"])
 async def test_http_holds_back_while_the_buffer_is_full(server: LocalServer, fmt: OutputFormat) -> None:
     """An unread utterance over HTTP stops reading its body and sends no next request; reading resumes it."""
@@ -84,7 +92,8 @@ async def test_http_holds_back_while_the_buffer_is_full(server: LocalServer, fmt
         async with open_http_synthesizer(
             base_url=server.url, voice_id=DEFAULT_VOICE_ID, output_format=fmt, max_buffered_audio=None
         ) as synth:
-            async with synth.speak(TWO_SENTENCES) as reference:
+            async with synth.open_utterance() as reference:
+                await send_two_requests(reference)
                 expected = await reference.read_all()
         server.log.http.clear()
         async with open_http_synthesizer(
@@ -92,7 +101,8 @@ async def test_http_holds_back_while_the_buffer_is_full(server: LocalServer, fmt
         ) as synth:
             limit = buffer_limit(fmt, 0.25)
             assert limit is not None
-            async with synth.speak(TWO_SENTENCES) as utterance:
+            async with synth.open_utterance() as utterance:
+                await send_two_requests(utterance)
                 await settle_while_held_back(utterance)
                 assert utterance.state == "finished"  # neither failed nor complete
                 assert streaming_requests(server) == 1  # the second sentence waits

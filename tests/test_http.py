@@ -26,6 +26,7 @@ from trio_asyncai import (
     open_http_synthesizer,
     open_synthesizer,
 )
+from trio_asyncai._http import MAX_REQUEST_CHARS
 from trio_asyncai._protocol import QUOTA_MARKER
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer, open_local_server
 
@@ -69,6 +70,30 @@ async def test_http_streamed_text_is_sent_sentence_by_sentence(server: LocalServ
     bodies = [r.body for r in server.log.http if r.path == "/text_to_speech/streaming"]
     assert [b["transcript"] for b in bodies] == ["One sentence. ", "Two sentences."]
     assert audio
+
+
+async def test_http_sends_a_whole_text_in_one_request(server: LocalServer) -> None:
+    text = "One sentence. Two sentences. And a third."
+    with trio.fail_after(TIMEOUT):
+        async with http_for(server) as synth:
+            async with synth.speak(text) as utterance:
+                audio = await utterance.read_all()
+            assert synth.statistics().requests_sent == 1
+    assert [r.body["transcript"] for r in server.log.http] == [text]
+    assert audio
+
+
+async def test_http_splits_sentences_ready_together_at_the_request_cap(server: LocalServer) -> None:
+    sentence = "x" * 300 + ". "
+    text = sentence * 7  # 2,114 characters: 3 + 3 + 1 sentences under the 1,000-character cap
+    with trio.fail_after(TIMEOUT):
+        async with http_for(server) as synth:
+            async with synth.speak(text) as utterance:
+                await utterance.read_all()
+    sent = [r.body["transcript"] for r in server.log.http]
+    assert [len(s) for s in sent] == [906, 906, 302]
+    assert "".join(sent) == text
+    assert all(len(s) <= MAX_REQUEST_CHARS for s in sent)
 
 
 async def test_http_does_not_cut_at_abbreviations_or_prices(server: LocalServer) -> None:

@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 _STREAM_PATH: Final = "/text_to_speech/streaming"
+#: The most characters of whole sentences one request carries (a longer
+#: sentence goes alone): about a minute of speech.
+MAX_REQUEST_CHARS: Final = 1000
 
 
 @final
@@ -48,9 +51,9 @@ class HttpSynthesizerStatistics:
 class _Route:
     """The HTTP side of one utterance (its :class:`~trio_asyncai._utterance.UtteranceLink`).
 
-    Text goes through the sentence aggregator; each complete sentence is
+    Text goes through the sentence aggregator; complete sentences are
     queued for the utterance's task (:meth:`HttpSynthesizer._run_utterance`),
-    which makes one streaming request per sentence, in order.
+    which makes one streaming request per batch, in order (see :meth:`_queue`).
     """
 
     #: The utterance this route carries; set by its maker right after the route.
@@ -63,9 +66,23 @@ class _Route:
         self.cancel_scope = trio.CancelScope()
 
     def _queue(self, sentences: list[str]) -> None:
+        """One request for the sentences that are ready together, up to :data:`MAX_REQUEST_CHARS`.
+
+        Sentences that complete one after another (text streamed in) go
+        one request each, as soon as each is complete; sentences ready at
+        the same moment (a whole text, a flush) go as one request, since
+        splitting them gains no time and costs a request each.
+        """
+        batch = ""
         for sentence in sentences:
-            if sentence.strip():
-                self.segments_send.send_nowait(sentence)
+            if not sentence.strip():
+                continue
+            if batch and len(batch) + len(sentence) > MAX_REQUEST_CHARS:
+                self.segments_send.send_nowait(batch)
+                batch = ""
+            batch += sentence
+        if batch:
+            self.segments_send.send_nowait(batch)
 
     async def send_text(self, text: str, *, force: bool) -> None:
         await trio.lowlevel.checkpoint()
@@ -97,9 +114,10 @@ class HttpSynthesizer(SpeakerBase):
 
     It has the same utterance interface as :class:`~trio_asyncai.Synthesizer`:
     code written against one runs against the other. Each utterance's text is
-    sent one sentence per request, in order, as sentences complete (found by
-    sentencex, so "Dr." or "$3.50" do not end one; :meth:`~Utterance.flush`
-    sends what is held at once); audio streams back as each body arrives.
+    sent as sentences complete (found by sentencex, so "Dr." or "$3.50" do
+    not end one; :meth:`~Utterance.flush` sends what is held at once), one
+    request per sentence as they form, or one for the sentences that are
+    ready together (a whole text); audio streams back as each body arrives.
     """
 
     def __init__(

@@ -244,6 +244,23 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             if self._interrupted:
                 await trio.lowlevel.checkpoint()
                 raise trio.EndOfChannel
+            # A chunk already waiting needs no deadline: take it the way a
+            # memory channel does (cancellation first, then a shielded
+            # checkpoint, so that a cancel cannot lose it), without the cost
+            # of a cancel scope per chunk.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                chunk = self._receive_channel.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._error is not None and not self._interrupted:
+                    raise self._error from None
+                raise
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return self._taken(chunk)
             deadline = self._silence_deadline()
             with trio.move_on_at(deadline) as scope:
                 # Kept so that the finish can start the clock while we wait.
@@ -265,12 +282,16 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
                         )
                     )
                 continue
-            if self._interrupted:
-                # Handed over before interrupt() ran, but not yet seen: drop it.
-                raise trio.EndOfChannel
-            self._buffered_bytes -= len(chunk.audio)
-            self._room.unpark_all()
-            return chunk
+            return self._taken(chunk)
+
+    def _taken(self, chunk: AudioChunk) -> AudioChunk:
+        """``chunk``, taken from the channel by :meth:`receive`, for the caller."""
+        if self._interrupted:
+            # Handed over before interrupt() ran, but not yet seen: drop it.
+            raise trio.EndOfChannel
+        self._buffered_bytes -= len(chunk.audio)
+        self._room.unpark_all()
+        return chunk
 
     async def aclose(self) -> None:
         """Stop reading: abandon the utterance if unfinished, and drop unread audio.

@@ -81,6 +81,11 @@ _MAX_BACKOFF: Final = 30.0
 #: The largest server message we accept by default: one message may carry seconds of audio
 #: (four seconds of 48 kHz f32 is 1 MiB of samples, a third more in base64).
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+#: Bytes asked of the socket per read. trio-websocket's 4 KiB default takes
+#: about three reads (and three passes through wsproto) per audio message;
+#: 64 KiB takes one, which cuts the client's CPU per second of audio by a
+#: third (see docs/benchmarks.rst).
+_RECEIVE_BUFFER_SIZE: Final = 64 * 1024
 
 
 @final
@@ -708,6 +713,7 @@ class Synthesizer(SpeakerBase):
                         endpoint.host_header,
                         endpoint.resource(self._api_key),
                         max_message_size=self._max_message_size,
+                        receive_buffer_size=_RECEIVE_BUFFER_SIZE,
                     )
                 conn = _Connection(
                     self._owner,
