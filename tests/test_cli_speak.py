@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import wave
 from pathlib import Path
 
@@ -183,6 +184,50 @@ async def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     code, out, shown = await run_on_a_terminal("speak", TEXT, "-o", "q.wav", "--quiet", *SIGNAL, cwd=tmp_path)
     assert (code, out, shown) == (0, "", "")
     assert (tmp_path / "q.wav").exists()
+
+
+async def test_ctrl_c_while_speaking_exits_130_and_leaves_the_file(tmp_path: Path) -> None:
+    # Long enough that the audio is still coming when the first progress line shows.
+    (tmp_path / "long.txt").write_text("This sentence is spoken again and again. " * 400)
+    (tmp_path / "keep.wav").write_bytes(b"what was there before")
+    controller, terminal = pty.openpty()
+    try:
+        with trio.fail_after(60):
+            process = await trio.lowlevel.open_process(
+                command("speak", "-f", "long.txt", "-o", "keep.wav", *SIGNAL),
+                stdout=-1,
+                stderr=terminal,
+                stdin=-3,
+                cwd=tmp_path,
+                env=cli_env(),
+            )
+            os.close(terminal)
+            terminal = -1
+            shown = b""
+            while b"s of audio received" not in shown:  # the first audio has come
+                await trio.lowlevel.wait_readable(controller)
+                shown += os.read(controller, 4096)
+            process.send_signal(signal.SIGINT)
+            code = await process.wait()
+            rest = b""
+            while True:
+                try:
+                    data = os.read(controller, 4096)
+                except OSError:  # the terminal closed: EIO
+                    break
+                if not data:
+                    break
+                rest += data
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    assert code == 130
+    # After the cleared progress line, one line: no traceback, no server error.
+    lines = (shown + rest).decode().rsplit("\x1b[K", 1)[1].splitlines()
+    assert lines == ["trio-asyncai: interrupted"]
+    assert names(tmp_path) == ["keep.wav", "long.txt"]
+    assert (tmp_path / "keep.wav").read_bytes() == b"what was there before"
 
 
 FAKE_SOUNDDEVICE = """
