@@ -91,7 +91,10 @@ async def _run_until_interrupted(module: ModuleType, args: argparse.Namespace) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-asyncai`` command; returns the exit code."""
-    args = _build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["voices"]:
+        words[1:] = _voices.default_action(words[1:])
+    args = _build_parser().parse_args(words)
     module = _COMMANDS[args.command]
     try:
         module.prepare(args.command_parser, args)
