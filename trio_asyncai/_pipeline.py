@@ -19,6 +19,7 @@ from typing import Final, TypeAlias, final
 import attrs
 import trio
 
+from ._backend import require_trio
 from ._errors import ConfigurationError
 from ._groups import single_exception
 from ._types import DEFAULT_SAMPLE_RATE, check_sample_rate
@@ -237,6 +238,7 @@ class PipelineTask:
         task has finished, no more frames are taken: this raises
         :exc:`trio.ClosedResourceError`.
         """
+        require_trio()
         if not isinstance(frame, Frame):
             raise ConfigurationError(f"frames must be Frame instances, not {type(frame).__name__}")
         await self._input_send.send(frame)
@@ -268,6 +270,7 @@ class PipelineTask:
         itself, not wrapped in an :exc:`ExceptionGroup` (unless several stages
         failed at once).
         """
+        require_trio()
         if self._started:
             raise RuntimeError("a PipelineTask runs only once")
         self._started = True
