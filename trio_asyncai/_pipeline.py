@@ -22,7 +22,7 @@ import trio
 from ._backend import require_trio
 from ._errors import ConfigurationError
 from ._groups import single_exception
-from ._types import DEFAULT_SAMPLE_RATE, check_sample_rate
+from ._types import DEFAULT_SAMPLE_RATE, sample_rate_validator
 from .frames import EndFrame, Frame
 
 __all__ = [
@@ -54,10 +54,6 @@ Stage: TypeAlias = Callable[
 ]
 
 
-def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    check_sample_rate(value)
-
-
 def _check_bool(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{attribute.name} must be a bool, not {type(value).__name__}")
@@ -74,7 +70,7 @@ class PipelineParams:
         :class:`~trio_asyncai.frames.MetricsFrame` after each utterance.
     """
 
-    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=_check_sample_rate)
+    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=sample_rate_validator)
     enable_metrics: bool = attrs.field(default=False, validator=_check_bool)
 
 
