@@ -144,8 +144,13 @@ async def test_text_that_gives_no_audio_is_an_error(tmp_path: Path) -> None:
     assert names(tmp_path) == []
 
 
-async def run_on_a_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
-    """Run with standard error on a pseudo-terminal: (exit code, stdout, what the terminal got)."""
+async def run_on_a_terminal(
+    *args: str, cwd: Path, interrupt_after: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run with standard error on a pseudo-terminal: (exit code, stdout, what the terminal got).
+
+    With ``interrupt_after``, Ctrl+C (SIGINT) is sent once the terminal has shown it.
+    """
     controller, terminal = pty.openpty()
     try:
         with trio.fail_after(60):
@@ -154,12 +159,17 @@ async def run_on_a_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
             )
             os.close(terminal)
             terminal = -1
+            shown = b""
+            while interrupt_after is not None and interrupt_after not in shown:
+                await trio.lowlevel.wait_readable(controller)
+                shown += os.read(controller, 4096)
+            if interrupt_after is not None:
+                process.send_signal(signal.SIGINT)
             assert process.stdout is not None
             out = b""
             async for data in process.stdout:
                 out += data
             code = await process.wait()
-            shown = b""
             while True:
                 try:
                     data = os.read(controller, 4096)
@@ -190,42 +200,20 @@ async def test_ctrl_c_while_speaking_exits_130_and_leaves_the_file(tmp_path: Pat
     # Long enough that the audio is still coming when the first progress line shows.
     (tmp_path / "long.txt").write_text("This sentence is spoken again and again. " * 400)
     (tmp_path / "keep.wav").write_bytes(b"what was there before")
-    controller, terminal = pty.openpty()
-    try:
-        with trio.fail_after(60):
-            process = await trio.lowlevel.open_process(
-                command("speak", "-f", "long.txt", "-o", "keep.wav", *SIGNAL),
-                stdout=-1,
-                stderr=terminal,
-                stdin=-3,
-                cwd=tmp_path,
-                env=cli_env(),
-            )
-            os.close(terminal)
-            terminal = -1
-            shown = b""
-            while b"s of audio received" not in shown:  # the first audio has come
-                await trio.lowlevel.wait_readable(controller)
-                shown += os.read(controller, 4096)
-            process.send_signal(signal.SIGINT)
-            code = await process.wait()
-            rest = b""
-            while True:
-                try:
-                    data = os.read(controller, 4096)
-                except OSError:  # the terminal closed: EIO
-                    break
-                if not data:
-                    break
-                rest += data
-    finally:
-        os.close(controller)
-        if terminal != -1:
-            os.close(terminal)
+    code, out, shown = await run_on_a_terminal(
+        "speak",
+        "-f",
+        "long.txt",
+        "-o",
+        "keep.wav",
+        *SIGNAL,
+        cwd=tmp_path,
+        interrupt_after=b"s of audio received",
+    )
     assert code == 130
     # After the cleared progress line, one line: no traceback, no server error.
-    lines = (shown + rest).decode().rsplit("\x1b[K", 1)[1].splitlines()
-    assert lines == ["trio-asyncai: interrupted"]
+    assert shown.rsplit("\x1b[K", 1)[1].splitlines() == ["trio-asyncai: interrupted"]
+    assert out == ""
     assert names(tmp_path) == ["keep.wav", "long.txt"]
     assert (tmp_path / "keep.wav").read_bytes() == b"what was there before"
 
