@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import wave
 from pathlib import Path
 
@@ -143,8 +144,13 @@ async def test_text_that_gives_no_audio_is_an_error(tmp_path: Path) -> None:
     assert names(tmp_path) == []
 
 
-async def run_on_a_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
-    """Run with standard error on a pseudo-terminal: (exit code, stdout, what the terminal got)."""
+async def run_on_a_terminal(
+    *args: str, cwd: Path, interrupt_after: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run with standard error on a pseudo-terminal: (exit code, stdout, what the terminal got).
+
+    With ``interrupt_after``, Ctrl+C (SIGINT) is sent once the terminal has shown it.
+    """
     controller, terminal = pty.openpty()
     try:
         with trio.fail_after(60):
@@ -153,12 +159,17 @@ async def run_on_a_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
             )
             os.close(terminal)
             terminal = -1
+            shown = b""
+            while interrupt_after is not None and interrupt_after not in shown:
+                await trio.lowlevel.wait_readable(controller)
+                shown += os.read(controller, 4096)
+            if interrupt_after is not None:
+                process.send_signal(signal.SIGINT)
             assert process.stdout is not None
             out = b""
             async for data in process.stdout:
                 out += data
             code = await process.wait()
-            shown = b""
             while True:
                 try:
                     data = os.read(controller, 4096)
@@ -183,6 +194,28 @@ async def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     code, out, shown = await run_on_a_terminal("speak", TEXT, "-o", "q.wav", "--quiet", *SIGNAL, cwd=tmp_path)
     assert (code, out, shown) == (0, "", "")
     assert (tmp_path / "q.wav").exists()
+
+
+async def test_ctrl_c_while_speaking_exits_130_and_leaves_the_file(tmp_path: Path) -> None:
+    # Long enough that the audio is still coming when the first progress line shows.
+    (tmp_path / "long.txt").write_text("This sentence is spoken again and again. " * 400)
+    (tmp_path / "keep.wav").write_bytes(b"what was there before")
+    code, out, shown = await run_on_a_terminal(
+        "speak",
+        "-f",
+        "long.txt",
+        "-o",
+        "keep.wav",
+        *SIGNAL,
+        cwd=tmp_path,
+        interrupt_after=b"s of audio received",
+    )
+    assert code == 130
+    # After the cleared progress line, one line: no traceback, no server error.
+    assert shown.rsplit("\x1b[K", 1)[1].splitlines() == ["trio-asyncai: interrupted"]
+    assert out == ""
+    assert names(tmp_path) == ["keep.wav", "long.txt"]
+    assert (tmp_path / "keep.wav").read_bytes() == b"what was there before"
 
 
 FAKE_SOUNDDEVICE = """

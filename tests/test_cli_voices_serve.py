@@ -64,8 +64,11 @@ async def test_voices_as_a_table_and_json() -> None:
     lines = table.out.splitlines()
     assert lines[0].split() == ["VOICE", "ID", "NAME", "LANGUAGE", "GENDER", "ACCENT", "STYLE", "TYPE"]
     assert [line.split()[0] for line in lines[1:]] == list(VOICES)
-    as_json = await run_cli("voices", "list", "--json")
-    assert {v["voice_id"]: v["name"] for v in json.loads(as_json.out)} == VOICES
+    # The bare command takes every option of ``voices list``.
+    as_json = await run_cli("voices", "--json")
+    assert {v["voice_id"]: v["name"] for v in json.loads(as_json.out)} == VOICES, as_json.err
+    calm = await run_cli("voices", "--style", "calm", "--json")
+    assert [v["name"] for v in json.loads(calm.out)] == ["Joe Calm"], calm.err
 
 
 @pytest.mark.parametrize(

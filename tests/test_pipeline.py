@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,7 @@ from trio_asyncai import (
     WebSocketTTS,
     current_params,
 )
+from trio_asyncai._tts_stages import HttpTTSOptions, WebSocketTTSOptions
 from trio_asyncai.frames import (
     EndFrame,
     ErrorFrame,
@@ -1013,3 +1016,20 @@ async def test_an_utterance_takes_the_warm_ups_failure(
     # The utterance waited for the warm-up's connect and reported its
     # failure, instead of connecting again from scratch.
     assert silent_peer.accepted == one_connect
+
+
+@pytest.mark.parametrize(
+    ("options", "opener", "left_out"),
+    [
+        (WebSocketTTSOptions, trio_asyncai.open_synthesizer, {"output_format", "max_message_size"}),
+        (HttpTTSOptions, trio_asyncai.open_http_synthesizer, {"output_format"}),
+    ],
+)
+def test_the_stages_take_their_synthesizers_options(options: Any, opener: Any, left_out: set[str]) -> None:
+    # One list of options: a synthesizer option the stage forgot would be a TypeError for its users.
+    params = inspect.signature(opener).parameters
+    stage_own = {"aggregate", "max_ahead"}
+    assert set(options.__optional_keys__) - stage_own == set(params) - left_out
+    hints, opener_hints = typing.get_type_hints(options), typing.get_type_hints(opener)
+    for name in set(params) - left_out:
+        assert hints[name] == opener_hints[name], name

@@ -10,6 +10,7 @@ import pytest
 
 import trio_asyncai
 from trio_asyncai import ConfigurationError
+from trio_asyncai.frames import EndFrame
 
 NEEDS_TRIO = r"trio-asyncai needs trio, and was called under asyncio: run it with trio\.run\(\)"
 URL = "http://127.0.0.1:9"  # never connected to: the check comes first
@@ -46,6 +47,20 @@ def test_connect_under_asyncio(connect: Any) -> None:
                 await connect(group, base_url=URL, voice_id="v")
 
     anyio.run(main, backend="asyncio")
+
+
+def test_a_pipeline_task_under_asyncio() -> None:
+    task = trio_asyncai.PipelineTask(trio_asyncai.Pipeline([trio_asyncai.WebSocketTTS(voice_id="v")]))
+
+    async def queue() -> None:
+        await task.queue_frame(EndFrame())
+
+    async def run() -> None:
+        await task.run()
+
+    for main in (queue, run):
+        with pytest.raises(ConfigurationError, match=NEEDS_TRIO):
+            anyio.run(main, backend="asyncio")
 
 
 def test_under_anyio_trio_backend_the_check_passes() -> None:

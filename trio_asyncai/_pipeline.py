@@ -19,9 +19,10 @@ from typing import Final, TypeAlias, final
 import attrs
 import trio
 
+from ._backend import require_trio
 from ._errors import ConfigurationError
 from ._groups import single_exception
-from ._types import DEFAULT_SAMPLE_RATE, check_sample_rate
+from ._types import DEFAULT_SAMPLE_RATE, sample_rate_validator
 from .frames import EndFrame, Frame
 
 __all__ = [
@@ -53,10 +54,6 @@ Stage: TypeAlias = Callable[
 ]
 
 
-def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    check_sample_rate(value)
-
-
 def _check_bool(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{attribute.name} must be a bool, not {type(value).__name__}")
@@ -73,7 +70,7 @@ class PipelineParams:
         :class:`~trio_asyncai.frames.MetricsFrame` after each utterance.
     """
 
-    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=_check_sample_rate)
+    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=sample_rate_validator)
     enable_metrics: bool = attrs.field(default=False, validator=_check_bool)
 
 
@@ -237,6 +234,7 @@ class PipelineTask:
         task has finished, no more frames are taken: this raises
         :exc:`trio.ClosedResourceError`.
         """
+        require_trio()
         if not isinstance(frame, Frame):
             raise ConfigurationError(f"frames must be Frame instances, not {type(frame).__name__}")
         await self._input_send.send(frame)
@@ -268,6 +266,7 @@ class PipelineTask:
         itself, not wrapped in an :exc:`ExceptionGroup` (unless several stages
         failed at once).
         """
+        require_trio()
         if self._started:
             raise RuntimeError("a PipelineTask runs only once")
         self._started = True

@@ -66,7 +66,8 @@ def check_sample_rate(value: object) -> int:
     return value
 
 
-def _check_sample_rate(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+def sample_rate_validator(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """:func:`check_sample_rate` as an attrs validator (OutputFormat, PipelineParams)."""
     check_sample_rate(value)
 
 
@@ -96,7 +97,7 @@ class OutputFormat:
 
     container: Container = attrs.field(default="raw", validator=_check_container)
     encoding: Encoding = attrs.field(default="pcm_s16le", validator=_check_encoding)
-    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=_check_sample_rate)
+    sample_rate: int = attrs.field(default=DEFAULT_SAMPLE_RATE, validator=sample_rate_validator)
     bit_rate: int | None = attrs.field(default=None, validator=_check_bit_rate)
 
     @property

@@ -8,8 +8,10 @@ with exit code 1; bad arguments are argparse's usage message with exit code
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 import trio
 
@@ -56,13 +58,47 @@ def _report(exc: BaseException) -> int | None:
     return _EXIT_ERROR
 
 
+async def _run_until_interrupted(module: ModuleType, args: argparse.Namespace) -> int:
+    """Run the command; the first Ctrl+C cancels it (then exit 130), a second one stops at once.
+
+    Ctrl+C becomes a cancellation instead of a KeyboardInterrupt raised
+    wherever the process happens to be: in an in-process local server that
+    would be inside a request handler, where the web framework reports it as
+    a server error (a traceback, a 1011 close) and the command fails with
+    exit code 1. Cancelled, every block ends as it should: the output file is
+    left as it was, the local server stops. ``serve`` opens a receiver of its
+    own for its graceful stop, which takes the signal while it is open.
+    """
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    if interrupted:
+                        raise KeyboardInterrupt
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            code: int = await module.run(args)
+            nursery.cancel_scope.cancel()
+    if interrupted:
+        raise KeyboardInterrupt
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-asyncai`` command; returns the exit code."""
-    args = _build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["voices"]:
+        words[1:] = _voices.default_action(words[1:])
+    args = _build_parser().parse_args(words)
     module = _COMMANDS[args.command]
     try:
         module.prepare(args.command_parser, args)
-        code: int = trio.run(module.run, args)
+        code: int = trio.run(_run_until_interrupted, module, args)
         return code
     except BaseException as exc:
         found = leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]

@@ -27,10 +27,11 @@ _COLUMNS = (
 
 HELP = "list, show, clone and delete voices"
 DESCRIPTION = (
-    "Voice management. 'trio-asyncai voices' alone lists every voice, as 'voices list' does. "
+    "Voice management. 'trio-asyncai voices' alone is 'voices list', and takes its options. "
     "Uses the real service when ASYNCAI_API_KEY is set, else (or with --local) a local "
     "server started in-process."
 )
+_ACTIONS = ("list", "show", "clone", "delete")
 #: The filters of ``voices list``, passed to ``client.voices.list`` as they are.
 _FILTERS = ("language", "gender", "accent", "style", "model", "my_voice")
 #: The options of ``voices clone``, passed to ``client.voices.clone`` as they are.
@@ -38,7 +39,7 @@ _CLONE_OPTIONS = ("name", "description", "accent", "gender", "style", "enhance")
 
 
 def add_arguments(voices: argparse.ArgumentParser) -> None:
-    actions = voices.add_subparsers(dest="action", metavar="ACTION")
+    actions = voices.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
@@ -79,12 +80,19 @@ def add_arguments(voices: argparse.ArgumentParser) -> None:
     delete.add_argument("voice_id", metavar="VOICE_ID")
 
 
+def default_action(words: list[str]) -> list[str]:
+    """The words after ``voices``, with ``list`` put first when no action is named.
+
+    ``trio-asyncai voices --json --language en`` is then ``voices list --json
+    --language en``: the bare command takes every option of ``list``.
+    """
+    if words and (words[0] in _ACTIONS or words[0] in ("-h", "--help")):
+        return words
+    return ["list", *words]
+
+
 def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``trio-asyncai voices`` alone is ``voices list``, with its defaults."""
-    if args.action is None:
-        defaults = {"action": "list", "json": False, "local": False, "base_url": None, "limit": None}
-        for key, value in {**defaults, **dict.fromkeys(_FILTERS)}.items():
-            setattr(args, key, value)
+    """Nothing to settle before the run."""
 
 
 def _table(voices: list[Voice]) -> str:
