@@ -35,7 +35,11 @@ The scenarios, each a median over ``--runs`` child processes:
 - ``rss``: peak RSS of a client whose consumer stalls while 60 s of audio
   arrive.
 
-No timing is asserted anywhere: the figures go to docs/benchmarks.rst.
+No timing is asserted anywhere: the figures go to docs/benchmarks.rst. To
+see where a client's time goes, profile one child (the scenario only, not
+the imports)::
+
+    BENCH_PROFILE=/tmp/ws.prof python benchmarks/compare.py --child asyncai-ws cpu1 URL VOICE
 """
 
 from __future__ import annotations
@@ -488,7 +492,15 @@ async def _bargein(url: str, voice: str, opener: Opener) -> dict[str, Any]:
 
 def _child(client: str, scenario: str, url: str, voice: str) -> None:
     opener, backend, shared, _ = CLIENTS[client]
-    result = anyio.run(_scenario, scenario, opener, shared, url, voice, backend=backend)
+    profile_to = os.environ.get("BENCH_PROFILE")  # a path: cProfile the scenario (not the imports)
+    if profile_to:
+        import cProfile
+
+        with cProfile.Profile() as profiler:
+            result = anyio.run(_scenario, scenario, opener, shared, url, voice, backend=backend)
+        profiler.dump_stats(profile_to)
+    else:
+        result = anyio.run(_scenario, scenario, opener, shared, url, voice, backend=backend)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
