@@ -1018,6 +1018,50 @@ async def test_an_utterance_takes_the_warm_ups_failure(
     assert silent_peer.accepted == one_connect
 
 
+@pytest.fixture
+async def refusing_peer() -> AsyncIterator[SilentPeer]:
+    """A listener that refuses every WebSocket handshake at once with a 503."""
+    async with trio.open_nursery() as nursery:
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listener.socket.getsockname()[1]
+        peer = SilentPeer(f"http://127.0.0.1:{port}")
+
+        async def handler(stream: trio.SocketStream) -> None:
+            peer.accepted += 1
+            async with stream:
+                await stream.receive_some()
+                await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+
+        nursery.start_soon(trio.serve_listeners, handler, [listener])
+        yield peer
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_utterance_after_the_warm_up_failed_takes_its_failure(
+    jump_clock: trio.testing.MockClock, refusing_peer: SilentPeer
+) -> None:
+    sink = Sink()
+    stage = WebSocketTTS(base_url=refusing_peer.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0)
+    task = PipelineTask(Pipeline([stage, sink]))
+    with trio.fail_after(TIMEOUT * 10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            while refusing_peer.accepted < 1:
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()  # the warm-up has failed by now
+            await task.queue_frames([TTSSpeakFrame("Anyone?")])
+            while not sink.of(ErrorFrame):
+                await trio.testing.wait_all_tasks_blocked()
+            # The first utterance reported the warm-up's failure without connecting again.
+            assert refusing_peer.accepted == 1
+            await task.queue_frames([TTSSpeakFrame("Still nobody?"), EndFrame()])
+    errors = sink.of(ErrorFrame)
+    assert [(type(e.error), getattr(e.error, "status", None)) for e in errors] == [
+        (trio_asyncai.ServerError, 503)
+    ] * 2
+    assert refusing_peer.accepted == 2  # the next utterance tried anew
+
+
 @pytest.mark.parametrize(
     ("options", "opener", "left_out"),
     [

@@ -71,3 +71,18 @@ def test_under_anyio_trio_backend_the_check_passes() -> None:
                 pass  # pragma: no cover
 
     anyio.run(main, backend="trio")
+
+
+@pytest.mark.parametrize("entry", ["open_local_server", "serve"])
+def test_the_local_server_under_asyncio(entry: str) -> None:
+    from trio_asyncai.server import open_local_server, serve
+
+    async def main() -> None:
+        if entry == "serve":
+            await serve(port=0, engine="signal")
+        else:
+            async with open_local_server(engine="signal"):
+                pass  # pragma: no cover - never entered
+
+    with pytest.raises(RuntimeError, match=r"the local server needs trio, and was started under asyncio"):
+        anyio.run(main, backend="asyncio")

@@ -348,6 +348,24 @@ def test_resolve_base_url_rejects_other_schemes(bad: str) -> None:
         resolve_base_url(None, env={"ASYNCAI_BASE_URL": bad or "x"})
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:sk_secret_123@api.async.com",
+        "https://sk_secret_123@api.async.com",
+        "https://api.async.com/?api_key=sk_secret_123",
+        "https://api.async.com/#sk_secret_123",
+        "sk_secret_123",
+        "https://api.async.com:sk_secret_123",
+    ],
+)
+def test_resolve_base_url_refuses_a_key_in_the_url_without_showing_it(url: str) -> None:
+    """The base URL is shown in reprs and errors, so it may not carry a key; the refusal does not echo it."""
+    with pytest.raises(ConfigurationError, match="base_url") as info:
+        resolve_base_url(url, env={})
+    assert "sk_secret_123" not in str(info.value)
+
+
 def test_resolve_base_url_rejects_non_str() -> None:
     with pytest.raises(ConfigurationError, match="base_url"):
         resolve_base_url(b"https://x", env={})  # type: ignore[arg-type]

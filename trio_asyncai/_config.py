@@ -75,15 +75,30 @@ def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -
 
 
 def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The base URL given, else ``ASYNCAI_BASE_URL``, else :data:`DEFAULT_BASE_URL`."""
+    """The base URL given, else ``ASYNCAI_BASE_URL``, else :data:`DEFAULT_BASE_URL`.
+
+    Since the URL is shown in reprs and error messages, it may carry no
+    credentials and no query: the key goes only where it is needed.
+    """
     env = os.environ if env is None else env
     url = base_url if base_url is not None else env.get("ASYNCAI_BASE_URL") or DEFAULT_BASE_URL
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a str, not {type(url).__name__}")
     url = url.strip().rstrip("/")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    # The messages below never show the URL: a key pasted into the wrong
+    # argument, or carried in the URL, must not reach an error message.
     if scheme not in ("http", "https", "ws", "wss"):
-        raise ConfigurationError(f"base_url must start with http:// or https://, not {url!r}")
+        raise ConfigurationError("base_url must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed for its check: a bad port raises ValueError
+    except ValueError:
+        raise ConfigurationError("base_url is not a valid URL") from None
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ConfigurationError(
+            "base_url must not carry credentials, a query or a fragment: pass the key as api_key"
+        )
     return url
 
 

@@ -145,6 +145,13 @@ class Pipeline:
     instead of letting frames pile up (a TTS stage keeps the audio in its
     utterances meanwhile, where an interruption drops it at once). See
     :data:`Stage` for what a stage must do.
+
+    When a stage returns early, the pipeline closes the channels around it:
+    the stages after it see their input end, the ones before it see their
+    output break as they next write. A first stage that is waiting on
+    *your* ``receive`` channel is not woken by that: called directly, close
+    your send side (or cancel) to end it. :class:`PipelineTask` does this
+    for you.
     """
 
     def __init__(self, stages: Iterable[Stage]) -> None:

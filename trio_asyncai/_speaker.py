@@ -90,13 +90,10 @@ class SpeakerBase:
         """
         self._utterances[utterance.context_id] = utterance
         try:
-            with trio.CancelScope() as scope:
-                utterance._cancel_scope = scope
+            with utterance._block():
                 yield utterance
         finally:
             del self._utterances[utterance.context_id]
-            utterance._cancel_scope = None
-            utterance._close()
 
     @asynccontextmanager
     async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:

@@ -82,6 +82,8 @@ class _Attempt:
         self.error: AsyncAIError | None = None
         #: Set when the attempt has an outcome: a synthesizer, an error, or cancelled.
         self.decided = trio.Event()
+        #: Whether a job has asked for this attempt's outcome.
+        self.claimed = False
 
 
 @final
@@ -90,9 +92,10 @@ class SynthesizerHolder:
 
     One attempt at a time: a job that asks while an attempt (the warm-up's,
     say) is under way waits for it and takes its outcome, an error included,
-    instead of connecting again. After a failed attempt, the next job that
-    asks tries anew, except after a :func:`fatal <is_fatal>` error, which
-    every later job gets at once.
+    instead of connecting again; so does the first job to ask after an
+    attempt nobody waited for failed. After a failed attempt has been
+    reported, the next job that asks tries anew, except after a
+    :func:`fatal <is_fatal>` error, which every later job gets at once.
     """
 
     def __init__(self, nursery: trio.Nursery, open_synthesizer: OpenSynthesizer) -> None:
@@ -120,8 +123,12 @@ class SynthesizerHolder:
         if self._fatal_error is not None:
             raise copy_error(self._fatal_error)
         attempt = self._attempt
-        if attempt is None or (attempt.decided.is_set() and attempt.synth is None):
+        if attempt is None or (attempt.decided.is_set() and attempt.synth is None and attempt.claimed):
             attempt = self._start_attempt()
+        # A failed attempt is reported to the first job that asks, even
+        # after the fact (the warm-up's failure, say): that job would have
+        # made the attempt itself. The job after it tries anew.
+        attempt.claimed = True
         await attempt.decided.wait()
         if attempt.synth is not None:
             return attempt.synth

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final, Literal, Protocol, final
 
 import trio
@@ -422,6 +424,20 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         """Fail with ``error`` and have the transport stop its work for this utterance."""
         self._fail(error)
         self._link.abandon()
+
+    @contextmanager
+    def _block(self) -> Iterator[None]:
+        """The body of the ``async with`` block that opened the utterance: what :meth:`interrupt` cancels.
+
+        Leaving it closes the utterance (see :meth:`_close`).
+        """
+        try:
+            with trio.CancelScope() as scope:
+                self._cancel_scope = scope
+                yield
+        finally:
+            self._cancel_scope = None
+            self._close()
 
     def _close(self) -> None:
         """Its ``async with`` block is left: abandon it if unfinished, drop what is unread."""

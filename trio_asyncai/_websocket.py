@@ -1066,7 +1066,8 @@ async def open_synthesizer(
                 max_message_size=max_message_size,
             )
             try:
-                synth._connection = await synth._connection_for(settings)
+                # Connect on entry: a bad key or a dead service fails here, not at the first utterance.
+                await synth._connection_for(settings)
                 yield synth
             finally:
                 await synth._shutdown()

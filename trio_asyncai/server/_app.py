@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, cast, final
 
 import attrs
+import sniffio
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Event as HypercornEvent
@@ -192,6 +193,23 @@ async def _run(
         task_status.started(server)
 
 
+def _require_trio() -> None:
+    """Raise a RuntimeError unless the caller runs under trio (Hypercorn's trio worker needs it).
+
+    The client has the same check (``require_trio``); the server keeps its
+    own copy, as it imports nothing from the client.
+    """
+    try:
+        library: str | None = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = None
+    if library != "trio":
+        raise RuntimeError(
+            f"the local server needs trio, and was started under {library or 'no async library'}: "
+            "run it with trio.run(), or anyio.run(..., backend='trio')"
+        )
+
+
 @asynccontextmanager
 async def open_local_server(
     *,
@@ -218,6 +236,7 @@ async def open_local_server(
     exception group: the block's exception is held while the server task is
     cancelled, then re-raised.
     """
+    _require_trio()
     state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
     error: BaseException | None = None
     try:
@@ -295,6 +314,7 @@ async def serve(
     gracefully: it accepts no new connection, lets the requests in flight
     finish for up to a second, then returns.
     """
+    _require_trio()
     state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
     preload = getattr(state.engine, "preload", None)
     if callable(preload):
