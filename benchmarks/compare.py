@@ -58,7 +58,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -389,27 +389,31 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _concurrent(
+async def _timed(
     opener: Opener,
     shared: bool,
     url: str,
     voice: str,
     workers: int,
     work: Callable[[Speak], Coroutine[Any, Any, None]],
-) -> None:
-    if shared:
-        async with opener(url, voice) as speak, anyio.create_task_group() as tg:
+) -> tuple[float, float]:
+    """CPU and wall seconds of ``workers`` running ``work`` at once, clients opened and warm beforehand.
+
+    Opening a client (an SSL context, a connection, a pipeline) is not part
+    of the figure: only the utterances are.
+    """
+    async with AsyncExitStack() as stack:
+        speakers = [await stack.enter_async_context(opener(url, voice))] if shared else []
+        if not shared:
             for _ in range(workers):
-                tg.start_soon(work, speak)
-    else:
-
-        async def own(_: int) -> None:
-            async with opener(url, voice) as speak:
-                await work(speak)
-
+                speakers.append(await stack.enter_async_context(opener(url, voice)))
+        for speak in speakers:
+            await speak(SHORT)  # connected and warm
+        cpu, wall = _cpu(), time.perf_counter()
         async with anyio.create_task_group() as tg:
             for index in range(workers):
-                tg.start_soon(own, index)
+                tg.start_soon(work, speakers[index % len(speakers)])
+        return _cpu() - cpu, time.perf_counter() - wall
 
 
 async def _scenario(name: str, opener: Opener, shared: bool, url: str, voice: str) -> dict[str, Any]:
@@ -441,11 +445,7 @@ async def _scenario(name: str, opener: Opener, shared: bool, url: str, voice: st
                 spoken = await speak(text)
                 total += spoken.nbytes  # not `total += (await ...)`: that reads total before the await
 
-        async with opener(url, voice) as warm:
-            await warm(SHORT)
-        cpu, wall = _cpu(), time.perf_counter()
-        await _concurrent(opener, shared, url, voice, workers, work)
-        cpu, wall = _cpu() - cpu, time.perf_counter() - wall
+        cpu, wall = await _timed(opener, shared, url, voice, workers, work)
         audio = total / BYTES_PER_SECOND
         return {"cpu_per_audio_s": cpu / audio, "wall": wall, "audio": audio}
     if name == "rss":
@@ -570,32 +570,38 @@ def main() -> None:
     scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     clients = [c for c in clients if _installed(CLIENTS[c][3])]
     server, url = _start_server()
-    table: dict[str, dict[str, str]] = {}
+    pairs = [(c, sc) for sc in scenarios for c in clients if sc not in ASYNCAI_ONLY or c == "asyncai-ws"]
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
+    failed: dict[tuple[str, str], str] = {}
     try:
-        for client in clients:
-            row = table.setdefault(client, {})
-            for scenario in scenarios:
-                if scenario in ASYNCAI_ONLY and client != "asyncai-ws":
+        # Run by run, every client in turn: a machine that drifts (another
+        # tenant, a thermal limit) then weighs on every client alike.
+        for run in range(args.runs):
+            for client, scenario in pairs:
+                if (client, scenario) in failed:
                     continue
-                results = []
-                for _ in range(args.runs):
-                    child = subprocess.run(
-                        [sys.executable, __file__, "--child", client, scenario, url, DEFAULT_VOICE_ID],
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                    )
-                    if child.returncode != 0:
-                        last = (child.stderr.strip().splitlines() or ["?"])[-1]
-                        row[scenario] = f"failed: {last[:60]}"
-                        break
-                    results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-                else:
-                    row[scenario] = FIGURES[scenario][1](_median_result(results))
-                print(f"{client:18} {FIGURES[scenario][0]:40} {row[scenario]}", flush=True)
+                child = subprocess.run(
+                    [sys.executable, __file__, "--child", client, scenario, url, DEFAULT_VOICE_ID],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                if child.returncode != 0:
+                    last = (child.stderr.strip().splitlines() or ["?"])[-1]
+                    failed[client, scenario] = f"failed: {last[:60]}"
+                    continue
+                results[client, scenario].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"run {run + 1} of {args.runs} done", flush=True)
     finally:
         server.terminate()
         server.wait(10)
+    table: dict[str, dict[str, str]] = {client: {} for client in clients}
+    for client, scenario in pairs:
+        if (client, scenario) in failed:
+            table[client][scenario] = failed[client, scenario]
+        else:
+            table[client][scenario] = FIGURES[scenario][1](_median_result(results[client, scenario]))
+        print(f"{client:18} {FIGURES[scenario][0]:40} {table[client][scenario]}")
     _report(table, scenarios, args)
 
 
