@@ -612,7 +612,10 @@ def _report(table: dict[str, dict[str, str]], scenarios: list[str], args: argpar
         f"{os.cpu_count()} cores ({platform.machine()}), CPython {platform.python_version()}, "
         f"trio {trio.__version__}; median of {args.runs} runs; {time.strftime('%Y-%m-%d')}"
     )
-    command = "python benchmarks/compare.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--rst"))
+    shown = [
+        a for a, before in zip(sys.argv[1:], ["", *sys.argv[1:]], strict=False) if "--rst" not in (a, before)
+    ]
+    command = "python benchmarks/compare.py " + " ".join(shown)
     lines = [".. list-table::", "   :header-rows: 1", "", "   * - figure"]
     lines += [f"     - {client}" for client in table]
     for scenario in scenarios:
