@@ -167,44 +167,64 @@ async def _asyncai_pipeline(url: str, voice: str, *, http: bool) -> AsyncIterato
 # ------------------------------------------------------------------- floor
 
 
+class _FloorProtocol:
+    """The least a WebSocket client does (JSON and base64), shared by both floors; events are theirs."""
+
+    def __init__(self, url: str, voice: str) -> None:
+        self.url = (
+            "ws" + url.removeprefix("http") + f"/text_to_speech/websocket/ws?api_key={API_KEY}&version=v1"
+        )
+        self.init = json.dumps(
+            {
+                "model_id": "async_flash_v1.5",
+                "voice": {"mode": "id", "id": voice},
+                "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE},
+            }
+        )
+        #: context id -> (what arrived, the callable that says it is complete)
+        self.contexts: dict[str, tuple[Spoken, Callable[[], None]]] = {}
+
+    def utterance(self, text: str, spoken: Spoken, done: Callable[[], None]) -> tuple[str, str]:
+        """The two messages of one utterance (its text, then its close); ``done`` is called on its final."""
+        context_id = str(uuid.uuid4())
+        self.contexts[context_id] = (spoken, done)
+        return (
+            json.dumps({"transcript": text.strip() + " ", "context_id": context_id, "force": True}),
+            json.dumps({"close_context": True, "transcript": "", "context_id": context_id}),
+        )
+
+    def receive(self, message: str | bytes) -> None:
+        data = json.loads(message)
+        entry = self.contexts.get(data.get("context_id", ""))
+        if entry is None:
+            return
+        if data.get("audio"):
+            entry[0].audio(base64.b64decode(data["audio"]))
+        if data.get("final"):
+            entry[0].end = time.perf_counter()
+            del self.contexts[data["context_id"]]
+            entry[1]()
+
+
 @asynccontextmanager
 async def _floor_ws(url: str, voice: str) -> AsyncIterator[Speak]:
     import websockets
 
-    ws_url = "ws" + url.removeprefix("http") + f"/text_to_speech/websocket/ws?api_key={API_KEY}&version=v1"
-    async with websockets.connect(ws_url, compression=None, max_size=None) as ws:
-        init = {
-            "model_id": "async_flash_v1.5",
-            "voice": {"mode": "id", "id": voice},
-            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE},
-        }
-        await ws.send(json.dumps(init))
-        contexts: dict[str, tuple[Spoken, asyncio.Event]] = {}
+    protocol = _FloorProtocol(url, voice)
+    async with websockets.connect(protocol.url, compression=None, max_size=None) as ws:
+        await ws.send(protocol.init)
 
         async def read() -> None:
             async for message in ws:
-                data = json.loads(message)
-                entry = contexts.get(data.get("context_id", ""))
-                if entry is None:
-                    continue
-                if data.get("audio"):
-                    entry[0].audio(base64.b64decode(data["audio"]))
-                if data.get("final"):
-                    entry[0].end = time.perf_counter()
-                    entry[1].set()
+                protocol.receive(message)
 
         reader = asyncio.create_task(read())
 
         async def speak(text: str) -> Spoken:
-            context_id = str(uuid.uuid4())
             spoken, finished = Spoken(time.perf_counter()), asyncio.Event()
-            contexts[context_id] = (spoken, finished)
-            await ws.send(
-                json.dumps({"transcript": text.strip() + " ", "context_id": context_id, "force": True})
-            )
-            await ws.send(json.dumps({"close_context": True, "transcript": "", "context_id": context_id}))
+            for message in protocol.utterance(text, spoken, finished.set):
+                await ws.send(message)
             await finished.wait()
-            del contexts[context_id]
             return spoken
 
         try:
@@ -219,45 +239,26 @@ async def _floor_trio_ws(url: str, voice: str) -> AsyncIterator[Speak]:
     import trio
     import trio_websocket
 
-    ws_url = "ws" + url.removeprefix("http") + f"/text_to_speech/websocket/ws?api_key={API_KEY}&version=v1"
+    protocol = _FloorProtocol(url, voice)
     async with (
-        trio_websocket.open_websocket_url(ws_url, max_message_size=2**24, receive_buffer_size=None) as ws,
+        trio_websocket.open_websocket_url(
+            protocol.url, max_message_size=2**24, receive_buffer_size=None
+        ) as ws,
         trio.open_nursery() as nursery,
     ):
-        init = {
-            "model_id": "async_flash_v1.5",
-            "voice": {"mode": "id", "id": voice},
-            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE},
-        }
-        await ws.send_message(json.dumps(init))
-        contexts: dict[str, tuple[Spoken, trio.Event]] = {}
+        await ws.send_message(protocol.init)
 
         async def read() -> None:
             while True:
-                data = json.loads(await ws.get_message())
-                entry = contexts.get(data.get("context_id", ""))
-                if entry is None:
-                    continue
-                if data.get("audio"):
-                    entry[0].audio(base64.b64decode(data["audio"]))
-                if data.get("final"):
-                    entry[0].end = time.perf_counter()
-                    entry[1].set()
+                protocol.receive(await ws.get_message())
 
         nursery.start_soon(read)
 
         async def speak(text: str) -> Spoken:
-            context_id = str(uuid.uuid4())
             spoken, finished = Spoken(time.perf_counter()), trio.Event()
-            contexts[context_id] = (spoken, finished)
-            await ws.send_message(
-                json.dumps({"transcript": text.strip() + " ", "context_id": context_id, "force": True})
-            )
-            await ws.send_message(
-                json.dumps({"close_context": True, "transcript": "", "context_id": context_id})
-            )
+            for message in protocol.utterance(text, spoken, finished.set):
+                await ws.send_message(message)
             await finished.wait()
-            del contexts[context_id]
             return spoken
 
         yield speak

@@ -6,6 +6,7 @@ import inspect
 import re
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -960,33 +961,54 @@ async def test_a_pipeline_called_directly_ends_when_a_stage_returns_early(
 
 
 @attrs.define
-class SilentPeer:
-    """A TCP listener that accepts connections and never says a word (a service that hangs)."""
+class Peer:
+    """A TCP listener standing in for the service, counting the connections it accepted."""
 
     url: str
     accepted: int = 0
 
 
-@pytest.fixture
-async def silent_peer() -> AsyncIterator[SilentPeer]:
+@asynccontextmanager
+async def peer_answering(answer: Callable[[trio.SocketStream], Awaitable[None]]) -> AsyncIterator[Peer]:
+    """A :class:`Peer` that hands each connection to ``answer``."""
     async with trio.open_nursery() as nursery:
         (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listener.socket.getsockname()[1]
-        peer = SilentPeer(f"http://127.0.0.1:{port}")
+        peer = Peer(f"http://127.0.0.1:{listener.socket.getsockname()[1]}")
 
         async def handler(stream: trio.SocketStream) -> None:
             peer.accepted += 1
             async with stream:
-                await trio.sleep_forever()
+                await answer(stream)
 
         nursery.start_soon(trio.serve_listeners, handler, [listener])
         yield peer
         nursery.cancel_scope.cancel()
 
 
-async def test_the_warm_up_ends_with_the_stage(
-    jump_clock: trio.testing.MockClock, silent_peer: SilentPeer
-) -> None:
+async def _say_nothing(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
+
+
+async def _refuse_the_handshake(stream: trio.SocketStream) -> None:
+    await stream.receive_some()
+    await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.fixture
+async def silent_peer() -> AsyncIterator[Peer]:
+    """A service that accepts connections and never says a word (it hangs)."""
+    async with peer_answering(_say_nothing) as peer:
+        yield peer
+
+
+@pytest.fixture
+async def refusing_peer() -> AsyncIterator[Peer]:
+    """A service that refuses every WebSocket handshake at once with a 503."""
+    async with peer_answering(_refuse_the_handshake) as peer:
+        yield peer
+
+
+async def test_the_warm_up_ends_with_the_stage(jump_clock: trio.testing.MockClock, silent_peer: Peer) -> None:
     sink = Sink()
     # A connect that could take minutes: the stage, given nothing to say,
     # must not wait for it (run() is bounded by TIMEOUT).
@@ -997,7 +1019,7 @@ async def test_the_warm_up_ends_with_the_stage(
 
 
 async def test_an_utterance_takes_the_warm_ups_failure(
-    jump_clock: trio.testing.MockClock, silent_peer: SilentPeer
+    jump_clock: trio.testing.MockClock, silent_peer: Peer
 ) -> None:
     alone = Sink()
     stage = WebSocketTTS(base_url=silent_peer.url, voice_id=DEFAULT_VOICE_ID)
@@ -1018,27 +1040,8 @@ async def test_an_utterance_takes_the_warm_ups_failure(
     assert silent_peer.accepted == one_connect
 
 
-@pytest.fixture
-async def refusing_peer() -> AsyncIterator[SilentPeer]:
-    """A listener that refuses every WebSocket handshake at once with a 503."""
-    async with trio.open_nursery() as nursery:
-        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listener.socket.getsockname()[1]
-        peer = SilentPeer(f"http://127.0.0.1:{port}")
-
-        async def handler(stream: trio.SocketStream) -> None:
-            peer.accepted += 1
-            async with stream:
-                await stream.receive_some()
-                await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-
-        nursery.start_soon(trio.serve_listeners, handler, [listener])
-        yield peer
-        nursery.cancel_scope.cancel()
-
-
 async def test_an_utterance_after_the_warm_up_failed_takes_its_failure(
-    jump_clock: trio.testing.MockClock, refusing_peer: SilentPeer
+    jump_clock: trio.testing.MockClock, refusing_peer: Peer
 ) -> None:
     sink = Sink()
     stage = WebSocketTTS(base_url=refusing_peer.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0)
