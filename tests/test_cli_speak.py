@@ -82,6 +82,33 @@ async def test_the_extension_chooses_the_format(tmp_path: Path) -> None:
     assert "--encoding applies to wav and raw output, not mp3" in run.err
 
 
+async def test_standard_output_streams_raw_or_mp3(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            command("speak", TEXT, "-o", "-", "--format", "raw", *SIGNAL),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
+            env=cli_env(),
+        )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == 2 * SignalEngine().samples_for(TEXT)
+    # The audio has standard output to itself: the summary goes to standard error.
+    assert result.stderr.decode().startswith("wrote standard output: ")
+    assert names(tmp_path) == []
+    for extra, message in (
+        ((), "say what with --format raw or --format mp3"),
+        (
+            ("--format", "wav"),
+            "use --format raw",
+        ),
+    ):
+        run = await run_cli("speak", TEXT, "-o", "-", *extra, *SIGNAL, cwd=tmp_path)
+        assert run.code == 2
+        assert message in run.err
+
+
 async def test_mulaw_raw_and_wav_agree(tmp_path: Path) -> None:
     telephony = ("--encoding", "pcm_mulaw", "--sample-rate", "8000", *SIGNAL)
     for name in ("t.raw", "t.wav"):

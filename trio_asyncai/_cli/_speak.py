@@ -40,7 +40,7 @@ def add_arguments(speak: argparse.ArgumentParser) -> None:
     speak.add_argument(
         "-o",
         "--output",
-        help=f"the file to write (default: {_DEFAULT_OUTPUT}, or none with --play)",
+        help=f"the file to write, - for standard output (default: {_DEFAULT_OUTPUT}, or none with --play)",
     )
     speak.add_argument(
         "--format",
@@ -102,6 +102,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     file_format: FileFormat = "raw"
     if args.format is not None:
         file_format = args.format
+    elif args.output == "-":
+        parser.error("-o - writes to standard output: say what with --format raw or --format mp3")
     elif args.output is not None:
         told = format_of(args.output)
         if told is None:
@@ -109,6 +111,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"cannot tell the format of {args.output!r} (known: {known}): use --format")
         file_format = told
     args.file_format = file_format
+    if args.output == "-" and file_format == "wav":
+        parser.error("-o - streams raw or mp3 audio (a WAV file's header needs its length): use --format raw")
     if file_format == "mp3":
         for flag, given in (("--encoding", args.encoding), ("--pcm16", args.pcm16 or None)):
             if given is not None:
@@ -175,7 +179,14 @@ async def run(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         # The file and the speakers first: a bad path or a missing device fails before any request.
         sink = None
-        if args.output is not None:
+        if args.output == "-":
+            sink = AudioFile(
+                sys.stdout.buffer,
+                file_format=args.file_format,
+                sample_rate=fmt.sample_rate,
+                encoding=written,
+            )
+        elif args.output is not None:
             file = stack.enter_context(atomic_output(args.output))
             sink = AudioFile(
                 file, file_format=args.file_format, sample_rate=fmt.sample_rate, encoding=written
@@ -191,6 +202,8 @@ async def run(args: argparse.Namespace) -> int:
                     pcm = mulaw_to_pcm16(chunk.audio) if mulaw and (args.pcm16 or args.play) else chunk.audio
                     if sink is not None:
                         sink.write(pcm if written != fmt.encoding else chunk.audio)
+                        if args.output == "-":
+                            sys.stdout.buffer.flush()  # for a player at the other end of a pipe
                     if player is not None:
                         await player.play(pcm)
                     progress.update(utterance.metrics.audio_bytes)
@@ -204,13 +217,21 @@ async def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         seconds = metrics.audio_bytes / per_second
         ttfb = f"{metrics.ttfb * 1000:.0f} ms" if metrics.ttfb is not None else "n/a"
-        done = f"wrote {args.output}" if args.output is not None else "played"
+        done = (
+            "played"
+            if args.output is None
+            else "wrote standard output"
+            if args.output == "-"
+            else f"wrote {args.output}"
+        )
         # mp3's length is known to its decoder only: its size says what came.
         amount = (
             f"{metrics.audio_bytes} bytes of mp3"
             if fmt.container == "mp3"
             else f"{seconds:.2f} s of {written}"
         )
-        print(f"{done}: {amount} audio at {fmt.sample_rate} Hz from {target.where}")
-        print(f"time to first audio: {ttfb}; {metrics.characters} characters")
+        # With the audio on standard output, the summary goes to standard error.
+        report = sys.stderr if args.output == "-" else sys.stdout
+        print(f"{done}: {amount} audio at {fmt.sample_rate} Hz from {target.where}", file=report)
+        print(f"time to first audio: {ttfb}; {metrics.characters} characters", file=report)
     return 0
