@@ -459,6 +459,33 @@ async def test_a_barge_in_while_the_llm_streams_leaves_nothing_stale(
     await tts.all_closed()
 
 
+async def test_a_barge_in_while_started_waits_lets_no_audio_through(tts: TTSFactory) -> None:
+    """The interruption comes while TTSStartedFrame waits for the next stage: no audio follows it."""
+    reading = trio.Event()
+    inputs: list[trio.MemoryReceiveChannel[Frame]] = []
+
+    async def gated(receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]) -> None:
+        inputs.append(receive)
+        await reading.wait()  # the next stage reads nothing yet: Started waits to be taken
+        await sink(receive, send)
+
+    sink = Sink()
+    task = PipelineTask(Pipeline([tts(), gated]))
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            await task.queue_frame(TTSSpeakFrame(LONG))
+            # Until the first audio is in and Started waits to be taken (audio comes over a socket).
+            while not inputs or inputs[0].statistics().tasks_waiting_send == 0:
+                await trio.testing.wait_all_tasks_blocked()
+            await task.queue_frame(InterruptionFrame())
+            await trio.testing.wait_all_tasks_blocked()  # the stage has taken the interruption
+            reading.set()
+            await task.queue_frame(EndFrame())
+    kinds = [type(f) for f in sink.frames]
+    assert kinds == [TTSStartedFrame, TTSStoppedFrame, InterruptionFrame, EndFrame]
+
+
 async def test_a_barge_in_stops_every_utterance_in_flight(
     tts: TTSFactory, jump_clock: trio.testing.MockClock
 ) -> None:

@@ -406,6 +406,8 @@ class Generation:
                 frame = TTSAudioRawFrame(chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid)
                 with trio.CancelScope() as scope:
                     self._audio_send_scope = scope
+                    if self._ending == "interrupt":
+                        scope.cancel()  # it came while Started was being taken
                     await self._send.send(frame)
                 self._audio_send_scope = None
         except AsyncAIError as exc:
