@@ -352,6 +352,11 @@ class Generation:
         else:
             self._cancel_scope.cancel()
 
+    @property
+    def _interrupted(self) -> bool:
+        """Whether an interruption ended this generation (read afresh after every await)."""
+        return self._ending == "interrupt"
+
     async def wait_done(self) -> None:
         """Return once the output loop has delivered what this generation owes."""
         await self._done.wait()
@@ -398,7 +403,7 @@ class Generation:
                     chunk = await utterance.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     break
-                if self._ending == "interrupt":
+                if self._interrupted:
                     break  # not one more frame of its audio
                 if not started:
                     await self._send.send(TTSStartedFrame(uid))
@@ -406,7 +411,7 @@ class Generation:
                 frame = TTSAudioRawFrame(chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid)
                 with trio.CancelScope() as scope:
                     self._audio_send_scope = scope
-                    if self._ending == "interrupt":
+                    if self._interrupted:
                         scope.cancel()  # it came while Started was being taken
                     await self._send.send(frame)
                 self._audio_send_scope = None
@@ -417,7 +422,7 @@ class Generation:
         if started:
             await self._send.send(TTSStoppedFrame(uid))
         error = error or job.error
-        if error is not None and (self._ending != "interrupt" or not utterance.interrupted):
+        if error is not None and (not self._interrupted or not utterance.interrupted):
             await self._send_error(error, uid)
         if self._enable_metrics:
             metrics = utterance.metrics
