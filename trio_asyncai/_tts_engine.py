@@ -403,16 +403,14 @@ class Generation:
                     chunk = await utterance.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     break
-                if self._interrupted:
-                    break  # not one more frame of its audio
                 if not started:
                     await self._send.send(TTSStartedFrame(uid))
                     started = True
+                if self._interrupted:
+                    break  # not one more frame of its audio (it may have come while Started was taken)
                 frame = TTSAudioRawFrame(chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid)
                 with trio.CancelScope() as scope:
                     self._audio_send_scope = scope
-                    if self._interrupted:
-                        scope.cancel()  # it came while Started was being taken
                     await self._send.send(frame)
                 self._audio_send_scope = None
         except AsyncAIError as exc:
