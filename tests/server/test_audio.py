@@ -15,6 +15,7 @@ from trio_asyncai.server._audio import (
     MAX_BREAK_SECONDS,
     encode,
     render,
+    sentence_scan_start,
     split_breaks,
     split_complete_sentences,
     stream_audio,
@@ -144,3 +145,17 @@ def test_pitch_changes_length_and_is_applied_for_every_engine() -> None:
     }
     # Lower pitch plays slower (longer), higher pitch faster (shorter).
     assert lengths["Joe Calm"] > lengths["Joe"] > lengths["Joe Bright"]
+
+
+@given(st.text(), st.text())
+def test_a_scan_from_the_held_texts_tail_finds_what_a_full_scan_finds(held: str, more: str) -> None:
+    if split_complete_sentences(held)[0]:
+        held = ""  # the server holds only text with no complete sentence in it
+    full = held + more
+    assert split_complete_sentences(full, sentence_scan_start(held)) == split_complete_sentences(full)
+
+
+def test_unfinished_text_is_not_scanned_again() -> None:
+    held = "word " * 10_000
+    assert sentence_scan_start(held) == len(held) - 1  # only its trailing space
+    assert sentence_scan_start("Wait... ") == 4

@@ -10,6 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import LocalServer
+from trio_asyncai.server import _websocket as server_websocket
 
 from .helpers import TIMEOUT, GatedEngine, audio_of, close_of, connect, init_message, s16, signal_bytes
 
@@ -343,3 +344,25 @@ async def test_log_records_messages_in_order(server: LocalServer) -> None:
     assert record.query == {"api_key": "***", "version": "v1"}
     assert record.audio_messages_sent >= 1
     assert record.closed
+
+
+async def test_text_in_small_pieces_is_scanned_once(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unfinished text sent piece by piece: each piece costs a scan of itself, not of all held so far."""
+    scanned: list[int] = []
+    real = server_websocket.split_complete_sentences
+
+    def recording(buffer: str, start: int = 0) -> tuple[str, str]:
+        scanned.append(len(buffer) - start)
+        return real(buffer, start)
+
+    monkeypatch.setattr(server_websocket, "split_complete_sentences", recording)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            for _ in range(200):
+                await client.text("word ", "c")
+            await client.close_context("c")
+            await client.until_finals("c")
+    assert len(scanned) == 200
+    assert max(scanned) <= len("word ") + 1

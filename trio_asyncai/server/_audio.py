@@ -40,6 +40,7 @@ __all__ = [
     "render_all",
     "render_to_file",
     "split_breaks",
+    "sentence_scan_start",
     "split_complete_sentences",
     "stream_audio",
     "wav_file",
@@ -64,12 +65,32 @@ _BREAK: Final = re.compile(
 )
 
 
-def split_complete_sentences(buffer: str) -> tuple[str, str]:
-    """Split ``buffer`` into (its complete sentences, the unfinished rest)."""
+#: What a sentence end is made of: a match of _SENTENCE_END holds nothing else.
+_SENTENCE_END_CHARS: Final = frozenset(".!?\"'\u201d\u2019)]\u3002\uff01\uff1f")
+
+
+def split_complete_sentences(buffer: str, start: int = 0) -> tuple[str, str]:
+    """Split ``buffer`` into (its complete sentences, the unfinished rest).
+
+    Sentence ends are looked for from ``start`` on (see :func:`sentence_scan_start`),
+    so that text arriving in small pieces is not scanned again and again.
+    """
     end = 0
-    for match in _SENTENCE_END.finditer(buffer):
+    for match in _SENTENCE_END.finditer(buffer, start):
         end = match.end()
     return buffer[:end], buffer[end:]
+
+
+def sentence_scan_start(held: str) -> int:
+    """Where a sentence end may begin in ``held`` + more text, if ``held`` holds no complete one.
+
+    Only in the trailing run of sentence-end characters and white space: a
+    sentence end that began earlier would have been complete already.
+    """
+    start = len(held)
+    while start > 0 and (held[start - 1] in _SENTENCE_END_CHARS or held[start - 1].isspace()):
+        start -= 1
+    return start
 
 
 def split_breaks(text: str) -> list[str | float]:

@@ -85,7 +85,14 @@ import trio
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._audio import AudioEncoder, encode_all, make_encoder, split_complete_sentences, stream_audio
+from ._audio import (
+    AudioEncoder,
+    encode_all,
+    make_encoder,
+    sentence_scan_start,
+    split_complete_sentences,
+    stream_audio,
+)
 from ._requests import (
     API_VERSION,
     CODE_FOR_STATUS,
@@ -391,12 +398,13 @@ class _Connection:
             self.state.faults.error_on_text = None
             await self._error(code, "error injected by the local server's faults", key)
             return
+        start = sentence_scan_start(context.buffer)
         context.buffer += transcript
         if force:
             text, context.buffer = context.buffer, ""
             await self._enqueue(context, text, flush=True, final=self.state.faults.final_per_force)
         else:
-            complete, rest = split_complete_sentences(context.buffer)
+            complete, rest = split_complete_sentences(context.buffer, start)
             if complete.strip():
                 context.buffer = rest
                 await self._enqueue(context, complete, flush=False, final=False)
