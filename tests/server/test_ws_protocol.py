@@ -351,7 +351,7 @@ async def test_text_in_small_pieces_is_scanned_once(
 ) -> None:
     """Unfinished text sent piece by piece: each piece costs a scan of itself, not of all held so far."""
     scanned: list[int] = []
-    real = server_websocket.split_complete_sentences
+    from trio_asyncai.server._audio import split_complete_sentences as real
 
     def recording(buffer: str, start: int = 0) -> tuple[str, str]:
         scanned.append(len(buffer) - start)
