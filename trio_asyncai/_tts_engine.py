@@ -38,7 +38,7 @@ from ._aggregator import SentenceAggregator
 from ._errors import AsyncAIError, ConfigurationError, SynthesizerClosedError, copy_error, is_fatal
 from ._groups import single_exception
 from ._speaker import SpeakerBase
-from ._types import check_speed_control, check_stability, check_text, normalize_language
+from ._types import check_optional_str, check_speed_control, check_stability, check_text, normalize_language
 from ._utterance import Utterance
 from .frames import (
     EndFrame,
@@ -104,11 +104,6 @@ class SynthesizerHolder:
         self._attempt: _Attempt | None = None
         self._fatal_error: AsyncAIError | None = None
         self._closing = trio.Event()
-
-    @property
-    def current(self) -> SpeakerBase | None:
-        """The open synthesizer, if there is one yet."""
-        return None if self._attempt is None else self._attempt.synth
 
     def warm_up(self) -> None:
         """Start opening the synthesizer in the background, before any job needs it."""
@@ -441,12 +436,6 @@ class Generation:
 # ------------------------------------------------------------------- engine
 
 
-def _check_setting(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{name} must be a non-empty str, not {value!r}")
-    return value.strip()
-
-
 @final
 class TTSEngine:
     """One run of a TTS stage: reads the frames, gathers utterances, hands them to a generation."""
@@ -558,11 +547,8 @@ class TTSEngine:
             return None
 
     def _current_language(self) -> str:
-        language = self._changes.get("language") or normalize_language(self._language)
-        synth = None if self._synthesizer is None else self._synthesizer.current
-        if language is None and synth is not None:
-            language = synth.settings.language
-        return language or "en"
+        """The language the aggregator cuts sentences for: the latest change, else the stage's option."""
+        return self._changes.get("language") or normalize_language(self._language) or "en"
 
     async def _on_text(self, frame_text: object) -> None:
         text = self._text_or_error(frame_text)
@@ -604,9 +590,9 @@ class TTSEngine:
         changes: dict[str, Any] = {}
         try:
             if frame.voice_id is not None:
-                changes["voice_id"] = _check_setting("voice_id", frame.voice_id)
+                changes["voice_id"] = check_optional_str("voice_id", frame.voice_id)
             if frame.model is not None:
-                changes["model"] = _check_setting("model", frame.model)
+                changes["model"] = check_optional_str("model", frame.model)
             if frame.language is not None:
                 changes["language"] = normalize_language(frame.language)
             if frame.speed_control is not None:

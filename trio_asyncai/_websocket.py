@@ -589,6 +589,9 @@ class Synthesizer(SpeakerBase):
         self._settings = settings
         self._api_key = api_key
         self.base_url = base_url
+        self._endpoint = _Endpoint.of(base_url)
+        # Made once: building a TLS context takes tens of milliseconds of the event loop.
+        self._ssl_context = ssl.create_default_context() if self._endpoint.secure else None
         self._keepalive_interval = keepalive_interval
         self._connect_timeout = connect_timeout
         self._audio_timeout = audio_timeout
@@ -686,7 +689,7 @@ class Synthesizer(SpeakerBase):
         so that whatever happens in the handshake (a refusal, a timeout, a
         peer that is no HTTP server) the socket is closed here, by its owner.
         """
-        endpoint = _Endpoint.of(self.base_url)
+        endpoint = self._endpoint
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
         try:
             with trio.fail_at(deadline):
@@ -694,7 +697,7 @@ class Synthesizer(SpeakerBase):
                     stream = await trio.open_ssl_over_tcp_stream(
                         endpoint.host,
                         endpoint.port,
-                        ssl_context=ssl.create_default_context(),
+                        ssl_context=self._ssl_context,
                         https_compatible=True,
                     )
                 else:
