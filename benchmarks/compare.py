@@ -451,13 +451,13 @@ async def _scenario(name: str, opener: Opener, shared: bool, url: str, voice: st
         audio = total / BYTES_PER_SECOND
         return {"cpu_per_audio_s": cpu / audio, "wall": wall, "audio": audio}
     if name == "rss":
-        return await _rss(opener, url, voice)
+        return await _rss(url, voice)
     if name == "bargein":
-        return await _bargein(url, voice, opener)
+        return await _bargein(voice)
     raise ValueError(name)
 
 
-async def _rss(opener: Opener, url: str, voice: str) -> dict[str, Any]:
+async def _rss(url: str, voice: str) -> dict[str, Any]:
     """Peak RSS while 60 s of audio arrive for a consumer that reads nothing for a while."""
     import trio_asyncai
 
@@ -476,7 +476,7 @@ def _closed_at_least(count: int, log: Any) -> bool:
     return bool(log.contexts_closed >= count)
 
 
-async def _bargein(url: str, voice: str, opener: Opener) -> dict[str, Any]:
+async def _bargein(voice: str) -> dict[str, Any]:
     """interrupt() after the first chunk: its time, what arrives after it, when the service hears of it.
 
     This one runs a server of its own in the process, to see on its log when

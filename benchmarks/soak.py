@@ -178,6 +178,9 @@ async def soak(
                 for _ in range(workers):
                     nursery.start_soon(worker, random.Random(rng.getrandbits(64)))
         # The synthesizer is closed: every context it opened must have been closed.
+        # The server may answer the close before it has read the last messages: wait for it.
+        with trio.move_on_after(10):
+            await server.log.wait_for(lambda log: log.connections_closed == log.connections_opened)
         counts.unclosed = len(server.log.unclosed_contexts())
     return counts
 

@@ -100,9 +100,12 @@ def _first_word_complete(text: str) -> bool:
     return False
 
 
+_UNSPACED_CHAR: Final = re.compile(f"[{_UNSPACED}]")
+
+
 def _unspaced(char: str) -> bool:
     """Whether a character belongs to a script written without spaces between words."""
-    return "\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff"
+    return _UNSPACED_CHAR.match(char) is not None
 
 
 def _unclosed_since(text: str) -> int | None:

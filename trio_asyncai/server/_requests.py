@@ -155,10 +155,6 @@ class RequestError(Exception):
         self.status = status if status is not None else ERROR_STATUS.get(code, 400)
         self.extra = dict(extra) if extra is not None else None
 
-    def to_json(self) -> dict[str, Any]:
-        """The error object: ``{"error_code", "message", "extra"?}``."""
-        return error_body(self.code, self.message, self.extra)
-
 
 def error_body(code: str, message: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The flat JSON error object ``{"error_code", "message", "extra"?}``.

@@ -78,7 +78,7 @@ MAX_CLONE_BYTES: Final = 10 * 1024 * 1024
 GENDERS: Final = ("Male", "Female", "Neutral", "Unspecified")
 #: Where a preview's signed URL points (``{voice_id}`` filled in).
 SIGNED_PREVIEW_PATH: Final = "/signed/voice-previews/{voice_id}"
-#: The languages the list filter takes: the synthesis ones, and ``nl``.
+#: The format of a voice's preview audio.
 _PREVIEW_FORMAT: Final = OutputFormat(sample_rate=24000)
 _EDITABLE: Final = ("name", "description", "gender", "style", "accent")
 _SIGNED_FOR: Final = 3600

@@ -216,7 +216,6 @@ class _Context:
     encoder: AudioEncoder
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     buffer: str = ""
-    pending: int = 0
     #: Its audio is no longer wanted: nothing more of it is sent.
     closed: bool = False
 
@@ -424,7 +423,6 @@ class _Connection:
         self, context: _Context, text: str, *, flush: bool, final: bool, closing: bool = False
     ) -> None:
         self._keep(self.record.jobs, (context.id, text, flush))
-        context.pending += 1
         self.state.log.notify()
         # Waits while the context has JOB_QUEUE_JOBS texts waiting: the
         # client's next message is read when synthesis catches up.
@@ -489,10 +487,6 @@ class _Connection:
                         ) as chunks:
                             async for chunk in chunks:
                                 await self._queue(_audio_message(chunk, context.id), context, "audio")
-                    if job.final:
-                        await self._queue(_final_message(context.id), context, "final")
-                    if job.closing:
-                        await self._after_close(context.id)
                 except Exception:
                     logger.exception("synthesis failed")
                     # Start the next job on a clean stream.
@@ -502,12 +496,10 @@ class _Connection:
                         context,
                         "error",
                     )
-                    if job.final:
-                        await self._queue(_final_message(context.id), context, "final")
-                    if job.closing:
-                        await self._after_close(context.id)
-                finally:
-                    context.pending -= 1
+                if job.final:
+                    await self._queue(_final_message(context.id), context, "final")
+                if job.closing:
+                    await self._after_close(context.id)
 
     # ------------------------------------------------------------------ sending
 
