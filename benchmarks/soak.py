@@ -34,12 +34,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import trio
 
 from trio_asyncai import open_http_synthesizer, open_synthesizer
-from trio_asyncai._speaker import SpeakerBase
+from trio_asyncai._synthesizer import BaseSynthesizer
 from trio_asyncai.server import DEFAULT_VOICE_ID, open_local_server
 
 _WORDS = (
@@ -82,7 +83,7 @@ class Counts:
 
 
 @asynccontextmanager
-async def _open(transport: str, url: str, sample_rate: int) -> AsyncIterator[SpeakerBase]:
+async def _open(transport: str, url: str, sample_rate: int) -> AsyncIterator[BaseSynthesizer[Any]]:
     if transport == "http":
         async with open_http_synthesizer(
             base_url=url, voice_id=DEFAULT_VOICE_ID, sample_rate=sample_rate
@@ -93,7 +94,7 @@ async def _open(transport: str, url: str, sample_rate: int) -> AsyncIterator[Spe
             yield ws
 
 
-async def _reference(synth: SpeakerBase, text: str) -> tuple[bytes, int]:
+async def _reference(synth: BaseSynthesizer[Any], text: str) -> tuple[bytes, int]:
     """The bytes of ``text`` spoken whole, and how many chunks they came in."""
     parts: list[bytes] = []
     async with synth.speak(text) as utterance:
@@ -103,7 +104,7 @@ async def _reference(synth: SpeakerBase, text: str) -> tuple[bytes, int]:
 
 
 async def _one(
-    synth: SpeakerBase,
+    synth: BaseSynthesizer[Any],
     text: str,
     reference: bytes,
     reference_chunks: int,

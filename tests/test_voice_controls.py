@@ -17,7 +17,7 @@ from trio_asyncai import (
     open_http_synthesizer,
     open_synthesizer,
 )
-from trio_asyncai._speaker import SpeakerBase
+from trio_asyncai._synthesizer import BaseSynthesizer
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine
 from trio_asyncai.server._audio import mulaw_encode
 
@@ -28,7 +28,7 @@ TELEPHONY = OutputFormat(encoding="pcm_mulaw", sample_rate=8000)
 
 
 @asynccontextmanager
-async def synth_for(kind: str, server: LocalServer, **kwargs: Any) -> AsyncIterator[SpeakerBase]:
+async def synth_for(kind: str, server: LocalServer, **kwargs: Any) -> AsyncIterator[BaseSynthesizer[Any]]:
     kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
     if "output_format" not in kwargs:
         kwargs.setdefault("sample_rate", 24000)
@@ -44,7 +44,7 @@ def sent_settings(kind: str, server: LocalServer) -> list[dict[str, Any]]:
     return [dict(r.body) for r in server.log.http]
 
 
-async def speak(synth: SpeakerBase, text: str = TEXT) -> bytes:
+async def speak(synth: BaseSynthesizer[Any], text: str = TEXT) -> bytes:
     async with synth.speak(text) as utterance:
         return await utterance.read_all()
 

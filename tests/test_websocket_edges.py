@@ -170,7 +170,7 @@ async def test_a_rate_limited_close_backs_off(
                 await utterance.send("Held open. ")
                 connection = synth._connection
                 assert connection is not None
-                connection.fail(RateLimitError("slow down", code="RATE_LIMIT_EXCEEDED"))
+                connection._lose(RateLimitError("slow down", code="RATE_LIMIT_EXCEEDED"))
                 with pytest.raises(RateLimitError):
                     await utterance.read_all()
             took = await _speak_timed(synth)
@@ -375,7 +375,8 @@ async def test_speak_racing_aclose_during_the_backoff_is_synthesizer_closed(
             synth = await trio_asyncai.connect_synthesizer(
                 nursery, base_url=server.url, voice_id=DEFAULT_VOICE_ID, reconnect_backoff=1.0
             )
-            synth._drops_in_a_row = 2  # as after two connections lost under utterances
+            for _ in range(2):  # as after two connections lost under utterances
+                synth._backoff.failed("drop")
             synth.update_settings(voice_id=PREDEFINED_VOICES[1].voice_id)  # a new connection is needed
 
             async def talk() -> None:

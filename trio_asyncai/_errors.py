@@ -26,11 +26,21 @@
         │                           429 VOICE_CLONE_LIMIT_EXCEEDED
         └── ServerError             5xx, INTERNAL_SERVER_ERROR, SERVICE_UNAVAILABLE
 
-``retryable`` says whether trying the same request again later can succeed:
-true for transport failures, rate limits and server errors; false for a bad
-key, an unknown voice, a malformed request, a used-up quota or the clone
-limit. ``retry_after`` says how long the service asked us to wait (from the
-error's ``extra.retry_after_ms``, or a ``Retry-After`` header).
+Every judgement about an error is made here, and only here:
+
+- :attr:`~AsyncAIError.retryable`: whether trying the same request again
+  later can succeed: true for transport failures, rate limits and server
+  errors; false for a bad key, an unknown voice, a malformed request, a
+  used-up quota or the clone limit.
+- :func:`retry_after`: how long the service asked us to wait (the error's
+  ``extra.retry_after_ms``, or a ``Retry-After`` header).
+- :func:`refuses_settings`: whether the error condemns a connection's
+  settings (key, voice, version, language, format), so that connecting again
+  with them is no use.
+- :func:`is_fatal`: whether it stops all synthesis until someone acts.
+- :func:`error_from_close_reason`: what a WebSocket close reason means.
+
+How long to wait between attempts is :mod:`trio_asyncai._retry`'s.
 
 Error bodies are read by one parser, :func:`error_from_body`, wherever they
 arrive (REST, the HTTP synthesizer, a refused WebSocket handshake): the
@@ -51,7 +61,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 if TYPE_CHECKING:
     from ._utterance import Utterance
@@ -77,10 +87,14 @@ __all__ = [
     "SynthesizerClosedError",
     "TransportError",
     "VoiceCloneLimitError",
+    "IDLE_CODE",
     "copy_error",
     "error_from_body",
+    "error_from_close_reason",
     "error_from_code",
     "is_fatal",
+    "refuses_settings",
+    "retry_after",
     "retry_after_header",
 ]
 
@@ -434,6 +448,44 @@ def copy_error(error: AsyncAIError) -> AsyncAIError:
             error.message, raw=error.raw, context_id=error.context_id, utterance=error.utterance
         )
     return type(error)(error.message, utterance=error.utterance)
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Seconds the service asked us to wait before trying again, if it said (APIErrors only)."""
+    return error.retry_after if isinstance(error, APIError) else None
+
+
+#: Codes that condemn a WebSocket connection's settings (its key, voice,
+#: version, language or format): connecting again with them is no use.
+_SETTINGS_CODES: Final = frozenset(
+    {"INVALID_API_KEY", "VOICE_NOT_FOUND", "VERSION_NOT_FOUND", "INVALID_LANGUAGE", "FORMAT_NOT_RECOGNIZED"}
+)
+
+
+def refuses_settings(error: BaseException) -> TypeGuard[APIError]:
+    """Whether ``error`` refuses the settings a connection was opened with, not just one request."""
+    return isinstance(error, APIError) and error.code in _SETTINGS_CODES
+
+
+#: The service's word that it closes a connection idle for 60 s.
+IDLE_CODE: Final = "TIMEOUT"
+
+
+def error_from_close_reason(code: int | None, reason: str | None) -> AsyncAIError:
+    """The error for a WebSocket connection the service closed while we still needed it.
+
+    A close reason that starts with one of the service's error codes
+    (``"RATE_LIMIT_EXCEEDED: ..."``) is that error; the idle ``TIMEOUT`` and
+    anything else is a lost connection (which a new connection may cure).
+    """
+    described = "no close reason" if code is None else f"code {code}" + (f": {reason}" if reason else "")
+    head, _, rest = (reason or "").partition(":")
+    head = head.strip()
+    if head == IDLE_CODE:
+        return ConnectionLostError(f"the service closed the connection as idle ({described})")
+    if head in _BY_CODE:
+        return error_from_code(head, rest.strip() or f"the service closed the connection ({head})")
+    return ConnectionLostError(f"the service closed the connection ({described})")
 
 
 def is_fatal(error: BaseException) -> bool:

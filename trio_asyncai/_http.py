@@ -19,9 +19,9 @@ from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, Synth
 from ._groups import nursery_twin, single_exception
 from ._protocol import QuotaMarkerScanner
 from ._rest import RestCore, map_transport_error
-from ._speaker import SpeakerBase
+from ._synthesizer import BaseSynthesizer
 from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
-from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
+from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, UtteranceFeed, buffer_limit
 
 __all__ = [
     "HttpSynthesizer",
@@ -48,7 +48,7 @@ class HttpSynthesizerStatistics:
 
 
 @final
-class _Route:
+class _HttpLink:
     """The HTTP side of one utterance (its :class:`~trio_asyncai._utterance.UtteranceLink`).
 
     Text goes through the sentence aggregator; complete sentences are
@@ -56,14 +56,15 @@ class _Route:
     which makes one streaming request per batch, in order (see :meth:`_queue`).
     """
 
-    #: The utterance this route carries; set by its maker right after the route.
-    utterance: Utterance
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, feed: UtteranceFeed, settings: Settings) -> None:
+        self.feed = feed
         self.settings = settings
         self.segments_send, self.segments_receive = trio.open_memory_channel[str](math.inf)
-        self.aggregator = SentenceAggregator(settings.language or "en")
+        self._aggregator = SentenceAggregator(settings.language or "en")
         self.cancel_scope = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"<_HttpLink {self.feed.context_id}>"
 
     def _queue(self, sentences: list[str]) -> None:
         """One request for the sentences that are ready together, up to :data:`MAX_REQUEST_CHARS`.
@@ -84,24 +85,16 @@ class _Route:
         if batch:
             self.segments_send.send_nowait(batch)
 
-    async def send_text(self, text: str, *, force: bool) -> None:
-        await trio.lowlevel.checkpoint()
-        if not self.utterance._may_send():
-            return
-        self.utterance._note_text(text, force=force)
-        sentences = self.aggregator.push(text)
+    def send_text(self, text: str, *, force: bool) -> None:
+        sentences = self._aggregator.push(text)
         if force:
-            sentences += self.aggregator.flush()
+            sentences += self._aggregator.flush()
         self._queue(sentences)
 
-    async def finish(self, text: str) -> None:
-        await trio.lowlevel.checkpoint()
-        if not self.utterance._may_send():
-            return
-        self.utterance._note_text(text, force=True)
-        self._queue([*self.aggregator.push(text), *self.aggregator.flush()])
+    def finish(self, text: str) -> bool:
+        self._queue([*self._aggregator.push(text), *self._aggregator.flush()])
         self.segments_send.close()
-        self.utterance._note_finished()
+        return True  # the utterance's task completes it once its requests are done
 
     def abandon(self) -> None:
         self.cancel_scope.cancel()
@@ -109,7 +102,7 @@ class _Route:
 
 
 @final
-class HttpSynthesizer(SpeakerBase):
+class HttpSynthesizer(BaseSynthesizer[_HttpLink]):
     """Speech over HTTP streaming requests. Made by :func:`open_http_synthesizer`.
 
     It has the same utterance interface as :class:`~trio_asyncai.Synthesizer`:
@@ -139,7 +132,7 @@ class HttpSynthesizer(SpeakerBase):
         self._timeout = httpx.Timeout(connect_timeout, read=audio_timeout, write=connect_timeout, pool=None)
         self._connect_timeout = connect_timeout
         self._max_buffered_audio = max_buffered_audio
-        self._utterances: dict[str, Utterance] = {}
+        self._links = {}
         self._closed = False
         self._close_requested = trio.Event()
         self._requests_sent = 0
@@ -156,7 +149,7 @@ class HttpSynthesizer(SpeakerBase):
     def statistics(self) -> HttpSynthesizerStatistics:
         """Counters for monitoring and tests."""
         return HttpSynthesizerStatistics(
-            requests_sent=self._requests_sent, open_utterances=len(self._utterances)
+            requests_sent=self._requests_sent, open_utterances=len(self._links)
         )
 
     # ---------------------------------------------------------- utterances
@@ -172,35 +165,39 @@ class HttpSynthesizer(SpeakerBase):
         if self._closed:
             raise SynthesizerClosedError("the synthesizer is closed")
         fmt = settings.output_format
-        route = _Route(settings)
-        route.utterance = utterance = Utterance(
-            route,
+
+        def link(feed: UtteranceFeed) -> _HttpLink:
+            made = _HttpLink(feed, settings)
+            self._nursery.start_soon(self._run_utterance, made)
+            return made
+
+        async with self._utterance_block(
+            link,
             uuid.uuid4().hex,
             fmt,
             audio_timeout=None,
             max_buffered_bytes=buffer_limit(fmt, self._max_buffered_audio),
             backpressure=True,
-        )
-        self._nursery.start_soon(self._run_utterance, utterance, route)
-        async with self._utterance_block(utterance):
+        ) as utterance:
             yield utterance
 
     # ---------------------------------------------------------------- work
 
-    async def _run_utterance(self, utterance: Utterance, route: _Route) -> None:
-        with route.cancel_scope:
+    async def _run_utterance(self, link: _HttpLink) -> None:
+        feed = link.feed
+        with link.cancel_scope:
             try:
-                async for segment in route.segments_receive:
+                async for segment in link.segments_receive:
                     # No request for the next sentence while the last one's
                     # audio fills the buffer: the reader catches up first.
-                    await utterance._wait_for_room()
-                    await self._stream_segment(utterance, route.settings, segment)
+                    await feed.wait_for_room()
+                    await self._stream_segment(feed, link.settings, segment)
             except AsyncAIError as exc:
-                utterance._fail(exc)
+                feed.fail(exc)
             else:
-                utterance._complete()
+                feed.complete()
 
-    async def _stream_segment(self, utterance: Utterance, settings: Settings, text: str) -> None:
+    async def _stream_segment(self, feed: UtteranceFeed, settings: Settings, text: str) -> None:
         body = settings.request_body()
         body["transcript"] = text
         fmt = settings.output_format
@@ -221,19 +218,19 @@ class HttpSynthesizer(SpeakerBase):
                 # half-way would leave them to the garbage collector.
                 async for data in response.aiter_bytes():
                     if not scanner.quota_exceeded:
-                        utterance._deliver(scanner.feed(data))
+                        feed.audio(scanner.feed(data))
                         # Backpressure: read no further while the reader is behind.
-                        await utterance._wait_for_room()
+                        await feed.wait_for_room()
             except httpx.HTTPError as exc:
                 if scanner.quota_exceeded:
                     # The marker said why the body ends; how it broke off after it does not matter.
                     raise _quota_error() from None
                 # Audio that arrived before the failure is still the caller's.
-                utterance._deliver(scanner.end())
+                feed.audio(scanner.end())
                 raise map_transport_error(exc, "streaming synthesis") from None
         if scanner.quota_exceeded:
             raise _quota_error()
-        utterance._deliver(scanner.end())
+        feed.audio(scanner.end())
 
     async def aclose(self) -> None:
         """Close the synthesizer now: stop every request. Idempotent.
@@ -248,8 +245,9 @@ class HttpSynthesizer(SpeakerBase):
     def _shutdown(self) -> None:
         """Stop every request; the caller then cancels the nursery."""
         self._closed = True
-        for utterance in list(self._utterances.values()):
-            utterance._give_up(SynthesizerClosedError("the synthesizer was closed"))
+        for link in list(self._links.values()):
+            link.feed.fail(SynthesizerClosedError("the synthesizer was closed"))
+            link.abandon()
 
 
 def _quota_error() -> QuotaExceededError:

@@ -37,7 +37,7 @@ import trio
 from ._aggregator import SentenceAggregator
 from ._errors import AsyncAIError, ConfigurationError, SynthesizerClosedError, copy_error, is_fatal
 from ._groups import single_exception
-from ._speaker import SpeakerBase
+from ._synthesizer import BaseSynthesizer
 from ._types import check_optional_str, check_speed_control, check_stability, check_text, normalize_language
 from ._utterance import Utterance
 from .frames import (
@@ -66,7 +66,7 @@ Aggregate = Literal["sentence", "token"]
 #: gone) delivers nothing and stops at once.
 Ending = Literal["finish", "interrupt", "abandon"]
 
-OpenSynthesizer = Callable[[], AbstractAsyncContextManager[SpeakerBase]]
+OpenSynthesizer = Callable[[], AbstractAsyncContextManager[BaseSynthesizer[Any]]]
 
 
 # ------------------------------------------------------------- synthesizer
@@ -78,7 +78,7 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.cancel_scope = trio.CancelScope()
-        self.synth: SpeakerBase | None = None
+        self.synth: BaseSynthesizer[Any] | None = None
         self.error: AsyncAIError | None = None
         #: Set when the attempt has an outcome: a synthesizer, an error, or cancelled.
         self.decided = trio.Event()
@@ -110,7 +110,7 @@ class SynthesizerHolder:
         if self._attempt is None:
             self._start_attempt()
 
-    async def get(self) -> SpeakerBase:
+    async def get(self) -> BaseSynthesizer[Any]:
         """The synthesizer, opened if need be; raises the error that kept it from opening."""
         await trio.lowlevel.checkpoint()
         if self._closing.is_set():

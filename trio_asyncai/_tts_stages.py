@@ -18,7 +18,7 @@ from ._config import resolve_api_key
 from ._errors import ConfigurationError
 from ._http import open_http_synthesizer
 from ._pipeline import current_params
-from ._speaker import SpeakerBase
+from ._synthesizer import BaseSynthesizer
 from ._tts_engine import Aggregate, TTSEngine
 from ._types import check_sample_rate, check_speed_control, check_stability
 from ._websocket import open_synthesizer
@@ -82,7 +82,7 @@ class _TTSStage:
 
     def __init__(
         self,
-        opener: Callable[..., AbstractAsyncContextManager[SpeakerBase]],
+        opener: Callable[..., AbstractAsyncContextManager[BaseSynthesizer[Any]]],
         option_names: frozenset[str],
         options: Mapping[str, Any],
     ) -> None:
@@ -120,7 +120,7 @@ class _TTSStage:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} voice={self.voice_id!r} aggregate={self.aggregate!r}>"
 
-    def _open(self, sample_rate: int) -> AbstractAsyncContextManager[SpeakerBase]:
+    def _open(self, sample_rate: int) -> AbstractAsyncContextManager[BaseSynthesizer[Any]]:
         api_key = None if self._api_key is None else self._api_key.value
         return self._opener(api_key=api_key, sample_rate=sample_rate, **self._options)
 

@@ -1,17 +1,39 @@
-"""One utterance: text in, a channel of audio out. Shared by both synthesizers."""
+"""One utterance: text in, a channel of audio out. Shared by both synthesizers.
+
+An utterance owns its own story: the text it was asked to say, its state
+(one :class:`UtteranceState`, moved only along :data:`TRANSITIONS`), its
+metrics and its audio channel. The transport that carries it is an
+:class:`UtteranceLink`; calls go one way, utterance -> link. The link reports
+what happened (audio, the end, a failure) through the
+:class:`UtteranceFeed` the utterance hands it, and nothing else: it never
+touches the utterance itself.
+
+The states, and what moves an utterance from one to the next::
+
+    OPEN ──finish()──▶ FINISHED ──all audio arrived──▶ COMPLETE
+      │                   │
+      ├───────────────────┴──interrupt()──────────────▶ INTERRUPTED
+      ├───────────────────┴──error, timeout, slow reader▶ FAILED
+      └───────────────────┴──its block left────────────▶ CLOSED
+
+COMPLETE, INTERRUPTED, FAILED and CLOSED are final: news that comes after
+(late audio, a failure after the end, a second interrupt) changes nothing.
+"""
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Final, Literal, Protocol, final
+from typing import Final, NamedTuple, Protocol, final
 
 import trio
 
 from ._errors import (
     AsyncAIError,
     ConfigurationError,
+    ProtocolStateError,
     SlowConsumerError,
     SynthesisTimeout,
     SynthesizerClosedError,
@@ -19,7 +41,17 @@ from ._errors import (
 )
 from ._types import AudioChunk, OutputFormat, UtteranceMetrics, check_text
 
-__all__ = ["DEFAULT_MAX_BUFFERED_AUDIO", "Utterance", "UtteranceLink", "UtteranceState", "buffer_limit"]
+__all__ = [
+    "DEFAULT_MAX_BUFFERED_AUDIO",
+    "TRANSITIONS",
+    "Said",
+    "Utterance",
+    "UtteranceFeed",
+    "UtteranceLink",
+    "UtteranceState",
+    "buffer_limit",
+    "utterance_block",
+]
 
 #: Seconds of unread audio one utterance may hold by default (both synthesizers).
 DEFAULT_MAX_BUFFERED_AUDIO: Final = 60.0
@@ -45,28 +77,126 @@ def buffer_limit(output_format: OutputFormat, seconds: float | None) -> int | No
     return max(1, int(seconds * per_second))
 
 
+class UtteranceState(enum.StrEnum):
+    """Where an utterance stands (see :attr:`Utterance.state`).
+
+    A :class:`str` enum: ``utterance.state == "complete"`` holds as well.
+    """
+
+    #: Text may still be sent.
+    OPEN = "open"
+    #: All text is sent (:meth:`Utterance.finish`); audio is still coming.
+    FINISHED = "finished"
+    #: All audio has arrived. Final.
+    COMPLETE = "complete"
+    #: :meth:`Utterance.interrupt` stopped it. Final.
+    INTERRUPTED = "interrupted"
+    #: An error ended it (:attr:`Utterance.error`), after the audio received before. Final.
+    FAILED = "failed"
+    #: Its ``async with`` block was left before it completed. Final.
+    CLOSED = "closed"
+
+
+_S = UtteranceState
+#: The one table of the moves an utterance may make; a state with no moves is final.
+TRANSITIONS: Final[Mapping[UtteranceState, frozenset[UtteranceState]]] = {
+    _S.OPEN: frozenset({_S.FINISHED, _S.INTERRUPTED, _S.FAILED, _S.CLOSED}),
+    _S.FINISHED: frozenset({_S.COMPLETE, _S.INTERRUPTED, _S.FAILED, _S.CLOSED}),
+    _S.COMPLETE: frozenset(),
+    _S.INTERRUPTED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CLOSED: frozenset(),
+}
+#: The states in which audio is still owed.
+_LIVE: Final = frozenset({_S.OPEN, _S.FINISHED})
+
+
+class Said(NamedTuple):
+    """One piece of text an utterance was asked to say, as it was asked."""
+
+    text: str
+    #: Speak what is held now (:meth:`Utterance.flush`, and the last piece).
+    force: bool
+    #: The last piece (:meth:`Utterance.finish`): the end of the input.
+    last: bool
+
+
 class UtteranceLink(Protocol):
     """The transport's side of one utterance: what the utterance asks of whatever carries it.
 
-    Each synthesizer makes one link per utterance and hands it to the
-    :class:`Utterance` it creates; the link keeps whatever the transport
-    needs for that utterance (its connection, its queued sentences). Calls go
-    one way, utterance -> link; the transport answers through the
-    utterance's ``_deliver`` / ``_complete`` / ``_fail`` methods.
+    Each synthesizer makes one link per utterance (the utterance calls the
+    synthesizer's factory with its :class:`UtteranceFeed`). Every method is
+    synchronous: the utterance has already taken its checkpoint and checked
+    its own state; the link queues what goes out, or raises why it cannot
+    (the synthesizer was closed, the connection was lost).
     """
 
-    async def send_text(self, text: str, *, force: bool) -> None:
-        """Send ``text`` (``force``: and have the service speak what it holds)."""
+    def send_text(self, text: str, *, force: bool) -> None:
+        """Queue ``text`` (``force``: and have the service speak what it holds)."""
 
-    async def finish(self, text: str) -> None:
-        """Send the last ``text`` and end the utterance's input."""
+    def finish(self, text: str) -> bool:
+        """Queue the last ``text`` and end the input; ``False`` if no audio is owed (nothing was said)."""
 
     def abandon(self) -> None:
-        """The utterance has ended on our side: stop its work and tell the service. Synchronous."""
+        """The utterance has ended on our side: stop its work and tell the service."""
 
 
-#: Where an utterance stands; see :attr:`Utterance.state`.
-UtteranceState = Literal["open", "finished", "complete", "interrupted", "failed", "closed"]
+@final
+class UtteranceFeed:
+    """How a link reports what happened to its utterance: the transport's only handle on it.
+
+    Each method is one event; the utterance decides what it means for its
+    state (audio after the end is dropped, a failure after the end changes
+    nothing).
+    """
+
+    __slots__ = ("_utterance",)
+
+    def __init__(self, utterance: Utterance) -> None:
+        self._utterance = utterance
+
+    @property
+    def utterance(self) -> Utterance:
+        """The utterance this feed reports to (for its synthesizer's bookkeeping)."""
+        return self._utterance
+
+    @property
+    def context_id(self) -> str:
+        return self._utterance.context_id
+
+    @property
+    def owed(self) -> bool:
+        """Whether audio is still owed: the utterance is open or finished."""
+        return self._utterance.state in _LIVE
+
+    @property
+    def heard(self) -> bool:
+        """Whether any of its audio has arrived."""
+        return self._utterance._audio_bytes > 0
+
+    def said(self) -> list[Said]:
+        """Everything the utterance was asked to say, in order: what a new connection must hear again."""
+        return list(self._utterance._said)
+
+    def audio(self, data: bytes) -> None:
+        """Audio arrived. Synchronous: never blocks the transport."""
+        self._utterance._deliver(data)
+
+    def complete(self) -> None:
+        """All audio has arrived."""
+        self._utterance._move_to(UtteranceState.COMPLETE)
+
+    def fail(self, error: AsyncAIError) -> None:
+        """The utterance failed, after the audio already delivered."""
+        self._utterance._fail(error)
+
+    def hold_clock(self, hold: bool) -> None:
+        """Stop the audio timeout while no connection carries the utterance; start it afresh after."""
+        self._utterance._hold_silence_clock(hold)
+
+    async def wait_for_room(self) -> None:
+        """Wait while the unread audio fills the buffer (backpressure); at once otherwise."""
+        await self._utterance._wait_for_room()
 
 
 @final
@@ -92,7 +222,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
     def __init__(
         self,
-        link: UtteranceLink,
+        link: Callable[[UtteranceFeed], UtteranceLink],
         context_id: str,
         output_format: OutputFormat,
         *,
@@ -100,24 +230,28 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         max_buffered_bytes: int | None,
         backpressure: bool = False,
     ) -> None:
-        self._link = link
-        #: The Async context id (WebSocket), or a request id (HTTP).
+        #: The Async context id (WebSocket), or the id of the utterance's requests (HTTP).
         self.context_id = context_id
         #: The format of this utterance's audio.
         self.output_format = output_format
         self._audio_timeout = audio_timeout
         self._max_buffered_bytes = max_buffered_bytes
-        # With backpressure the transport waits for room (_wait_for_room)
+        # With backpressure the transport waits for room (wait_for_room)
         # instead of the utterance failing with SlowConsumerError.
         self._backpressure = backpressure
-        self._room = trio.lowlevel.ParkingLot()
+        self._state = UtteranceState.OPEN
+        self._error: AsyncAIError | None = None
+        #: Everything it was asked to say, in order.
+        self._said: list[Said] = []
+        # Audio: the channel, the bytes in it, and whether the caller stopped reading.
         self._send_channel, self._receive_channel = trio.open_memory_channel[AudioChunk](math.inf)
         self._buffered_bytes = 0
-        self._state: UtteranceState = "open"
-        self._error: AsyncAIError | None = None
-        self._interrupted = False
+        self._room = trio.lowlevel.ParkingLot()
+        #: interrupt() was called: unread audio is dropped, whatever the state.
+        self._reading_stopped = False
+        #: The cancel scope of the ``async with`` block, while it runs.
         self._cancel_scope: trio.CancelScope | None = None
-        # metrics
+        # Metrics, and the audio timeout's clock.
         self._characters = 0
         self._audio_bytes = 0
         self._t_first_text: float | None = None
@@ -127,6 +261,8 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         self._awaiting_audio = False
         #: The cancel scope of a :meth:`receive` waiting now, if one is.
         self._waiting_scope: trio.CancelScope | None = None
+        # Last: the link may look at the utterance through its feed.
+        self._link = link(UtteranceFeed(self))
 
     def __repr__(self) -> str:
         return f"<Utterance {self.context_id} {self._state}>"
@@ -135,14 +271,13 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
     @property
     def state(self) -> UtteranceState:
-        """``"open"``, ``"finished"`` (all text sent), ``"complete"`` (all audio
-        arrived), ``"interrupted"``, ``"failed"`` or ``"closed"`` (abandoned)."""
+        """Where the utterance stands: see :class:`~trio_asyncai.UtteranceState`."""
         return self._state
 
     @property
     def interrupted(self) -> bool:
-        """Whether :meth:`interrupt` stopped this utterance."""
-        return self._interrupted
+        """Whether :meth:`interrupt` stopped this utterance (before it completed or failed)."""
+        return self._state is UtteranceState.INTERRUPTED
 
     @property
     def error(self) -> AsyncAIError | None:
@@ -162,28 +297,6 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
 
     # ------------------------------------------------------------- text in
 
-    async def _ready_for_text(self) -> None:
-        """Return if text may be sent now; else raise why not.
-
-        After :meth:`interrupt`, the block that opened the utterance is
-        cancelled: a checkpoint delivers that cancellation to code inside the
-        block (the caller carries on after it), and only code outside the
-        block gets :exc:`~trio_asyncai.SynthesizerClosedError`.
-        """
-        if self._interrupted:
-            await trio.lowlevel.checkpoint()
-        self._check_open()
-
-    def _check_open(self) -> None:
-        if self._state == "open":
-            return
-        if self._error is not None:
-            # The real cause (a lost connection, a server error), not a usage error.
-            raise copy_error(self._error)
-        if self._state in ("interrupted", "closed"):
-            raise SynthesizerClosedError(f"utterance {self.context_id} is {self._state}: no more text")
-        raise ConfigurationError(f"utterance {self.context_id} is {self._state}: no more text")
-
     async def send(self, text: str) -> None:
         """Send a piece of text, as it comes (LLM tokens, words, sentences).
 
@@ -195,16 +308,13 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         now, and :meth:`finish` after the last piece.
         """
         check_text(text, allow_empty=True)
-        await self._ready_for_text()
-        if not text:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._link.send_text(text, force=False)
+        if await self._ready_for_text() and text:
+            self._say(Said(text, force=False, last=False))
 
     async def flush(self) -> None:
         """Ask the service to speak all text sent so far, even a short fragment."""
-        await self._ready_for_text()
-        await self._link.send_text("", force=True)
+        if await self._ready_for_text():
+            self._say(Said("", force=True, last=False))
 
     async def finish(self, text: str = "") -> None:
         """Send the last text (optional) and end the utterance's input.
@@ -212,8 +322,8 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         Its audio keeps coming; iteration ends once all of it has arrived.
         """
         check_text(text, allow_empty=True)
-        await self._ready_for_text()
-        await self._link.finish(text)
+        if await self._ready_for_text():
+            self._say(Said(text, force=True, last=True))
 
     def interrupt(self) -> None:
         """Stop this utterance now. Synchronous; safe to call at any time, and twice.
@@ -221,15 +331,59 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         After it returns no further audio of this utterance is delivered (not
         even chunks already buffered), the service is told to drop the
         context, and the ``async with`` block that opened the utterance is
-        cancelled: execution continues after that block.
+        cancelled: execution continues after that block. An utterance that
+        had already completed or failed keeps that state.
         """
-        if not self._interrupted:
-            self._interrupted = True
-            self._state = "interrupted"
-            self._end()
+        self._reading_stopped = True
+        if self._move_to(UtteranceState.INTERRUPTED):
             self._link.abandon()
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
+
+    async def _ready_for_text(self) -> bool:
+        """Take the checkpoint every send makes; then whether the text may go out, or why not.
+
+        After :meth:`interrupt`, the block that opened the utterance is
+        cancelled: this checkpoint delivers that cancellation to code inside
+        the block (the caller carries on after it), and only code outside the
+        block gets :exc:`~trio_asyncai.SynthesizerClosedError`. An utterance
+        interrupted or abandoned *during* the checkpoint sends nothing, and
+        that is no error.
+        """
+        was_open = self._state is UtteranceState.OPEN
+        await trio.lowlevel.checkpoint()
+        if was_open and self._state in (UtteranceState.INTERRUPTED, UtteranceState.CLOSED):
+            return False
+        if self._state is not UtteranceState.OPEN:
+            raise self._not_open_error()
+        return True
+
+    def _not_open_error(self) -> AsyncAIError:
+        if self._error is not None:
+            # The real cause (a lost connection, a server error), not a usage error.
+            return copy_error(self._error)
+        if self._state in (UtteranceState.INTERRUPTED, UtteranceState.CLOSED):
+            return SynthesizerClosedError(f"utterance {self.context_id} is {self._state}: no more text")
+        return ConfigurationError(f"utterance {self.context_id} is {self._state}: no more text")
+
+    def _say(self, said: Said) -> None:
+        """Record ``said`` and hand it to the link (synchronously: nothing can come between)."""
+        if self._t_first_text is None and (said.text.strip() or said.force):
+            self._t_first_text = trio.current_time()
+        self._characters += len(said.text)
+        self._said.append(said)
+        try:
+            if not said.last:
+                self._link.send_text(said.text, force=said.force)
+                return
+            owed = self._link.finish(said.text)
+        except AsyncAIError as exc:
+            if exc.utterance is None:
+                exc.utterance = self
+            raise
+        self._move_to(UtteranceState.FINISHED)
+        if not owed:  # nothing ever reached the service: there is no audio to wait for
+            self._move_to(UtteranceState.COMPLETE)
 
     # ----------------------------------------------------------- audio out
 
@@ -243,7 +397,7 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         :meth:`aclose` was called.
         """
         while True:
-            if self._interrupted:
+            if self._reading_stopped:
                 await trio.lowlevel.checkpoint()
                 raise trio.EndOfChannel
             # A chunk already waiting needs no deadline: take it the way a
@@ -257,38 +411,35 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
                 pass
             except trio.EndOfChannel:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                if self._error is not None and not self._interrupted:
-                    raise self._error from None
-                raise
+                self._raise_end()
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return self._taken(chunk)
-            deadline = self._silence_deadline()
-            with trio.move_on_at(deadline) as scope:
+            with trio.move_on_at(self._silence_deadline()) as scope:
                 # Kept so that the finish can start the clock while we wait.
                 self._waiting_scope = scope
                 try:
                     chunk = await self._receive_channel.receive()
                 except trio.EndOfChannel:
-                    if self._error is not None and not self._interrupted:
-                        raise self._error from None
-                    raise
+                    self._raise_end()
                 finally:
                     self._waiting_scope = None
             if scope.cancelled_caught:
                 if self._silence_deadline() <= trio.current_time():
-                    self._give_up(
-                        SynthesisTimeout(
-                            f"no audio from the service for {self._audio_timeout} s",
-                            utterance=self,
-                        )
-                    )
+                    silence = f"no audio from the service for {self._audio_timeout} s"
+                    self._give_up(SynthesisTimeout(silence, utterance=self))
                 continue
             return self._taken(chunk)
 
+    def _raise_end(self) -> None:
+        """The channel is drained and closed: the error that ended the utterance, or the end."""
+        if self._error is not None and not self._reading_stopped:
+            raise self._error from None
+        raise trio.EndOfChannel
+
     def _taken(self, chunk: AudioChunk) -> AudioChunk:
         """``chunk``, taken from the channel by :meth:`receive`, for the caller."""
-        if self._interrupted:
+        if self._reading_stopped:
             # Handed over before interrupt() ran, but not yet seen: drop it.
             raise trio.EndOfChannel
         self._buffered_bytes -= len(chunk.audio)
@@ -308,148 +459,127 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
         parts = [chunk.audio async for chunk in self]
         return b"".join(parts)
 
-    def _silence_deadline(self) -> float:
-        if self._audio_timeout is None or not self._awaiting_audio or self._t_last_activity is None:
-            return math.inf
-        return self._t_last_activity + self._audio_timeout
+    # ----------------------------------------------------- what the feed reports
 
-    # ------------------------------------------------ called by the transport
+    def _move_to(self, state: UtteranceState) -> bool:
+        """Move to ``state`` if :data:`TRANSITIONS` allows it; ``False`` if the utterance had already ended.
 
-    def _may_send(self) -> bool:
-        """Whether text may still go out, checked by the link after its checkpoint.
-
-        ``False`` once interrupted or abandoned meanwhile (nothing more goes
-        out, and that is no error); the utterance's own error if it failed.
+        Moving to a final state ends the audio: the channel closes (what is
+        in it is still delivered, unless the caller stopped reading) and the
+        audio timeout stops.
         """
-        if self._interrupted or self._state == "closed":
-            return False
-        self._check_open()
-        return True
-
-    def _note_text(self, text: str, *, force: bool) -> None:
-        if self._t_first_text is None and (text.strip() or force):
-            self._t_first_text = trio.current_time()
-        self._characters += len(text)
-
-    def _note_finished(self) -> None:
-        """All text is sent: from now on the rest of the audio, then its end, is owed.
-
-        Only now does the audio timeout run: while text may still come, the
-        service owes nothing it would tell us about (it answers a flush with
-        audio, never with an end), so silence then is no sign of trouble.
-        """
-        if self._state == "open":
-            self._state = "finished"
+        if state not in TRANSITIONS[self._state]:
+            if not TRANSITIONS[self._state]:
+                return False  # late news for an utterance that has ended: nothing changes
+            raise ProtocolStateError(f"utterance {self.context_id}: {self._state} -> {state} is not a move")
+        self._state = state
+        if state is UtteranceState.FINISHED:
+            # From now on the rest of the audio, then its end, is owed. Only
+            # now does the audio timeout run: while text may still come, the
+            # service owes nothing it would tell us about (it answers a flush
+            # with audio, never with an end), so silence then is no sign of trouble.
             self._awaiting_audio = True
             self._t_last_activity = trio.current_time()
-            if self._waiting_scope is not None:  # a reader already waits: its clock starts now
-                self._waiting_scope.deadline = self._silence_deadline()
+            self._reset_waiting_deadline()
+            return True
+        self._awaiting_audio = False
+        self._room.unpark_all()
+        if self._t_end is None:
+            self._t_end = trio.current_time()
+        self._send_channel.close()
+        return True
 
-    def _hold_silence_clock(self, hold: bool) -> None:
-        """Stop the audio timeout while the transport moves the utterance; start it afresh after.
+    def _fail(self, error: AsyncAIError) -> None:
+        if self._state in _LIVE:
+            if error.utterance is None:
+                error.utterance = self
+            self._error = error
+            self._move_to(UtteranceState.FAILED)
 
-        Nothing is owed while no connection carries the utterance, so the
-        move's own wait (a backoff, a handshake) is no silence of the service.
-        """
-        if self._state != "finished":
-            return
-        self._awaiting_audio = not hold
-        self._t_last_activity = trio.current_time()
-        if self._waiting_scope is not None:
-            self._waiting_scope.deadline = self._silence_deadline()
+    def _give_up(self, error: AsyncAIError) -> None:
+        """Fail with ``error`` (found on our side) and have the link stop its work."""
+        if self._state in _LIVE:
+            self._fail(error)
+            self._link.abandon()
 
     def _deliver(self, audio: bytes) -> None:
-        """Queue a chunk for the caller (synchronous; never blocks the reader)."""
-        if self._state in ("complete", "interrupted", "failed", "closed") or not audio:
+        """Queue a chunk for the caller (synchronous; never blocks the transport)."""
+        if self._state not in _LIVE or not audio:
             return
         now = trio.current_time()
         if self._t_first_audio is None:
             self._t_first_audio = now
         self._t_last_activity = now
         fmt = self.output_format
-        chunk = AudioChunk(
-            audio=audio,
-            sample_rate=fmt.sample_rate,
-            num_channels=1,
-            encoding=fmt.encoding,
-            container=fmt.container,
-            context_id=self.context_id,
-        )
-        if (
-            not self._backpressure
-            and self._max_buffered_bytes is not None
-            and self._buffered_bytes + len(audio) > self._max_buffered_bytes
-        ):
+        limit = self._max_buffered_bytes
+        if not self._backpressure and limit is not None and self._buffered_bytes + len(audio) > limit:
+            seconds = limit / (buffer_limit(fmt, 1.0) or 1)
             self._give_up(
                 SlowConsumerError(
-                    f"more than {self._max_buffered_bytes / (buffer_limit(fmt, 1.0) or 1):.3g} s of audio "
-                    "were waiting to be read (max_buffered_audio)",
+                    f"more than {seconds:.3g} s of audio were waiting to be read (max_buffered_audio)",
                     utterance=self,
                 )
             )
             return
         self._buffered_bytes += len(audio)
         self._audio_bytes += len(audio)
-        self._send_channel.send_nowait(chunk)
+        self._send_channel.send_nowait(
+            AudioChunk(
+                audio=audio,
+                sample_rate=fmt.sample_rate,
+                num_channels=1,
+                encoding=fmt.encoding,
+                container=fmt.container,
+                context_id=self.context_id,
+            )
+        )
+
+    def _hold_silence_clock(self, hold: bool) -> None:
+        """Nothing is owed while no connection carries the utterance: a move's own wait is no silence."""
+        if self._state is not UtteranceState.FINISHED:
+            return
+        self._awaiting_audio = not hold
+        self._t_last_activity = trio.current_time()
+        self._reset_waiting_deadline()
+
+    def _silence_deadline(self) -> float:
+        if self._audio_timeout is None or not self._awaiting_audio or self._t_last_activity is None:
+            return math.inf
+        return self._t_last_activity + self._audio_timeout
+
+    def _reset_waiting_deadline(self) -> None:
+        if self._waiting_scope is not None:  # a reader already waits: its clock follows ours
+            self._waiting_scope.deadline = self._silence_deadline()
 
     def _buffer_full(self) -> bool:
         limit = self._max_buffered_bytes
         return limit is not None and self._buffered_bytes >= limit
 
     async def _wait_for_room(self) -> None:
-        """Wait while the unread audio fills the buffer (backpressure; returns at once otherwise).
-
-        Returns as soon as the reader takes a chunk, or once the utterance
-        has ended (its transport is then being stopped).
-        """
-        while self._buffer_full() and self._state in ("open", "finished"):
+        # Returns as soon as the reader takes a chunk, or once the utterance
+        # has ended (its transport is then being stopped).
+        while self._buffer_full() and self._state in _LIVE:
             await self._room.park()
 
-    def _complete(self) -> None:
-        """All audio has arrived."""
-        if self._state in ("open", "finished"):
-            self._state = "complete"
-            self._end()
-
-    def _fail(self, error: AsyncAIError) -> None:
-        """End with an error, after the audio already queued."""
-        if self._state in ("open", "finished"):
-            if error.utterance is None:
-                error.utterance = self
-            self._error = error
-            self._state = "failed"
-            self._end()
-
-    def _give_up(self, error: AsyncAIError) -> None:
-        """Fail with ``error`` and have the transport stop its work for this utterance."""
-        self._fail(error)
-        self._link.abandon()
-
-    @contextmanager
-    def _block(self) -> Iterator[None]:
-        """The body of the ``async with`` block that opened the utterance: what :meth:`interrupt` cancels.
-
-        Leaving it closes the utterance (see :meth:`_close`).
-        """
-        try:
-            with trio.CancelScope() as scope:
-                self._cancel_scope = scope
-                yield
-        finally:
-            self._cancel_scope = None
-            self._close()
+    # ------------------------------------------------------------ its block
 
     def _close(self) -> None:
         """Its ``async with`` block is left: abandon it if unfinished, drop what is unread."""
-        if self._state in ("open", "finished"):
-            self._state = "closed"
-            self._end()
+        if self._move_to(UtteranceState.CLOSED):
             self._link.abandon()
         self._receive_channel.close()
 
-    def _end(self) -> None:
-        self._room.unpark_all()
-        self._awaiting_audio = False
-        if self._t_end is None:
-            self._t_end = trio.current_time()
-        self._send_channel.close()
+
+@contextmanager
+def utterance_block(utterance: Utterance) -> Iterator[None]:
+    """The body of the ``async with`` block that opened ``utterance``: what ``interrupt()`` cancels.
+
+    Leaving it closes the utterance: abandoned if unfinished, unread audio dropped.
+    """
+    try:
+        with trio.CancelScope() as scope:
+            utterance._cancel_scope = scope
+            yield
+    finally:
+        utterance._cancel_scope = None
+        utterance._close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._http import open_http_synthesizer
 from .._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, Encoding, OutputFormat
@@ -16,7 +16,7 @@ from ._common import CommandError, Target, add_target_options, open_target
 from ._output import EXTENSIONS, AudioFile, FileFormat, Progress, atomic_output, format_of, open_player
 
 if TYPE_CHECKING:
-    from .._speaker import SpeakerBase
+    from .._synthesizer import BaseSynthesizer
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]
 
@@ -143,7 +143,7 @@ def _read_text(args: argparse.Namespace) -> str:
 
 def _synthesizer(
     args: argparse.Namespace, fmt: OutputFormat, target: Target
-) -> contextlib.AbstractAsyncContextManager[SpeakerBase]:
+) -> contextlib.AbstractAsyncContextManager[BaseSynthesizer[Any]]:
     opener = open_http_synthesizer if args.http else open_synthesizer
     return opener(
         voice_id=args.voice or target.default_voice,

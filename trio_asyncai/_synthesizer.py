@@ -1,25 +1,41 @@
-"""What both synthesizers share: settings, ``speak`` and ``interrupt``."""
+"""What both synthesizers share: settings, the registry of open utterances, ``speak`` and ``interrupt``."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
 from ._types import OutputFormat, Settings, check_output_format, check_text
-from ._utterance import Utterance
+from ._utterance import Utterance, UtteranceFeed, UtteranceLink, utterance_block
 
-__all__ = ["SpeakerBase"]
+__all__ = ["BaseSynthesizer", "RegisteredLink"]
 
 
-class SpeakerBase:
-    """The part of the synthesizers' interface that does not depend on the transport."""
+class RegisteredLink(UtteranceLink, Protocol):
+    """A link, as the synthesizer's registry sees it: it carries one utterance, and reports to it."""
+
+    @property
+    def feed(self) -> UtteranceFeed: ...
+
+
+L = TypeVar("L", bound=RegisteredLink)
+
+
+class BaseSynthesizer(Generic[L]):
+    """The part of both synthesizers that does not depend on the transport.
+
+    ``L`` is the transport's link type. :attr:`_links` is the one registry of
+    utterances: each utterance's link, by context id, from the moment it is
+    opened until its ``async with`` block is left (not merely until its audio
+    has arrived, so that :meth:`interrupt` reaches audio not yet read).
+    """
 
     _settings: Settings
-    #: Every utterance still open, by context id.
-    _utterances: dict[str, Utterance]
+    _links: dict[str, L]
     #: Set by ``aclose()``.
     _close_requested: trio.Event
     #: Set for a synthesizer made by a ``connect_*`` function: its caller owns
@@ -82,18 +98,37 @@ class SpeakerBase:
         raise NotImplementedError  # pragma: no cover
 
     @asynccontextmanager
-    async def _utterance_block(self, utterance: Utterance) -> AsyncGenerator[Utterance, None]:
-        """The ``async with`` block of one utterance: what interrupt() cancels.
+    async def _utterance_block(
+        self,
+        make_link: Callable[[UtteranceFeed], L],
+        context_id: str,
+        output_format: OutputFormat,
+        *,
+        audio_timeout: float | None,
+        max_buffered_bytes: int | None,
+        backpressure: bool = False,
+    ) -> AsyncIterator[Utterance]:
+        """Make an utterance and its link; run the utterance's ``async with`` block, listed while it runs."""
+        made: list[L] = []
 
-        The utterance is listed until its block is left (not merely until its
-        audio has arrived), so that interrupt() reaches audio not yet read.
-        """
-        self._utterances[utterance.context_id] = utterance
+        def link(feed: UtteranceFeed) -> L:
+            made.append(make_link(feed))
+            return made[0]
+
+        utterance = Utterance(
+            link,
+            context_id,
+            output_format,
+            audio_timeout=audio_timeout,
+            max_buffered_bytes=max_buffered_bytes,
+            backpressure=backpressure,
+        )
+        self._links[context_id] = made[0]
         try:
-            with utterance._block():
+            with utterance_block(utterance):
                 yield utterance
         finally:
-            del self._utterances[utterance.context_id]
+            del self._links[context_id]
 
     @asynccontextmanager
     async def speak(self, text: str) -> AsyncGenerator[Utterance, None]:
@@ -115,5 +150,5 @@ class SpeakerBase:
 
     def interrupt(self) -> None:
         """Interrupt every open utterance (see :meth:`Utterance.interrupt`)."""
-        for utterance in list(self._utterances.values()):
-            utterance.interrupt()
+        for link in list(self._links.values()):
+            link.feed.utterance.interrupt()
