@@ -1,9 +1,11 @@
 """HTTP plumbing shared by the HTTP synthesizer and the voice/timestamp client.
 
 Headers, error mapping, and the retry rule: 429, 5xx and failed connections
-are retried with backoff, a bounded number of times, and only before any of
-the response body has been handed on. A wait the service asks for
-(``extra.retry_after_ms``, or ``Retry-After``) replaces the backoff delay.
+are retried, a bounded number of times (``max_retries``), and only before any
+of the response body has been handed on. The waits between attempts follow
+the one backoff policy (:mod:`trio_asyncai._retry`: doubling, capped at 30 s,
+jittered, the service's ``retry_after_ms`` or ``Retry-After`` instead when it
+asks), counted over all of one client's requests: a good answer resets it.
 Requests that are not idempotent (clone, update, delete) are retried only when
 they certainly never reached the server: the connection could not be opened.
 A timeout (connecting, or waiting for the answer) is retried once at most,
@@ -33,6 +35,7 @@ from ._errors import (
     SynthesisTimeout,
     error_from_body,
 )
+from ._retry import Backoff
 
 __all__ = ["RestCore", "map_transport_error"]
 
@@ -114,7 +117,7 @@ class RestCore:
         self.base_url = base_url
         self._api_key = api_key
         self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
+        self._backoff = Backoff(retry_backoff)
 
     def __repr__(self) -> str:
         return f"<RestCore {self.base_url}>"
@@ -127,12 +130,6 @@ class RestCore:
 
     def url(self, path: str) -> str:
         return self.base_url + path
-
-    async def _delay(self, attempt: int, error: AsyncAIError) -> None:
-        retry_after = error.retry_after if isinstance(error, APIError) else None
-        delay = retry_after if retry_after is not None else self.retry_backoff * 2**attempt
-        logger.debug("retrying in %.2f s after %s", delay, error)
-        await trio.sleep(delay)
 
     @asynccontextmanager
     async def stream(
@@ -262,6 +259,7 @@ class RestCore:
                     error = SynthesisTimeout(f"{what}: no answer within {answer_timeout} s")
                     retry = idempotent
                 elif response.is_success and not (expect_audio and _not_audio(response)):
+                    self._backoff.succeeded()
                     return response
                 else:
                     error = await self._error_answer(response, what, stream=stream, foreign=foreign)
@@ -269,9 +267,12 @@ class RestCore:
             if isinstance(error, SynthesisTimeout):
                 timeouts += 1
                 retry = retry and timeouts <= TIMEOUT_RETRIES
+            if error.retryable:
+                self._backoff.failed()
             if not (retry and error.retryable) or attempt >= self.max_retries:
                 raise error
-            await self._delay(attempt, error)
+            logger.debug("retrying after %s", error)
+            await self._backoff.wait(error)
             attempt += 1
 
     @staticmethod
