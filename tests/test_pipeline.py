@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,7 +28,7 @@ from trio_asyncai import (
     WebSocketTTS,
     current_params,
 )
-from trio_asyncai._tts_stages import HttpTTSOptions, WebSocketTTSOptions
+from trio_asyncai._options import HttpOptions, StageOwnOptions, WebSocketOptions
 from trio_asyncai.frames import (
     EndFrame,
     ErrorFrame,
@@ -900,8 +899,8 @@ def test_bad_arguments_are_configuration_errors() -> None:
         HttpTTS(voice_id="v", sample_rate=96000)
     with pytest.raises(ConfigurationError):
         PipelineTask("not a pipeline")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="max_message_size"):
-        WebSocketTTS(voice_id="v", max_message_size=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="max_message"):
+        WebSocketTTS(voice_id="v", max_message=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="keepalive_interval"):
         HttpTTS(voice_id="v", keepalive_interval=1.0)  # type: ignore[call-arg]
 
@@ -1093,17 +1092,24 @@ async def test_an_utterance_after_the_warm_up_failed_takes_its_failure(
 
 
 @pytest.mark.parametrize(
-    ("options", "opener", "left_out"),
+    ("stage", "options", "opener"),
     [
-        (WebSocketTTSOptions, trio_asyncai.open_synthesizer, {"output_format", "max_message_size"}),
-        (HttpTTSOptions, trio_asyncai.open_http_synthesizer, {"output_format"}),
+        (WebSocketTTS, WebSocketOptions, trio_asyncai.open_synthesizer),
+        (HttpTTS, HttpOptions, trio_asyncai.open_http_synthesizer),
     ],
 )
-def test_the_stages_take_their_synthesizers_options(options: Any, opener: Any, left_out: set[str]) -> None:
-    # One list of options: a synthesizer option the stage forgot would be a TypeError for its users.
-    params = inspect.signature(opener).parameters
-    stage_own = {"aggregate", "max_ahead"}
-    assert set(options.__optional_keys__) - stage_own == set(params) - left_out
-    hints, opener_hints = typing.get_type_hints(options), typing.get_type_hints(opener)
-    for name in set(params) - left_out:
-        assert hints[name] == opener_hints[name], name
+def test_the_stages_take_their_synthesizers_options(stage: Any, options: Any, opener: Any) -> None:
+    # One list of options: the stage's are its synthesizer's (the output
+    # format aside: the pipeline sets the sample rate once), with its own.
+    own = set(attrs.fields_dict(StageOwnOptions))
+    synthesizer = attrs.fields_dict(options)
+    stage_fields = attrs.fields_dict(stage)
+    assert set(stage_fields) - own == set(synthesizer) - {"output_format", "sample_rate"}
+    for name in set(stage_fields) - own:
+        assert stage_fields[name].type == synthesizer[name].type, name
+        assert stage_fields[name].default == synthesizer[name].default, name
+    # The factory's signature is its options'.
+    assert list(inspect.signature(opener).parameters) == [field.alias for field in attrs.fields(options)]
+    for name, field in synthesizer.items():
+        assert f":param {field.alias}:" in (opener.__doc__ or "")
+        assert f":param {field.alias}:" in (stage.__doc__ or "") or name not in stage_fields

@@ -75,7 +75,7 @@ async def test_rest_retries_wait_by_the_policy_capped_and_jittered(
                 starts.append(trio.current_time())
                 return await real_send(*args, **kwargs)  # type: ignore[arg-type]
 
-            client._rest.client.send = timed_send  # type: ignore[method-assign]
+            client._rest.client.send = timed_send  # type: ignore[method-assign,assignment]
             with trio.fail_after(3600):
                 voice = await client.voices.get(DEFAULT_VOICE_ID)
     assert voice.voice_id == DEFAULT_VOICE_ID

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import typing
 from typing import Any
 
 import attrs
@@ -18,7 +19,8 @@ from trio_asyncai import (
     UtteranceMetrics,
 )
 from trio_asyncai._config import ApiKey, resolve_api_key, resolve_base_url, resolve_voice_id
-from trio_asyncai._types import check_output_format, normalize_language
+from trio_asyncai._types import SettingsChanges, check_output_format, normalize_language
+from trio_asyncai.frames import TTSUpdateSettingsFrame
 
 # ------------------------------------------------------------- OutputFormat
 
@@ -392,3 +394,23 @@ def test_resolve_voice_id_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve_voice_id(None) == "os-voice"
     monkeypatch.delenv("ASYNCAI_VOICE_ID")
     assert resolve_voice_id(None) is None
+
+
+def test_one_list_of_what_can_change_at_runtime() -> None:
+    """Settings' fields are the list; the typed mirror and the settings frame follow it."""
+    fields = attrs.fields_dict(Settings)
+    assert set(typing.get_type_hints(SettingsChanges)) == set(fields)
+    frame = set(attrs.fields_dict(TTSUpdateSettingsFrame))
+    assert frame <= set(fields)
+    assert set(fields) - frame == {"output_format"}  # the pipeline sets its format once
+
+
+def test_settings_changes_are_checked_once_by_the_setting_s_own_rule() -> None:
+    settings = Settings(voice_id="v")
+    changed = settings.with_changes(language="fr-CA", speed_control=1, stability=None)
+    assert (changed.language, changed.speed_control, changed.stability) == ("fr", 1.0, None)
+    assert Settings.check_changes({"voice_id": " v2 ", "model": None}) == {"voice_id": "v2"}
+    with pytest.raises(ConfigurationError, match="speed_control"):
+        settings.with_changes(speed_control=9.0)
+    with pytest.raises(TypeError, match="not a setting"):
+        Settings.check_changes({"sample_rate": 8000})

@@ -51,8 +51,10 @@ from ._types import DEFAULT_SAMPLE_RATE as DEFAULT_SAMPLE_RATE
 from ._types import AudioChunk as AudioChunk
 from ._types import OutputFormat as OutputFormat
 from ._types import Settings as Settings
+from ._types import SettingsChanges as SettingsChanges
 from ._types import UtteranceMetrics as UtteranceMetrics
 from ._utterance import Utterance as Utterance
+from ._utterance import UtteranceState as UtteranceState
 from ._version import __version__ as __version__
 from ._websocket import Synthesizer as Synthesizer
 from ._websocket import SynthesizerStatistics as SynthesizerStatistics

@@ -9,24 +9,21 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Unpack, final
 
 import attrs
-import httpx
 import trio
 
 from ._backend import require_trio
 from ._config import resolve_key_and_url, resolve_voice_id
 from ._errors import ConfigurationError, ProtocolError
-from ._rest import RestCore
+from ._options import ClientOptions, first_settings, takes_options
+from ._rest import RestClient, httpx_client
 from ._types import (
-    DEFAULT_MODEL,
     OutputFormat,
     Settings,
-    check_optional_str,
+    SettingsChanges,
     check_output_format,
-    check_speed_control,
-    check_stability,
     check_text,
     normalize_language,
 )
@@ -172,7 +169,7 @@ def _voice_list(data: object, what: str) -> list[Voice]:
 class Voices:
     """Voice management: list, get, update, delete, preview and clone. Use ``client.voices``."""
 
-    def __init__(self, rest: RestCore) -> None:
+    def __init__(self, rest: RestClient) -> None:
         self._rest = rest
 
     def __repr__(self) -> str:
@@ -407,63 +404,42 @@ class AsyncAIClient:
     synthesis, word timestamps, voices (``client.voices``) and the status check.
     """
 
-    def __init__(self, rest: RestCore, *, defaults: Mapping[str, Any]) -> None:
+    def __init__(self, rest: RestClient, options: ClientOptions, *, voice_id: str | None) -> None:
         self._rest = rest
-        #: The synthesis defaults: Settings' fields, ``voice_id`` perhaps None.
-        self._defaults = dict(defaults)
+        #: The synthesis defaults (the settings without a voice, which may come per call).
+        self._options = options
+        self._voice_id = voice_id
         #: Voice management.
         self.voices = Voices(rest)
 
     def __repr__(self) -> str:
         return f"<AsyncAIClient {self._rest.base_url}>"
 
-    def _settings(
-        self,
-        voice_id: str | None,
-        model: str | None,
-        language: object,
-        output_format: OutputFormat | None,
-        speed_control: float | None,
-        stability: int | None,
-    ) -> Settings:
-        if voice_id is None and self._defaults["voice_id"] is None:
+    def _settings(self, changes: SettingsChanges) -> Settings:
+        """The client's default settings with this call's changes."""
+        voice = changes.get("voice_id") or self._voice_id
+        if voice is None:
             raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
-        voice = voice_id if voice_id is not None else self._defaults["voice_id"]
-        base = Settings(**{**self._defaults, "voice_id": voice})
+        output_format = changes.get("output_format")
         if output_format is not None:
             check_output_format(output_format, streaming=False)
-        return base.with_changes(
-            voice_id=voice_id,
-            model=model,
-            language=language,
-            output_format=output_format,
-            speed_control=speed_control,
-            stability=stability,
-        )
+        base = first_settings(self._options, voice_id=voice, output_format=self._options.output_format)
+        return base.with_changes(**changes)
 
     def _body(self, text: str, settings: Settings) -> dict[str, Any]:
         body = settings.request_body()
         body["transcript"] = check_text(text)
         return body
 
-    async def synthesize(
-        self,
-        text: str,
-        *,
-        voice_id: str | None = None,
-        model: str | None = None,
-        language: object = None,
-        output_format: OutputFormat | None = None,
-        speed_control: float | None = None,
-        stability: int | None = None,
-    ) -> bytes:
+    async def synthesize(self, text: str, **changes: Unpack[SettingsChanges]) -> bytes:
         """The whole audio file for ``text`` (``/text_to_speech``): raw, wav or mp3 bytes.
 
-        The keyword arguments override the client's defaults for this call
-        (see :func:`open_client`). ``pcm_mulaw`` is refused: the service
-        gives it on the streaming endpoints only.
+        The settings given by name (:class:`~trio_asyncai.SettingsChanges`)
+        override the client's defaults for this call (see :func:`open_client`).
+        ``pcm_mulaw`` is refused: the service gives it on the streaming
+        endpoints only.
         """
-        settings = self._settings(voice_id, model, language, output_format, speed_control, stability)
+        settings = self._settings(changes)
         response = await self._rest.request(
             "POST",
             "/text_to_speech",
@@ -474,21 +450,13 @@ class AsyncAIClient:
         return response.content
 
     async def synthesize_with_timestamps(
-        self,
-        text: str,
-        *,
-        voice_id: str | None = None,
-        model: str | None = None,
-        language: object = None,
-        output_format: OutputFormat | None = None,
-        speed_control: float | None = None,
-        stability: int | None = None,
+        self, text: str, **changes: Unpack[SettingsChanges]
     ) -> TimestampedAudio:
         """Audio for ``text`` with the start and end time of every word.
 
         Takes the keyword arguments of :meth:`synthesize`.
         """
-        settings = self._settings(voice_id, model, language, output_format, speed_control, stability)
+        settings = self._settings(changes)
         data = await self._rest.request_json(
             "POST",
             "/text_to_speech/with_timestamps",
@@ -516,56 +484,28 @@ class AsyncAIClient:
 
 
 @asynccontextmanager
-async def open_client(
-    *,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    voice_id: str | None = None,
-    model: str = DEFAULT_MODEL,
-    language: Literal[None] | str = None,
-    output_format: OutputFormat | None = None,
-    speed_control: float | None = None,
-    stability: int | None = None,
-    client: httpx.AsyncClient | None = None,
-    timeout: float = 60.0,  # noqa: ASYNC109 - the httpx client's per-request timeout
-    max_retries: int = 3,
-    retry_backoff: float = 0.5,
-) -> AsyncIterator[AsyncAIClient]:
+async def _open_client(options: ClientOptions) -> AsyncIterator[AsyncAIClient]:
     """Open an :class:`AsyncAIClient` for whole-file synthesis, timestamps and voices.
 
     ``voice_id``, ``model``, ``language``, ``output_format``,
     ``speed_control`` and ``stability`` are defaults for the synthesis calls,
     each of which can override them. They are checked here as
     :func:`~trio_asyncai.open_synthesizer` checks them, except that wav is
-    allowed and ``pcm_mulaw`` (a streaming format) is not.
+    allowed and ``pcm_mulaw`` (a streaming format) is not. The options:
     """
     require_trio()
-    key, url = resolve_key_and_url(api_key, base_url)
-    del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
-    voice = resolve_voice_id(voice_id)
-    fmt = check_output_format(output_format or OutputFormat(), streaming=False)
-    # Checked now even without a default voice: a bad default is a bad argument.
-    speed = check_speed_control(speed_control)
-    steady = check_stability(stability)
-    if check_optional_str("model", model) is None:
-        raise ConfigurationError("model must not be empty")
-    defaults = {
-        "voice_id": voice,
-        "model": model,
-        "language": normalize_language(language),
-        "output_format": fmt,
-        "speed_control": speed,
-        "stability": steady,
-    }
+    key, url = resolve_key_and_url(options._api_key, options.base_url)
+    voice = resolve_voice_id(options.voice_id)
     # No nursery here, so nothing to unwrap: the caller's exceptions pass as they are.
-    if client is not None:
-        yield AsyncAIClient(
-            RestCore(client, base_url=url, api_key=key, max_retries=max_retries, retry_backoff=retry_backoff),
-            defaults=defaults,
+    async with httpx_client(options.client, timeout=options.timeout) as http:
+        rest = RestClient(
+            http,
+            base_url=url,
+            api_key=key,
+            max_retries=options.max_retries,
+            retry_backoff=options.retry_backoff,
         )
-        return
-    async with httpx.AsyncClient(timeout=timeout) as own:
-        yield AsyncAIClient(
-            RestCore(own, base_url=url, api_key=key, max_retries=max_retries, retry_backoff=retry_backoff),
-            defaults=defaults,
-        )
+        yield AsyncAIClient(rest, options, voice_id=voice)
+
+
+open_client = takes_options(ClientOptions, _open_client, name="open_client")

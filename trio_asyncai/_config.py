@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Final, final
+from typing import Final, final
 from urllib.parse import urlsplit
 
 import attrs
 
 from ._errors import ConfigurationError
 from ._types import (
-    DEFAULT_SAMPLE_RATE,
-    OutputFormat,
-    Settings,
     check_optional_str,
-    check_output_format,
-    normalize_language,
 )
 
 __all__ = [
@@ -30,9 +25,9 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "SERVICE_HOSTS",
     "ApiKey",
+    "mask_api_key",
     "resolve_api_key",
     "resolve_base_url",
-    "resolve_common",
     "resolve_key_and_url",
     "resolve_voice_id",
 ]
@@ -58,8 +53,17 @@ class ApiKey:
     __str__ = __repr__
 
 
-def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -> ApiKey | None:
+def mask_api_key(api_key: str | ApiKey | None) -> ApiKey | None:
+    """The key given, checked and masked (``None`` stays ``None``); the environment is not read."""
+    if isinstance(api_key, ApiKey):
+        return api_key
+    return resolve_api_key(api_key, env={})
+
+
+def resolve_api_key(api_key: str | ApiKey | None, env: Mapping[str, str] | None = None) -> ApiKey | None:
     """The key given, else ``ASYNCAI_API_KEY``, else ``None``."""
+    if isinstance(api_key, ApiKey):
+        return api_key
     env = os.environ if env is None else env
     key = api_key if api_key is not None else env.get("ASYNCAI_API_KEY")
     if key is None:
@@ -102,7 +106,7 @@ def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None)
     return url
 
 
-def resolve_key_and_url(api_key: str | None, base_url: str | None) -> tuple[ApiKey | None, str]:
+def resolve_key_and_url(api_key: str | ApiKey | None, base_url: str | None) -> tuple[ApiKey | None, str]:
     """The key and the base URL, from the arguments or the environment.
 
     A ConfigurationError when there is no key for the real service (a local
@@ -119,40 +123,3 @@ def resolve_voice_id(voice_id: str | None, env: Mapping[str, str] | None = None)
     """The voice given, else ``ASYNCAI_VOICE_ID``, else ``None``."""
     env = os.environ if env is None else env
     return check_optional_str("voice_id", voice_id if voice_id is not None else env.get("ASYNCAI_VOICE_ID"))
-
-
-def resolve_common(
-    *,
-    api_key: str | None,
-    voice_id: str | None,
-    model: str,
-    language: Any,
-    output_format: OutputFormat | None,
-    sample_rate: int | None,
-    base_url: str | None,
-    speed_control: float | None = None,
-    stability: int | None = None,
-) -> tuple[Settings, ApiKey | None, str]:
-    """Check and resolve the arguments both synthesizers take (with the environment).
-
-    Both stream, so the output format is checked as a streaming one (no wav).
-    """
-    key, url = resolve_key_and_url(api_key, base_url)
-    voice = resolve_voice_id(voice_id)
-    if voice is None:
-        raise ConfigurationError("no voice: pass voice_id= or set ASYNCAI_VOICE_ID")
-    if output_format is None:
-        rate = sample_rate if sample_rate is not None else DEFAULT_SAMPLE_RATE
-        output_format = OutputFormat(sample_rate=rate)
-    output_format = check_output_format(output_format, streaming=True)
-    if sample_rate is not None and sample_rate != output_format.sample_rate:
-        raise ConfigurationError("sample_rate disagrees with output_format.sample_rate")
-    settings = Settings(
-        voice_id=voice,
-        model=model,
-        language=normalize_language(language),
-        output_format=output_format,
-        speed_control=speed_control,
-        stability=stability,
-    )
-    return settings, key, url

@@ -6,7 +6,7 @@ import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from typing import Final, final
 
 import attrs
 import httpx
@@ -14,14 +14,14 @@ import trio
 
 from ._aggregator import SentenceAggregator
 from ._backend import require_trio
-from ._config import resolve_common
-from ._errors import AsyncAIError, ConfigurationError, QuotaExceededError, SynthesizerClosedError
+from ._errors import AsyncAIError, QuotaExceededError, SynthesizerClosedError
 from ._groups import nursery_twin, single_exception
+from ._options import HttpOptions, resolve_synthesis, takes_options
 from ._protocol import QuotaMarkerScanner
-from ._rest import RestCore, map_transport_error
+from ._rest import RestClient, httpx_client, map_transport_error
 from ._synthesizer import BaseSynthesizer
-from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
-from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, UtteranceFeed, buffer_limit
+from ._types import Settings
+from ._utterance import Utterance, UtteranceFeed, buffer_limit
 
 __all__ = [
     "HttpSynthesizer",
@@ -116,12 +116,10 @@ class HttpSynthesizer(BaseSynthesizer[_HttpLink]):
     def __init__(
         self,
         nursery: trio.Nursery,
-        rest: RestCore,
+        rest: RestClient,
+        options: HttpOptions,
         *,
         settings: Settings,
-        audio_timeout: float | None,
-        connect_timeout: float,
-        max_buffered_audio: float | None,
     ) -> None:
         self._nursery = nursery
         self._rest = rest
@@ -129,9 +127,12 @@ class HttpSynthesizer(BaseSynthesizer[_HttpLink]):
         # httpx bounds each phase: connecting, writing the request, each body
         # read (audio_timeout); the wait for the answer's headers is bounded
         # by answer_timeout (connect_timeout, counted from the request on).
-        self._timeout = httpx.Timeout(connect_timeout, read=audio_timeout, write=connect_timeout, pool=None)
+        connect_timeout = options.connect_timeout
+        self._timeout = httpx.Timeout(
+            connect_timeout, read=options.audio_timeout, write=connect_timeout, pool=None
+        )
         self._connect_timeout = connect_timeout
-        self._max_buffered_audio = max_buffered_audio
+        self._max_buffered_audio = options.max_buffered_audio
         self._links = {}
         self._closed = False
         self._close_requested = trio.Event()
@@ -258,91 +259,26 @@ def _quota_error() -> QuotaExceededError:
 
 
 @asynccontextmanager
-async def open_http_synthesizer(
-    *,
-    api_key: str | None = None,
-    voice_id: str | None = None,
-    model: str = DEFAULT_MODEL,
-    language: Any = None,
-    output_format: OutputFormat | None = None,
-    sample_rate: int | None = None,
-    speed_control: float | None = None,
-    stability: int | None = None,
-    base_url: str | None = None,
-    client: httpx.AsyncClient | None = None,
-    connect_timeout: float = 5.0,
-    audio_timeout: float | None = 10.0,
-    max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
-    max_retries: int = 3,
-    retry_backoff: float = 0.5,
-) -> AsyncIterator[HttpSynthesizer]:
+async def open_http_synthesizer_with(options: HttpOptions) -> AsyncIterator[HttpSynthesizer]:
     """Open an :class:`HttpSynthesizer`: speech over streaming HTTP requests.
 
-    Takes the synthesis arguments of :func:`~trio_asyncai.open_synthesizer`
-    (``api_key``, ``voice_id``, ``model``, ``language``, ``output_format``,
-    ``sample_rate``, ``speed_control``, ``stability``, ``base_url``,
-    ``connect_timeout``, ``audio_timeout``, ``max_buffered_audio``), the
-    WebSocket-only ones aside, and sends them with every request;
-    ``pcm_mulaw`` is available here too (the streaming endpoint takes it). And:
-
-    :param client: an :class:`httpx.AsyncClient` to send requests with; it is
-        left open. Without one, the synthesizer makes and closes its own.
-    :param connect_timeout: seconds allowed for each request from sending it
-        to the answer's headers, connecting included
-        (:exc:`~trio_asyncai.SynthesisTimeout`; retried once).
-    :param audio_timeout: seconds of silence allowed between body chunks,
-        from the headers on (``None``: forever); never retried, as audio may
-        have been delivered. No clock runs while the synthesizer holds back
-        because the utterance's buffer is full.
-    :param max_buffered_audio: seconds of unread audio one utterance may
-        hold (``None``: no limit), counted as :ref:`buffered-audio` says.
-        Over HTTP this is backpressure, never an error: while the buffer is
-        full, the synthesizer reads no further into the body and sends no
-        request for the next sentence, until you read.
-    :param max_retries: retries for 429, 5xx and failed connections, before
-        any audio of a request has arrived (never after); a timeout is
-        retried once at most.
-    :param retry_backoff: the first delay between retries; it doubles, and a
-        wait the service asks for (``extra.retry_after_ms`` or ``Retry-After``)
-        replaces it.
+    It takes the synthesis options of :func:`~trio_asyncai.open_synthesizer`,
+    the WebSocket-only ones aside, and sends them with every request;
+    ``pcm_mulaw`` is available here too (the streaming endpoint takes it).
+    The options:
     """
     require_trio()
-    settings, key, url = resolve_common(
-        api_key=api_key,
-        voice_id=voice_id,
-        model=model,
-        language=language,
-        output_format=output_format,
-        sample_rate=sample_rate,
-        base_url=base_url,
-        speed_control=speed_control,
-        stability=stability,
-    )
-    del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
-    if client is not None and not isinstance(client, httpx.AsyncClient):
-        raise ConfigurationError("client must be an httpx.AsyncClient")
-    check_positive(
-        connect_timeout=connect_timeout,
-        audio_timeout=audio_timeout,
-        max_buffered_audio=max_buffered_audio,
-    )
+    settings, key, url = resolve_synthesis(options)
     with single_exception():
-        async with _client_or_own(client) as http, trio.open_nursery() as nursery:
-            rest = RestCore(
+        async with httpx_client(options.client) as http, trio.open_nursery() as nursery:
+            rest = RestClient(
                 http,
                 base_url=url,
                 api_key=key,
-                max_retries=max_retries,
-                retry_backoff=retry_backoff,
+                max_retries=options.max_retries,
+                retry_backoff=options.retry_backoff,
             )
-            synth = HttpSynthesizer(
-                nursery,
-                rest,
-                settings=settings,
-                audio_timeout=audio_timeout,
-                connect_timeout=connect_timeout,
-                max_buffered_audio=max_buffered_audio,
-            )
+            synth = HttpSynthesizer(nursery, rest, options, settings=settings)
             try:
                 yield synth
             finally:
@@ -350,13 +286,7 @@ async def open_http_synthesizer(
                 nursery.cancel_scope.cancel()
 
 
-@asynccontextmanager
-async def _client_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
-    if client is not None:
-        yield client
-        return
-    async with httpx.AsyncClient() as own:
-        yield own
+open_http_synthesizer = takes_options(HttpOptions, open_http_synthesizer_with, name="open_http_synthesizer")
 
 
 connect_http_synthesizer = nursery_twin(

@@ -37,7 +37,7 @@ from ._errors import (
 )
 from ._retry import Backoff
 
-__all__ = ["RestCore", "map_transport_error"]
+__all__ = ["RestClient", "httpx_client", "map_transport_error"]
 
 logger = logging.getLogger("trio_asyncai")
 
@@ -101,7 +101,7 @@ async def _read_and_close(response: httpx.Response) -> bytes:
 
 
 @final
-class RestCore:
+class RestClient:
     """An httpx client, the service's base URL and key, and the retry policy."""
 
     def __init__(
@@ -120,7 +120,7 @@ class RestCore:
         self._backoff = Backoff(retry_backoff)
 
     def __repr__(self) -> str:
-        return f"<RestCore {self.base_url}>"
+        return f"<RestClient {self.base_url}>"
 
     def headers(self) -> dict[str, str]:
         headers = {"version": API_VERSION}
@@ -297,3 +297,15 @@ class RestCore:
                 f"the service answered {method} {path} with something that is not JSON",
                 raw=response.content,
             ) from exc
+
+
+@asynccontextmanager
+async def httpx_client(
+    client: httpx.AsyncClient | None, *, timeout: float | None = None  # noqa: ASYNC109 - httpx's timeout
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's httpx client, left open; else one of our own (with ``timeout``), closed after."""
+    if client is not None:
+        yield client
+        return
+    async with httpx.AsyncClient(timeout=timeout) as own:
+        yield own

@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, Unpack
 
 import trio
 
-from ._types import OutputFormat, Settings, check_output_format, check_text
+from ._types import OutputFormat, Settings, SettingsChanges, check_output_format, check_text
 from ._utterance import Utterance, UtteranceFeed, UtteranceLink, utterance_block
 
 __all__ = ["BaseSynthesizer", "RegisteredLink"]
@@ -64,35 +64,23 @@ class BaseSynthesizer(Generic[L]):
         """The settings the next utterance will use."""
         return self._settings
 
-    def update_settings(
-        self,
-        *,
-        voice_id: str | None = None,
-        model: str | None = None,
-        language: object = None,
-        output_format: OutputFormat | None = None,
-        speed_control: float | None = None,
-        stability: int | None = None,
-    ) -> None:
+    def update_settings(self, **changes: Unpack[SettingsChanges]) -> None:
         """Change voice, model, language, output format or voice controls from the next utterance on.
 
+        Takes the settings by name (:class:`~trio_asyncai.SettingsChanges`:
+        ``voice_id``, ``model``, ``language``, ``output_format``,
+        ``speed_control``, ``stability``); ``None`` leaves one as it is.
         Utterances already open keep the settings they started with. (On the
         WebSocket these settings are fixed per connection, so the next
         utterance opens a new connection, and the old one is closed once its
-        utterances are done.) ``None`` leaves a setting as it is.
-        ``speed_control`` (0.7 to 2.0) and ``stability`` (0 to 100) are
-        honoured by the ``async_flash_v1.0`` model only.
+        utterances are done.) ``speed_control`` (0.7 to 2.0) and
+        ``stability`` (0 to 100) are honoured by the ``async_flash_v1.0``
+        model only.
         """
+        output_format = changes.get("output_format")
         if output_format is not None:
             check_output_format(output_format, streaming=True)
-        self._settings = self._settings.with_changes(
-            voice_id=voice_id,
-            model=model,
-            language=language,
-            output_format=output_format,
-            speed_control=speed_control,
-            stability=stability,
-        )
+        self._settings = self._settings.with_changes(**changes)
 
     def open_utterance(self) -> AbstractAsyncContextManager[Utterance]:
         raise NotImplementedError  # pragma: no cover

@@ -32,13 +32,14 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, final
 
+import attrs
 import trio
 
 from ._aggregator import SentenceAggregator
 from ._errors import AsyncAIError, ConfigurationError, SynthesizerClosedError, copy_error, is_fatal
 from ._groups import single_exception
 from ._synthesizer import BaseSynthesizer
-from ._types import check_optional_str, check_speed_control, check_stability, check_text, normalize_language
+from ._types import Settings, check_text, normalize_language
 from ._utterance import Utterance
 from .frames import (
     EndFrame,
@@ -587,18 +588,8 @@ class TTSEngine:
         job.finish()
 
     def _on_settings(self, frame: TTSUpdateSettingsFrame) -> None:
-        changes: dict[str, Any] = {}
         try:
-            if frame.voice_id is not None:
-                changes["voice_id"] = check_optional_str("voice_id", frame.voice_id)
-            if frame.model is not None:
-                changes["model"] = check_optional_str("model", frame.model)
-            if frame.language is not None:
-                changes["language"] = normalize_language(frame.language)
-            if frame.speed_control is not None:
-                changes["speed_control"] = check_speed_control(frame.speed_control)
-            if frame.stability is not None:
-                changes["stability"] = check_stability(frame.stability)
+            changes = Settings.check_changes(attrs.asdict(frame, recurse=False))
         except ConfigurationError as exc:
             self._gen.queue(ErrorFrame(exc))
             return

@@ -7,7 +7,8 @@ value is.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, final
+from collections.abc import Mapping
+from typing import Any, Final, Literal, TypedDict, Unpack, final
 
 import attrs
 
@@ -20,6 +21,7 @@ __all__ = [
     "Encoding",
     "OutputFormat",
     "Settings",
+    "SettingsChanges",
     "UtteranceMetrics",
 ]
 
@@ -207,17 +209,6 @@ def normalize_language(language: object) -> str | None:
     return checked.replace("_", "-").split("-", 1)[0].lower()
 
 
-def check_positive(**values: float | None) -> None:
-    """A ConfigurationError for the first of ``values`` (name=value) that is given and not positive.
-
-    The rule of every duration and size option: a positive number, or
-    ``None`` where the option allows "no limit".
-    """
-    for name, value in values.items():
-        if value is not None and not value > 0:
-            raise ConfigurationError(f"{name} must be positive, not {value!r}")
-
-
 def check_speed_control(value: object) -> float | None:
     """``value`` as a speaking-rate factor from 0.7 to 2.0 (``None`` stays ``None``)."""
     if value is None:
@@ -259,12 +250,53 @@ def check_output_format(output_format: object, *, streaming: bool) -> OutputForm
     return output_format
 
 
+def _required_str(name: str, value: str) -> str:
+    checked = check_optional_str(name, value)
+    if checked is None:
+        raise ConfigurationError(f"{name} must be given")
+    return checked
+
+
+def _voice_id(value: str) -> str:
+    return _required_str("voice_id", value)
+
+
+def _model(value: str) -> str:
+    return _required_str("model", value)
+
+
+def _format(value: OutputFormat) -> OutputFormat:
+    if not isinstance(value, OutputFormat):
+        raise ConfigurationError("output_format must be an OutputFormat")
+    return value
+
+
+class SettingsChanges(TypedDict, total=False):
+    """Changes to :class:`Settings`, by name: what can change at runtime.
+
+    The keyword arguments of :meth:`Settings.with_changes`,
+    :meth:`Synthesizer.update_settings <trio_asyncai.Synthesizer.update_settings>`
+    and :meth:`AsyncAIClient.synthesize <trio_asyncai.AsyncAIClient.synthesize>`;
+    ``None`` leaves a setting as it is. Mirrors :class:`Settings`' fields
+    for type checkers (a test keeps the two alike).
+    """
+
+    voice_id: str | None
+    model: str | None
+    language: object
+    output_format: OutputFormat | None
+    speed_control: float | None
+    stability: int | None
+
+
 @final
 @attrs.frozen
 class Settings:
     """The per-connection synthesis settings: voice, model, language, output format, voice controls.
 
-    Immutable; use :func:`attrs.evolve` or a synthesizer's ``update_settings``.
+    Its fields are the one list of what can change at runtime, each with its
+    one check. Immutable; use :meth:`with_changes` or a synthesizer's
+    ``update_settings``.
 
     ``speed_control`` (0.7 to 2.0, the speaking rate) and ``stability`` (0 to
     100) are sent only when set (``None``: the service's default). The service
@@ -273,47 +305,33 @@ class Settings:
     are open strings.
     """
 
-    voice_id: str
-    model: str = DEFAULT_MODEL
-    # Normalized on construction too, not only in with_changes(): Settings is public.
+    voice_id: str = attrs.field(converter=_voice_id)
+    model: str = attrs.field(default=DEFAULT_MODEL, converter=_model)
     language: str | None = attrs.field(default=None, converter=normalize_language)
-    output_format: OutputFormat = OutputFormat()
+    output_format: OutputFormat = attrs.field(default=OutputFormat(), converter=_format)
     speed_control: float | None = attrs.field(default=None, converter=check_speed_control)
     stability: int | None = attrs.field(default=None, converter=check_stability)
 
-    def __attrs_post_init__(self) -> None:
-        if check_optional_str("voice_id", self.voice_id) is None:
-            raise ConfigurationError("voice_id must be given (or ASYNCAI_VOICE_ID set)")
-        if check_optional_str("model", self.model) is None:
-            raise ConfigurationError("model must not be empty")
-        if not isinstance(self.output_format, OutputFormat):
-            raise ConfigurationError("output_format must be an OutputFormat")
+    def with_changes(self, **changes: Unpack[SettingsChanges]) -> Settings:
+        """A copy with the given (non-``None``) settings replaced, each checked once."""
+        return attrs.evolve(self, **self.check_changes(changes))
 
-    def with_changes(
-        self,
-        *,
-        voice_id: str | None = None,
-        model: str | None = None,
-        language: object = None,
-        output_format: OutputFormat | None = None,
-        speed_control: float | None = None,
-        stability: int | None = None,
-    ) -> Settings:
-        """A copy with the given (non-``None``) fields replaced."""
-        changes: dict[str, Any] = {}
-        if voice_id is not None:
-            changes["voice_id"] = check_optional_str("voice_id", voice_id)
-        if model is not None:
-            changes["model"] = check_optional_str("model", model)
-        if language is not None:
-            changes["language"] = normalize_language(language)
-        if output_format is not None:
-            changes["output_format"] = output_format
-        if speed_control is not None:
-            changes["speed_control"] = speed_control
-        if stability is not None:
-            changes["stability"] = stability
-        return attrs.evolve(self, **changes)
+    @classmethod
+    def check_changes(cls, changes: Mapping[str, object]) -> dict[str, Any]:
+        """``changes`` without the ``None`` values, each checked and normalized as its setting is.
+
+        A :exc:`TypeError` for a name that is no setting; a
+        :exc:`~trio_asyncai.ConfigurationError` for a bad value.
+        """
+        fields = attrs.fields_dict(cls)
+        checked: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in fields:
+                raise TypeError(f"{name!r} is not a setting (settings: {', '.join(fields)})")
+            if value is not None:
+                converter = fields[name].converter
+                checked[name] = converter(value) if callable(converter) else value
+        return checked
 
     def request_body(self) -> dict[str, Any]:
         """The fields every synthesis request carries (without the text)."""

@@ -24,18 +24,17 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from typing import final
 
 import attrs
 import trio
 
 from ._backend import require_trio
-from ._config import ApiKey, resolve_common
+from ._config import ApiKey
 from ._connection import Connection, Connector
 from ._errors import (
     APIError,
     AsyncAIError,
-    ConfigurationError,
     ConnectionLostError,
     RateLimitError,
     SynthesisTimeout,
@@ -45,19 +44,15 @@ from ._errors import (
     refuses_settings,
 )
 from ._groups import nursery_twin, single_exception
+from ._options import WebSocketOptions, resolve_synthesis, takes_options
 from ._retry import Backoff
 from ._synthesizer import BaseSynthesizer
-from ._types import DEFAULT_MODEL, OutputFormat, Settings, check_positive
-from ._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, UtteranceFeed, buffer_limit
+from ._types import Settings
+from ._utterance import Utterance, UtteranceFeed, buffer_limit
 
 __all__ = ["Synthesizer", "SynthesizerStatistics", "connect_synthesizer", "open_synthesizer"]
 
 logger = logging.getLogger("trio_asyncai")
-
-#: The largest server message we accept by default: one message may carry seconds of audio
-#: (four seconds of 48 kHz f32 is 1 MiB of samples, a third more in base64).
-DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
-
 
 @final
 @attrs.frozen
@@ -188,18 +183,11 @@ class Synthesizer(BaseSynthesizer[_WebSocketLink]):
     def __init__(
         self,
         nursery: trio.Nursery,
+        options: WebSocketOptions,
         *,
         settings: Settings,
         api_key: ApiKey | None,
         base_url: str,
-        keepalive_interval: float | None,
-        connect_timeout: float,
-        audio_timeout: float | None,
-        close_timeout: float,
-        max_buffered_audio: float | None,
-        max_reconnect_attempts: int,
-        reconnect_backoff: float,
-        max_message_size: int,
     ) -> None:
         self._nursery = nursery
         self._settings = settings
@@ -207,16 +195,16 @@ class Synthesizer(BaseSynthesizer[_WebSocketLink]):
         self._connector = Connector(
             base_url,
             api_key,
-            connect_timeout=connect_timeout,
-            keepalive_interval=keepalive_interval,
-            close_timeout=close_timeout,
-            max_message_size=max_message_size,
+            connect_timeout=options.connect_timeout,
+            keepalive_interval=options.keepalive_interval,
+            close_timeout=options.close_timeout,
+            max_message_size=options.max_message_size,
         )
-        self._connect_timeout = connect_timeout
-        self._audio_timeout = audio_timeout
-        self._close_timeout = close_timeout
-        self._max_buffered_audio = max_buffered_audio
-        self._max_reconnect_attempts = max_reconnect_attempts
+        self._connect_timeout = options.connect_timeout
+        self._audio_timeout = options.audio_timeout
+        self._close_timeout = options.close_timeout
+        self._max_buffered_audio = options.max_buffered_audio
+        self._max_reconnect_attempts = options.max_reconnect_attempts
         self._links = {}
         #: The connection new utterances go to.
         self._connection: Connection | None = None
@@ -227,7 +215,7 @@ class Synthesizer(BaseSynthesizer[_WebSocketLink]):
         self._close_requested = trio.Event()
         #: Counts "connect" failures (reset by a good connect) and "drop"s,
         #: connections lost under utterances (reset by one that completes).
-        self._backoff = Backoff(reconnect_backoff)
+        self._backoff = Backoff(options.reconnect_backoff)
         #: The settings the service refused, and how: connecting again with them is no use.
         self._refused: tuple[Settings, APIError] | None = None
         self._counts: Counter[str] = Counter()
@@ -461,122 +449,28 @@ class Synthesizer(BaseSynthesizer[_WebSocketLink]):
 
 
 @asynccontextmanager
-async def open_synthesizer(
-    *,
-    api_key: str | None = None,
-    voice_id: str | None = None,
-    model: str = DEFAULT_MODEL,
-    language: Any = None,
-    output_format: OutputFormat | None = None,
-    sample_rate: int | None = None,
-    speed_control: float | None = None,
-    stability: int | None = None,
-    base_url: str | None = None,
-    keepalive_interval: float | None = 10.0,
-    connect_timeout: float = 10.0,
-    audio_timeout: float | None = 10.0,
-    close_timeout: float = 2.0,
-    max_buffered_audio: float | None = DEFAULT_MAX_BUFFERED_AUDIO,
-    max_reconnect_attempts: int = 3,
-    reconnect_backoff: float = 0.5,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-) -> AsyncIterator[Synthesizer]:
+async def open_synthesizer_with(options: WebSocketOptions) -> AsyncIterator[Synthesizer]:
     """Open a :class:`Synthesizer`: speech over one persistent WebSocket.
 
-    :param api_key: the API key; default ``ASYNCAI_API_KEY``. Needed for the
-        real service, optional for a local server.
-    :param voice_id: the voice; default ``ASYNCAI_VOICE_ID``.
-    :param model: the model id (not checked client-side).
-    :param language: an ISO 639-1 code (``"en"``; ``"en-US"`` becomes ``"en"``),
-        a :class:`~trio_asyncai.Language`, or ``None`` for the voice's own.
-    :param output_format: the audio format; default raw ``pcm_s16le`` at
-        ``sample_rate`` (or 24000 Hz). Raw or mp3; for telephony,
-        ``OutputFormat(encoding="pcm_mulaw", sample_rate=8000)``.
-    :param sample_rate: shorthand for the output format's sample rate.
-    :param speed_control: the speaking rate, 0.7 to 2.0 (``None``: the
-        service's default, 1.0).
-    :param stability: the voice's stability, an int from 0 to 100
-        (``None``: the service's default). The service honours
-        ``speed_control`` and ``stability`` with ``async_flash_v1.0`` only
-        and ignores them with its other models; they are not refused for
-        other models here.
-    :param base_url: the service; default ``ASYNCAI_BASE_URL`` or
-        ``https://api.async.com``. ``http(s)://`` becomes ``ws(s)://``.
-    :param keepalive_interval: seconds of silence after which a keepalive is
-        sent (``None``: never).
-    :param connect_timeout: seconds allowed for getting a connection, from
-        the first attempt on, every attempt and the waits between them
-        included: entering the block against a service that never answers
-        fails with :exc:`~trio_asyncai.SynthesisTimeout` after this long, and
-        so does an utterance that needs a new connection (after the backoff
-        a lost connection earned, which comes first).
-    :param audio_timeout: seconds a finished utterance waits for its next
-        audio or its end before failing with
-        :exc:`~trio_asyncai.SynthesisTimeout` (``None``: forever). It runs
-        only once all text was sent: before that the service owes nothing.
-    :param close_timeout: seconds allowed for closing the connection politely.
-    :param max_buffered_audio: seconds of unread audio one utterance may hold
-        before it fails with :exc:`~trio_asyncai.SlowConsumerError`
-        (``None``: no limit), counted as :ref:`buffered-audio` says (mp3 by
-        its bit rate). The WebSocket carries every utterance of a connection,
-        so it cannot hold back one of them: a reader that falls this far
-        behind loses its utterance, not the others'.
-    :param max_reconnect_attempts: connection attempts after the first that
-        fails, for errors that may pass (network, 429, 5xx), within
-        ``connect_timeout``.
-    :param reconnect_backoff: the first delay between attempts; it doubles
-        with each failure (up to 30 s), and each wait is drawn from
-        ``[d, 1.5 d)``. A wait the service asks for (``retry_after_ms``) is
-        waited instead, exactly; a wait that would pass ``connect_timeout``
-        is not waited: the error is raised at once.
-    :param max_message_size: the largest message (in bytes) accepted from
-        the service; a larger one ends the connection with
-        :exc:`~trio_asyncai.ConnectionLostError`. One message can hold
-        seconds of audio in base64: the default is 16 MiB.
+    ::
+
+        async with trio_asyncai.open_synthesizer(voice_id=VOICE) as synth:
+            async with synth.speak("Hello from trio.") as utterance:
+                async for chunk in utterance:
+                    ...
 
     The connection is opened on entry, so a refused key or an unreachable
     service raises here. Errors reach you as :exc:`~trio_asyncai.AsyncAIError`
-    subclasses, never wrapped in an ExceptionGroup.
+    subclasses, never wrapped in an ExceptionGroup. The options:
     """
     require_trio()
-    settings, key, url = resolve_common(
-        api_key=api_key,
-        voice_id=voice_id,
-        model=model,
-        language=language,
-        output_format=output_format,
-        sample_rate=sample_rate,
-        base_url=base_url,
-        speed_control=speed_control,
-        stability=stability,
-    )
-    del api_key  # from here on only the masked ApiKey: no frame of this block holds the key
-    check_positive(
-        keepalive_interval=keepalive_interval,
-        audio_timeout=audio_timeout,
-        max_buffered_audio=max_buffered_audio,
-    )
-    if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size < 1:
-        raise ConfigurationError("max_message_size must be a positive int")
+    settings, key, url = resolve_synthesis(options)
     # The nursery raises an ExceptionGroup when the block or a task fails;
     # our tasks never raise on purpose, so a group holds the block's own
     # exception (or a bug of ours): hand back that one exception as itself.
     with single_exception():
         async with trio.open_nursery() as nursery:
-            synth = Synthesizer(
-                nursery,
-                settings=settings,
-                api_key=key,
-                base_url=url,
-                keepalive_interval=keepalive_interval,
-                connect_timeout=connect_timeout,
-                audio_timeout=audio_timeout,
-                close_timeout=close_timeout,
-                max_buffered_audio=max_buffered_audio,
-                max_reconnect_attempts=max_reconnect_attempts,
-                reconnect_backoff=reconnect_backoff,
-                max_message_size=max_message_size,
-            )
+            synth = Synthesizer(nursery, options, settings=settings, api_key=key, base_url=url)
             try:
                 # Connect on entry: a bad key or a dead service fails here, not at the first utterance.
                 await synth._connection_for(settings)
@@ -586,6 +480,9 @@ async def open_synthesizer(
                 # No checkpoint may follow: a Cancelled raised here would replace
                 # the exception the block is leaving with.
                 nursery.cancel_scope.cancel()
+
+
+open_synthesizer = takes_options(WebSocketOptions, open_synthesizer_with, name="open_synthesizer")
 
 
 connect_synthesizer = nursery_twin(
