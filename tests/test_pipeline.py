@@ -28,6 +28,7 @@ from trio_asyncai import (
     WebSocketTTS,
     current_params,
 )
+from trio_asyncai._aggregator import SentenceAggregator
 from trio_asyncai._options import HttpOptions, StageOwnOptions, WebSocketOptions
 from trio_asyncai.frames import (
     EndFrame,
@@ -245,6 +246,20 @@ def tts(request: pytest.FixtureRequest, server: LocalServer) -> TTSFactory:
     return TTSFactory(request.param, server)
 
 
+def assert_whole_sentences(tts: TTSFactory, sent: list[str], sentences: list[str]) -> None:
+    """Each piece sent is whole sentences, in order: one each on the WebSocket, one or more over HTTP."""
+    if tts.kind == "websocket":
+        assert sent == sentences
+        return
+    rest = [s.strip() for s in sentences]
+    for piece in sent:
+        taken: list[str] = []
+        while rest and " ".join([*taken, rest[0]]) in piece:
+            taken.append(rest.pop(0))
+        assert " ".join(taken) == piece.strip(), (piece, taken)
+    assert rest == []
+
+
 async def run(
     stages: Sequence[Any], frames: Sequence[Frame], params: PipelineParams | None = None
 ) -> PipelineTask:
@@ -278,9 +293,32 @@ async def test_a_response_is_one_utterance_sent_sentence_by_sentence(tts: TTSFac
         EndFrame,
     ]
     # Abbreviations, prices, decimals, times and e-mail addresses did not
-    # split a sentence; each sentence went out whole, and on its own.
-    assert tts.sent_texts() == TRICKY_SENTENCES
+    # split a sentence; each sentence went out whole, and as soon as it was
+    # complete (over HTTP, sentences complete at the same moment share a request).
+    assert_whole_sentences(tts, tts.sent_texts(), TRICKY_SENTENCES)
     await tts.all_closed()
+
+
+@pytest.mark.parametrize("aggregate", ["sentence", "token"])
+async def test_sentences_are_cut_once_per_utterance(
+    tts: TTSFactory, aggregate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One aggregator per utterance on either transport (the stage's, or the HTTP synthesizer's)."""
+    made: list[str] = []
+    real_init = SentenceAggregator.__init__
+
+    def counting_init(self: SentenceAggregator, *args: Any, **kwargs: Any) -> None:
+        made.append(type(self).__name__)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceAggregator, "__init__", counting_init)
+    sink = Sink()
+    await run([ScriptedLLM(), tts(aggregate=aggregate), sink], [Prompt(TRICKY), EndFrame()])
+    assert len(utterances(sink.frames)) == 1
+    expected = 0 if tts.kind == "websocket" and aggregate == "token" else 1
+    assert len(made) == expected
+    if tts.kind == "http" or aggregate == "sentence":
+        assert_whole_sentences(tts, tts.sent_texts(), TRICKY_SENTENCES)
 
 
 @pytest.mark.parametrize("aggregate", ["sentence", "token"])
@@ -308,8 +346,9 @@ async def test_the_first_sentence_is_heard_while_the_llm_still_writes(
     sink = Sink(on_frame)
     await run([llm, tts(aggregate=aggregate), sink], [])
     assert len(utterances(sink.frames)) == 1
-    if aggregate == "sentence":
-        assert tts.sent_texts() == ["The first sentence is here. ", "And the second one follows. "]
+    if tts.kind == "http" or aggregate == "sentence":
+        sentences = ["The first sentence is here. ", "And the second one follows. "]
+        assert_whole_sentences(tts, tts.sent_texts(), sentences)
 
 
 async def test_token_mode_passes_text_through_without_forcing(tts: TTSFactory) -> None:
@@ -347,11 +386,16 @@ async def test_a_speak_frame_is_its_own_whole_utterance(tts: TTSFactory) -> None
     assert len(spoken) == 3
     assert len(spoken[0].audio) > len(spoken[1].audio) > len(spoken[2].audio)
     sent = set(tts.sent_texts())
-    assert {"Before the interjection, a long preamble. ", "And ", "after it. "} <= sent
     if tts.kind == "websocket":
+        assert {"Before the interjection, a long preamble. ", "And ", "after it. "} <= sent
         assert "Spoken whole. At once. " in sent  # one piece; the server cuts it
     else:
-        assert "Spoken whole. At once." in sent  # sentences ready together: one request
+        # The synthesizer cuts: sentences ready together share a request.
+        assert sent == {
+            "Before the interjection, a long preamble. And",
+            "Spoken whole. At once.",
+            " after it.",
+        }
 
 
 @pytest.mark.parametrize("max_ahead", [1, 3])

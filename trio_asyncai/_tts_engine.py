@@ -3,13 +3,16 @@
 One run of a stage, in one nursery (nothing outlives it)::
 
     receive --> TTSEngine.run: the input loop (this task)
-                  |  text -> the Job being gathered (its own task opens an
-                  |          utterance and sends it the text as it comes)
+                  |  text -> the Job being gathered (cut into sentences here,
+                  |          unless the synthesizer cuts them itself)
                   |  jobs and every other frame, in input order
                   v
-                Generation: its output loop delivers, one job after another,
-                Started, audio, Stopped, [Error], [Metrics]; other frames as
-                they come --> send
+                Generation: its output loop gives each job its turn, and sends
+                the other frames between them --> send
+                  ^
+                  |  each Job's own task: opens its utterance, feeds it the
+                  |  text as it comes, and in its turn sends Started, audio,
+                  |  Stopped, [Error], [Metrics] --> send
 
 Each piece of state has one owner:
 
@@ -19,8 +22,10 @@ Each piece of state has one owner:
   attempts useless, and the close (cancelling an attempt still under way).
 - :class:`Generation`: the jobs and frames between two interruptions, its
   output loop, its item channel; :meth:`Generation.end` ends it, whether by
-  finishing, by an interruption, or because the next stage is gone.
-- :class:`Job`: one utterance: its text, its task, its utterance and error.
+  finishing, by an interruption, or (called by the engine, once) because the
+  next stage is gone.
+- :class:`Job`: one utterance: its text, its task, its utterance's block
+  (the task that reads the audio holds it), its error.
 - :class:`TTSEngine`: the input side: what is being gathered, settings
   changes, and which generation is current.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, final
+from typing import Any, Literal, Protocol, final
 
 import attrs
 import trio
@@ -166,9 +171,31 @@ class SynthesizerHolder:
 # --------------------------------------------------------------------- jobs
 
 
+class Output(Protocol):
+    """Where a job delivers its frames, in its turn (its generation)."""
+
+    #: Whether MetricsFrames are wanted.
+    enable_metrics: bool
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether an interruption ended the generation (read afresh after every await)."""
+
+    async def send(self, frame: Frame) -> bool:
+        """Send ``frame`` to the next stage; ``False`` (and nothing sent) once it is gone."""
+
+
 @final
 class Job:
-    """One utterance of the stage: the text it is given, the utterance it opens, what became of it."""
+    """One utterance of the stage: the text it is given, the utterance it opens, and its frames.
+
+    The job's own task does it all, in order: it opens the utterance (after
+    the job before it opened its own, so that settings changes apply in
+    input order), feeds it the text as it comes, and, when the output gives
+    it its turn, delivers Started, the audio, Stopped, [Error], [Metrics].
+    The task that reads the utterance's audio is the one that holds its
+    block, so the block ends when the audio has been delivered.
+    """
 
     def __init__(self, changes: dict[str, Any], previous: Job | None) -> None:
         #: The settings changes in force when the job began (applied as it opens).
@@ -177,14 +204,19 @@ class Job:
         self._previous = previous
         self._text_send, self._text_receive = trio.open_memory_channel[tuple[str, bool]](math.inf)
         self._final_text = ""
+        #: Covers the job until its utterance's block (which interrupt() cancels itself) is entered.
         self._cancel_scope = trio.CancelScope()
-        self._interrupted = False
         self._utterance: Utterance | None = None
         self._error: AsyncAIError | None = None
         #: Set when the job opened its utterance, or gave up.
         self._opened = trio.Event()
-        #: Set when the output has read all the audio: the utterance's block may end.
-        self._released = trio.Event()
+        #: Set by the output when it is this job's turn to deliver.
+        self._turn = trio.Event()
+        #: Set when the job has delivered everything it owes.
+        self._delivered = trio.Event()
+        #: Started was owed to the output (audio arrived), and whether it went out.
+        self._started = False
+        self._started_sent = False
 
     # The input side.
 
@@ -203,65 +235,115 @@ class Job:
         self._final_text = final_text
         self._text_send.close()
 
-    # The output side.
-
-    async def wait_opened(self) -> Utterance | None:
-        """The job's utterance once it is open; ``None`` if it never opened (see :attr:`error`)."""
-        await self._opened.wait()
-        return self._utterance
-
-    @property
-    def error(self) -> AsyncAIError | None:
-        """Why the utterance failed, if it did (besides the errors its audio channel raises)."""
-        return self._error
-
-    def release(self) -> None:
-        """The output has read the utterance's audio: its block may close."""
-        self._released.set()
-
     def interrupt(self) -> None:
-        """Stop the job now: its utterance is interrupted, its task cancelled."""
-        self._interrupted = True
+        """Stop the job now: its utterance is interrupted (its audio and block end), its opening cancelled."""
         if self._utterance is not None:
             self._utterance.interrupt()
         self._cancel_scope.cancel()
 
+    # The output side.
+
+    async def deliver(self) -> None:
+        """Give the job its turn, and return once it has delivered everything it owes."""
+        self._turn.set()
+        await self._delivered.wait()
+
     # The job's own task.
 
-    async def run(self, synthesizer: SynthesizerHolder, permits: trio.Semaphore) -> None:
-        """Open the utterance (after the previous job's), send it the text as it comes, hold it until read."""
+    async def run(self, synthesizer: SynthesizerHolder, permits: trio.Semaphore, output: Output) -> None:
+        """Open the utterance, feed it, deliver its frames in turn; then say how it ended."""
         try:
-            with self._cancel_scope:
-                first = await self._next_text()
-                if self._previous is not None:
-                    await self._previous.wait_opened()
-                    self._previous = None
-                if first is None and not self._final_text.strip():
-                    return
-                synth = await synthesizer.get()
-                if self._changes:
-                    # Right before open_utterance reads the settings; jobs
-                    # open in turn, so no other job changes them between.
-                    synth.update_settings(**self._changes)
-                # A permit is held until the output has read the audio.
-                async with permits, synth.open_utterance() as utterance:
-                    self._utterance = utterance
-                    self._opened.set()
-                    try:
-                        await self._feed(utterance, first)
-                    except AsyncAIError as exc:
-                        # After a barge-in the feed meets an interrupted
-                        # utterance: that is no error of the service's.
-                        if utterance.error is None and not utterance.interrupted and not self._interrupted:
-                            self._error = exc
-                            utterance.interrupt()  # ends its audio (and this block)
-                    # Leaving the block drops the audio not yet read.
-                    await self._released.wait()
-        except AsyncAIError as exc:
-            self._error = exc
+            try:
+                with self._cancel_scope:
+                    # A permit is held until the audio has been delivered.
+                    async with permits:
+                        await self._open_and_deliver(synthesizer, output)
+            except AsyncAIError as exc:
+                self._error = self._error or exc
+            finally:
+                self._previous = None
+                self._opened.set()
+            await self._turn.wait()
+            await self._deliver_the_end(output)
         finally:
+            self._delivered.set()
+
+    async def _open_and_deliver(self, synthesizer: SynthesizerHolder, output: Output) -> None:
+        first = await self._next_text()
+        if self._previous is not None:
+            await self._previous._opened.wait()
             self._previous = None
+        if first is None and not self._final_text.strip():
+            return
+        synth = await synthesizer.get()
+        if self._changes:
+            # Right before open_utterance reads the settings; jobs open in
+            # turn, so no other job changes them between.
+            synth.update_settings(**self._changes)
+        async with synth.open_utterance() as utterance, trio.open_nursery() as nursery:
+            self._utterance = utterance
             self._opened.set()
+            nursery.start_soon(self._feed, utterance, first)
+            await self._turn.wait()
+            await self._deliver_audio(utterance, output)
+            # The feed may still wait for text that will never be spoken (the
+            # utterance failed, or the next stage is gone); leaving the block
+            # drops what the output did not take.
+            nursery.cancel_scope.cancel()
+
+    async def _deliver_audio(self, utterance: Utterance, output: Output) -> None:
+        """Started, then every chunk, until the audio ends or the utterance is interrupted.
+
+        An interruption cancels this (the utterance's block): an audio frame
+        being sent is not delivered, and none follows.
+        """
+        uid = utterance.context_id
+        try:
+            async for chunk in utterance:
+                if not self._started:
+                    self._started = True
+                    self._started_sent = await output.send(TTSStartedFrame(uid))
+                    if not self._started_sent:
+                        return
+                frame = TTSAudioRawFrame(chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid)
+                if not await output.send(frame):
+                    return
+        except trio.ClosedResourceError:
+            pass  # the block ended meanwhile
+        except AsyncAIError as exc:
+            self._error = self._error or exc
+
+    async def _deliver_the_end(self, output: Output) -> None:
+        """What the utterance owes after its audio, even after an interruption.
+
+        Stopped, [Error], [Metrics].
+        """
+        utterance, error = self._utterance, self._error
+        if utterance is None:
+            if error is not None:
+                await output.send(ErrorFrame(error, fatal=is_fatal(error)))
+            return
+        uid = utterance.context_id
+        if self._started:
+            # Started is owed once audio came, even if an interruption kept it from going out.
+            if not self._started_sent and not await output.send(TTSStartedFrame(uid)):
+                return
+            if not await output.send(TTSStoppedFrame(uid)):
+                return
+        if error is not None and not (output.interrupted and utterance.interrupted):
+            frame = ErrorFrame(error, fatal=is_fatal(error), utterance_id=uid)
+            if not await output.send(frame):
+                return
+        metrics = utterance.metrics
+        if output.enable_metrics and metrics.characters:
+            await output.send(
+                MetricsFrame(
+                    utterance_id=uid,
+                    ttfb=metrics.ttfb,
+                    processing_time=metrics.processing_time,
+                    characters=metrics.characters,
+                )
+            )
 
     async def _next_text(self) -> tuple[str, bool] | None:
         try:
@@ -270,14 +352,21 @@ class Job:
             return None
 
     async def _feed(self, utterance: Utterance, first: tuple[str, bool] | None) -> None:
-        item = first
-        while item is not None:
-            text, flush = item
-            await utterance.send(text)
-            if flush:
-                await utterance.flush()
-            item = await self._next_text()
-        await utterance.finish(self._final_text)
+        try:
+            item = first
+            while item is not None:
+                text, flush = item
+                await utterance.send(text)
+                if flush:
+                    await utterance.flush()
+                item = await self._next_text()
+            await utterance.finish(self._final_text)
+        except AsyncAIError as exc:
+            # After a barge-in the feed meets an interrupted utterance: that
+            # is no error of the service's.
+            if utterance.error is None and not utterance.interrupted:
+                self._error = exc
+                utterance.interrupt()  # ends its audio (and its block)
 
 
 # --------------------------------------------------------------- generation
@@ -285,10 +374,11 @@ class Job:
 
 @final
 class Generation:
-    """The jobs and frames between two interruptions, and the output loop that delivers them in order.
+    """The jobs and frames between two interruptions, and the output loop that gives each its turn.
 
     Jobs synthesize concurrently, as their tasks run in this generation's
-    nursery, but the output loop delivers them one after another.
+    nursery, but deliver one after another: the output loop gives each job
+    its turn, and sends the other frames between them, in input order.
     """
 
     def __init__(
@@ -303,7 +393,7 @@ class Generation:
         self._send = send
         self._synthesizer = synthesizer
         self._permits = permits
-        self._enable_metrics = enable_metrics
+        self.enable_metrics = enable_metrics
         self._on_next_stage_gone = on_next_stage_gone
         self._items_send, self._items_receive = trio.open_memory_channel[Job | Frame](math.inf)
         self._nursery: trio.Nursery | None = None
@@ -312,8 +402,6 @@ class Generation:
         self._jobs: set[Job] = set()
         self._newest_job: Job | None = None
         self._ending: Ending | None = None
-        #: The scope of the audio frame being sent, cancelled by an interruption.
-        self._audio_send_scope: trio.CancelScope | None = None
         self._done = trio.Event()
 
     def start_job(self, changes: dict[str, Any]) -> Job:
@@ -342,23 +430,30 @@ class Generation:
             return
         for job in self._jobs:
             job.interrupt()
-        if how == "interrupt":
-            if self._audio_send_scope is not None:
-                self._audio_send_scope.cancel()
-        else:
+        if how == "abandon":
             self._cancel_scope.cancel()
 
     @property
-    def _interrupted(self) -> bool:
+    def interrupted(self) -> bool:
         """Whether an interruption ended this generation (read afresh after every await)."""
         return self._ending == "interrupt"
+
+    async def send(self, frame: Frame) -> bool:
+        """Send ``frame`` on; ``False`` once the next stage is gone (which is reported, once)."""
+        try:
+            await self._send.send(frame)
+        except trio.BrokenResourceError:
+            # The next stage is gone (a sink that has heard enough): the engine ends us.
+            self._on_next_stage_gone()
+            return False
+        return True
 
     async def wait_done(self) -> None:
         """Return once the output loop has delivered what this generation owes."""
         await self._done.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The output loop: deliver each job and frame in turn, until :meth:`end`."""
+        """The output loop: give each job its turn and send each frame, in order, until :meth:`end`."""
         try:
             with self._cancel_scope, single_exception():
                 async with trio.open_nursery() as nursery:
@@ -366,72 +461,17 @@ class Generation:
                     task_status.started()
                     async for item in self._items_receive:
                         if isinstance(item, Job):
-                            await self._deliver(item)
-                        else:
-                            await self._send.send(item)
-        except trio.BrokenResourceError:
-            # The next stage is gone (a sink that has heard enough): the
-            # utterances' blocks end (each closes its context on the service).
-            self.end("abandon")
-            self._on_next_stage_gone()
+                            await item.deliver()
+                        elif not await self.send(item):
+                            break
         finally:
             self._done.set()
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await job.run(self._synthesizer, self._permits)
+            await job.run(self._synthesizer, self._permits, self)
         finally:
             self._jobs.discard(job)  # a long conversation keeps no finished ones
-
-    async def _deliver(self, job: Job) -> None:
-        """Deliver one utterance: Started, audio, Stopped, [Error], [Metrics]."""
-        utterance = await job.wait_opened()
-        if utterance is None:
-            if job.error is not None:
-                await self._send_error(job.error, None)
-            return
-        uid = utterance.context_id
-        started = False
-        error: AsyncAIError | None = None
-        try:
-            while True:
-                try:
-                    chunk = await utterance.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                if not started:
-                    await self._send.send(TTSStartedFrame(uid))
-                    started = True
-                if self._interrupted:
-                    break  # not one more frame of its audio (it may have come while Started was taken)
-                frame = TTSAudioRawFrame(chunk.audio, chunk.sample_rate, chunk.num_channels, utterance_id=uid)
-                with trio.CancelScope() as scope:
-                    self._audio_send_scope = scope
-                    await self._send.send(frame)
-                self._audio_send_scope = None
-        except AsyncAIError as exc:
-            error = exc
-        finally:
-            job.release()
-        if started:
-            await self._send.send(TTSStoppedFrame(uid))
-        error = error or job.error
-        if error is not None and (not self._interrupted or not utterance.interrupted):
-            await self._send_error(error, uid)
-        if self._enable_metrics:
-            metrics = utterance.metrics
-            if metrics.characters:
-                await self._send.send(
-                    MetricsFrame(
-                        utterance_id=uid,
-                        ttfb=metrics.ttfb,
-                        processing_time=metrics.processing_time,
-                        characters=metrics.characters,
-                    )
-                )
-
-    async def _send_error(self, error: AsyncAIError, utterance_id: str | None) -> None:
-        await self._send.send(ErrorFrame(error, fatal=is_fatal(error), utterance_id=utterance_id))
 
 
 # ------------------------------------------------------------------- engine
@@ -447,13 +487,16 @@ class TTSEngine:
         *,
         language: object,
         aggregate: Aggregate,
+        synthesizer_cuts_sentences: bool,
         max_ahead: int,
         enable_metrics: bool,
         send: trio.MemorySendChannel[Frame],
     ) -> None:
         self._open_synthesizer = open_synthesizer
         self._language = language
-        self._aggregate = aggregate
+        # Sentences are cut once per utterance: here, unless the synthesizer
+        # cuts them itself (the HTTP one does, for its requests).
+        self._cut_sentences = aggregate == "sentence" and not synthesizer_cuts_sentences
         self._enable_metrics = enable_metrics
         self._send = send
         #: One per utterance in flight: the one being delivered and those ahead.
@@ -502,7 +545,7 @@ class TTSEngine:
         self._generation = generation
 
     def _next_stage_gone(self) -> None:
-        """Nothing more can be delivered: end the generation and read no more input."""
+        """Nothing more can be delivered: end the generation (once) and read no more input."""
         self._gen.end("abandon")
         self._input_scope.cancel()
 
@@ -561,7 +604,7 @@ class TTSEngine:
                 return  # white space before an utterance says nothing
             await trio.lowlevel.checkpoint()
             job = self._gathering = self._gen.start_job(dict(self._changes))
-            if self._aggregate == "sentence":
+            if self._cut_sentences:
                 self._aggregator = SentenceAggregator(self._current_language())
         if self._aggregator is not None:
             for sentence in self._aggregator.push(text):

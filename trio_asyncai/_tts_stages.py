@@ -9,7 +9,7 @@ told in docs/pipeline.rst ("The TTS stages").
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar, final
+from typing import Any, ClassVar, TypeVar, final
 
 import attrs
 import trio
@@ -48,6 +48,9 @@ def _synthesizer_options(target: type[T], stage: Any, sample_rate: int) -> T:
 class _TTSStage:
     """What both TTS stages share: a run per call, with a synthesizer of their own."""
 
+    #: Whether its synthesizer cuts text into sentences itself (then the stage does not).
+    _synthesizer_cuts_sentences: ClassVar[bool] = False
+
     sample_rate: int | None
     aggregate: Aggregate
     max_ahead: int
@@ -71,6 +74,7 @@ class _TTSStage:
             lambda: self._open(sample_rate),
             language=self.language,
             aggregate=self.aggregate,
+            synthesizer_cuts_sentences=self._synthesizer_cuts_sentences,
             max_ahead=self.max_ahead,
             enable_metrics=params.enable_metrics,
             send=send,
@@ -110,6 +114,8 @@ class HttpTTS(_TTSStage, StageOwnOptions, HttpTransportOptions, VoiceOptions, Se
     as they complete), so both ``aggregate`` modes give the same requests; a
     settings change applies to the next utterance. The options:
     """
+
+    _synthesizer_cuts_sentences = True
 
     def _open(self, sample_rate: int) -> AbstractAsyncContextManager[BaseSynthesizer[Any]]:
         return open_http_synthesizer_with(_synthesizer_options(HttpOptions, self, sample_rate))
