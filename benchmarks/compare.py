@@ -2,12 +2,14 @@
 
 The harness starts one local server (``trio-asyncai serve --engine signal``:
 instant, deterministic audio, raw ``pcm_s16le`` at 24 kHz) in a process of
-its own, then runs every client through every scenario, each measurement in a
-fresh child process so that CPU time and peak RSS are the client's alone::
+its own (and for ``cpu1-paced`` a paced one, in another), then runs every
+client through every scenario, each measurement in a fresh child process so
+that CPU time and peak RSS are the client's alone::
 
     python benchmarks/compare.py                       # every client found
     python benchmarks/compare.py --runs 5 --clients asyncai-ws,floor-ws
     python benchmarks/compare.py --rst docs/benchmarks_compare.rst
+    python benchmarks/compare.py --sdk-path before=/work/before   # before / after
 
 The clients (those whose libraries are not installed are skipped):
 
@@ -29,17 +31,48 @@ The scenarios, each a median over ``--runs`` child processes:
   sees them.
 - ``cpu1`` / ``cpu8``: client CPU (user + system) per second of audio, one
   utterance at a time, or eight at once.
+- ``cpu1-paced``: ``cpu1`` against a second server that sends its audio at a
+  pace instead of in one burst, as a service does that sends audio as it
+  makes it: it waits ``--pace-ms`` (5 by default) before each chunk of 80 ms
+  of audio (3,840 bytes), each WebSocket message or HTTP body chunk, so
+  about 4 KiB every 5 ms. Per-chunk costs (a wake-up of the event loop, a
+  task switch, a read) show here: a burst lets a client batch them.
+  The pacing is the server's own ``chunk_delay`` switch
+  (:class:`trio_asyncai.server.Faults`), set by this script in the server's
+  process (``--serve-paced``), so the server package is unchanged and its
+  CPU is not the client's. Over the WebSocket the pause is per connection.
 - ``wall40``: wall time of 40 utterances of 6 s of audio, back to back.
 - ``bargein``: how long an interruption takes to return, and the bytes of the
   interrupted utterance that reach the caller after it (trio-asyncai only).
 - ``rss``: peak RSS of a client whose consumer stalls while 60 s of audio
   arrive.
 
+Each CPU figure is also given over the floor on the client's own stack
+(``asyncai-*-ws``: ``floor-trio-ws``; ``asyncai-*-http``: ``floor-httpx``;
+``pipecat-ws``: ``floor-ws``; ``pipecat-http``: ``floor-aiohttp``) and over
+the fastest floor of its transport in the same scenario, when those floors
+were run.
+
+Before and after: ``--sdk-path [LABEL=]DIR`` (repeatable) runs every
+``asyncai-*`` client a second time on the ``trio_asyncai`` package of
+another checkout, put first on the child's PYTHONPATH, as
+``asyncai-ws@LABEL`` and so on (LABEL defaults to DIR's name), right after
+the current tree's in every run; the servers and the other clients stay the
+current tree's. The harness prints where such a child imports the package
+from and refuses to go on unless it is DIR, and every child reports its
+``trio_asyncai.__file__`` for the driver to check. (``bargein`` starts its
+server in the child, so there the server is the checkout's too.)
+
 No timing is asserted anywhere: the figures go to docs/benchmarks.rst. To
 see where a client's time goes, profile one child (the scenario only, not
 the imports)::
 
     BENCH_PROFILE=/tmp/ws.prof python benchmarks/compare.py --child asyncai-ws cpu1 URL VOICE
+
+For a paced child, start the paced server by hand and give its URL::
+
+    python benchmarks/compare.py --serve-paced 0.005 &
+    BENCH_PROFILE=/tmp/ws.prof python benchmarks/compare.py --child asyncai-ws cpu1-paced URL VOICE
 """
 
 from __future__ import annotations
