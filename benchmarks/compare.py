@@ -696,7 +696,7 @@ def _check_sdk(label: str, sdk_paths: dict[str, Path]) -> str:
     found = Path(child.stdout.strip())
     if not found.resolve().is_relative_to(_package_dir(f"asyncai@{label}", sdk_paths)):
         raise SystemExit(f"@{label}: a child imports trio_asyncai from {found}, not from {sdk_paths[label]}")
-    return f"asyncai-*@{label}: trio_asyncai from {found} ({_revision(sdk_paths[label])})"
+    return f"``asyncai-*@{label}``: trio_asyncai from ``{found}`` ({_revision(sdk_paths[label])})"
 
 
 def _revision(directory: Path) -> str:
@@ -838,7 +838,7 @@ def main() -> None:
     import trio_asyncai
 
     here = Path(trio_asyncai.__file__)
-    checkouts = [f"asyncai-*: trio_asyncai from {here} ({_revision(here.parent)})"]
+    checkouts = [f"``asyncai-*``: trio_asyncai from ``{here}`` ({_revision(here.parent)})"]
     checkouts += [_check_sdk(label, sdk_paths) for label in sdk_paths]
     print("\n".join(checkouts), flush=True)
     # Each labelled checkout's client right after the current tree's: run for run, interleaved.
