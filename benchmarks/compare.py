@@ -691,8 +691,10 @@ def _check_sdk(label: str, sdk_paths: dict[str, Path]) -> str:
         env=_child_env(f"asyncai@{label}", sdk_paths),
         capture_output=True,
         text=True,
-        check=True,
     )
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["?"])[-1]
+        raise SystemExit(f"@{label}: a child cannot import trio_asyncai from {sdk_paths[label]}: {last}")
     found = Path(child.stdout.strip())
     if not found.resolve().is_relative_to(_package_dir(f"asyncai@{label}", sdk_paths)):
         raise SystemExit(f"@{label}: a child imports trio_asyncai from {found}, not from {sdk_paths[label]}")
