@@ -2,12 +2,14 @@
 
 The harness starts one local server (``trio-asyncai serve --engine signal``:
 instant, deterministic audio, raw ``pcm_s16le`` at 24 kHz) in a process of
-its own, then runs every client through every scenario, each measurement in a
-fresh child process so that CPU time and peak RSS are the client's alone::
+its own (and for ``cpu1-paced`` a paced one, in another), then runs every
+client through every scenario, each measurement in a fresh child process so
+that CPU time and peak RSS are the client's alone::
 
     python benchmarks/compare.py                       # every client found
     python benchmarks/compare.py --runs 5 --clients asyncai-ws,floor-ws
     python benchmarks/compare.py --rst docs/benchmarks_compare.rst
+    python benchmarks/compare.py --sdk-path before=/work/before   # before / after
 
 The clients (those whose libraries are not installed are skipped):
 
@@ -29,17 +31,48 @@ The scenarios, each a median over ``--runs`` child processes:
   sees them.
 - ``cpu1`` / ``cpu8``: client CPU (user + system) per second of audio, one
   utterance at a time, or eight at once.
+- ``cpu1-paced``: ``cpu1`` against a second server that sends its audio at a
+  pace instead of in one burst, as a service does that sends audio as it
+  makes it: it waits ``--pace-ms`` (5 by default) before each chunk of 80 ms
+  of audio (3,840 bytes), each WebSocket message or HTTP body chunk, so
+  about 4 KiB every 5 ms. Per-chunk costs (a wake-up of the event loop, a
+  task switch, a read) show here: a burst lets a client batch them.
+  The pacing is the server's own ``chunk_delay`` switch
+  (:class:`trio_asyncai.server.Faults`), set by this script in the server's
+  process (``--serve-paced``), so the server package is unchanged and its
+  CPU is not the client's. Over the WebSocket the pause is per connection.
 - ``wall40``: wall time of 40 utterances of 6 s of audio, back to back.
 - ``bargein``: how long an interruption takes to return, and the bytes of the
   interrupted utterance that reach the caller after it (trio-asyncai only).
 - ``rss``: peak RSS of a client whose consumer stalls while 60 s of audio
   arrive.
 
+Each CPU figure is also given over the floor on the client's own stack
+(``asyncai-*-ws``: ``floor-trio-ws``; ``asyncai-*-http``: ``floor-httpx``;
+``pipecat-ws``: ``floor-ws``; ``pipecat-http``: ``floor-aiohttp``) and over
+the fastest floor of its transport in the same scenario, when those floors
+were run.
+
+Before and after: ``--sdk-path [LABEL=]DIR`` (repeatable) runs every
+``asyncai-*`` client a second time on the ``trio_asyncai`` package of
+another checkout, put first on the child's PYTHONPATH, as
+``asyncai-ws@LABEL`` and so on (LABEL defaults to DIR's name), right after
+the current tree's in every run; the servers and the other clients stay the
+current tree's. The harness prints where such a child imports the package
+from and refuses to go on unless it is DIR, and every child reports its
+``trio_asyncai.__file__`` for the driver to check. (``bargein`` starts its
+server in the child, so there the server is the checkout's too.)
+
 No timing is asserted anywhere: the figures go to docs/benchmarks.rst. To
 see where a client's time goes, profile one child (the scenario only, not
 the imports)::
 
     BENCH_PROFILE=/tmp/ws.prof python benchmarks/compare.py --child asyncai-ws cpu1 URL VOICE
+
+For a paced child, start the paced server by hand and give its URL::
+
+    python benchmarks/compare.py --serve-paced 0.005 &
+    BENCH_PROFILE=/tmp/ws.prof python benchmarks/compare.py --child asyncai-ws cpu1-paced URL VOICE
 """
 
 from __future__ import annotations
@@ -76,7 +109,13 @@ SIX_SECONDS = (
 #: About 54 s of audio.
 LONG = " ".join([SIX_SECONDS] * 9)
 API_KEY = "sk_bench"
-SCENARIOS = ("ttfb-idle", "ttfb-b2b", "end", "cpu1", "cpu8", "wall40", "bargein", "rss")
+SCENARIOS = ("ttfb-idle", "ttfb-b2b", "end", "cpu1", "cpu8", "cpu1-paced", "wall40", "bargein", "rss")
+#: Scenarios run against the paced server (see ``_serve_paced``), not the bursting one.
+PACED = {"cpu1-paced"}
+#: Scenarios whose figure is client CPU per audio second, also given against the floors.
+CPU_SCENARIOS = ("cpu1", "cpu8", "cpu1-paced")
+#: The default pause before each audio message or HTTP body chunk of the paced server, in ms.
+PACE_MS = 5.0
 
 
 @attrs.define
@@ -381,6 +420,26 @@ CLIENTS: dict[str, tuple[Callable[[str, str], AbstractAsyncContextManager[Speak]
     "pipecat-ws": (lambda u, v: _pipecat(u, v, http=False), "asyncio", False, "pipecat"),
     "pipecat-http": (lambda u, v: _pipecat(u, v, http=True), "asyncio", False, "pipecat"),
 }
+#: client -> (the floor on its own stack: same transport library and event loop, its transport)
+STACKS: dict[str, tuple[str, str]] = {
+    "asyncai-ws": ("floor-trio-ws", "ws"),
+    "asyncai-pipe-ws": ("floor-trio-ws", "ws"),
+    "asyncai-http": ("floor-httpx", "http"),
+    "asyncai-pipe-http": ("floor-httpx", "http"),
+    "floor-ws": ("floor-ws", "ws"),
+    "floor-trio-ws": ("floor-trio-ws", "ws"),
+    "floor-httpx": ("floor-httpx", "http"),
+    "floor-aiohttp": ("floor-aiohttp", "http"),
+    "pipecat-ws": ("floor-ws", "ws"),  # pipecat's WebSocket service is on websockets
+    "pipecat-http": ("floor-aiohttp", "http"),
+}
+#: transport -> its floors
+FLOORS = {"ws": ("floor-ws", "floor-trio-ws"), "http": ("floor-httpx", "floor-aiohttp")}
+
+
+def _base(client: str) -> str:
+    """``asyncai-ws@before`` -> ``asyncai-ws``: the client a labelled SDK checkout runs as."""
+    return client.split("@", 1)[0]
 
 
 # --------------------------------------------------------------- scenarios
@@ -436,7 +495,7 @@ async def _scenario(name: str, opener: Opener, shared: bool, url: str, voice: st
         if name == "end":
             return {"p50": statistics.median(ends), "p90": statistics.quantiles(ends, n=10)[-1]}
         return {"p50": statistics.median(ttfb), "p90": statistics.quantiles(ttfb, n=10)[-1]}
-    if name in ("cpu1", "cpu8", "wall40"):
+    if name in (*CPU_SCENARIOS, "wall40"):
         workers = 8 if name == "cpu8" else 1
         text, rounds = (SIX_SECONDS, 40) if name == "wall40" else (LONG, 2)
         total = 0
@@ -515,7 +574,7 @@ async def _bargein(voice: str) -> dict[str, Any]:
 
 
 def _child(client: str, scenario: str, url: str, voice: str) -> None:
-    opener, backend, shared, _ = CLIENTS[client]
+    opener, backend, shared, _ = CLIENTS[_base(client)]
     profile_to = os.environ.get("BENCH_PROFILE")  # a path: cProfile the scenario (not the imports)
     if profile_to:
         import cProfile
@@ -526,7 +585,33 @@ def _child(client: str, scenario: str, url: str, voice: str) -> None:
     else:
         result = anyio.run(_scenario, scenario, opener, shared, url, voice, backend=backend)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sdk = sys.modules.get("trio_asyncai")
+    if sdk is not None:  # which checkout ran: the driver checks it
+        result["sdk"] = sdk.__file__
     print(json.dumps(result))
+
+
+def _serve_paced(delay: float) -> None:
+    """The local server as ``trio-asyncai serve --engine signal`` runs it, with every audio chunk paced.
+
+    The server's ``chunk_delay`` switch (:class:`trio_asyncai.server.Faults`)
+    waits ``delay`` seconds before each WebSocket audio message and each HTTP
+    body chunk; a chunk is 80 ms of audio (3,840 bytes of pcm_s16le at
+    24 kHz), so the default 5 ms sends about 4 KiB every 5 ms, some 16 times
+    real time, as a service that sends audio as it makes it. Over the
+    WebSocket the pause is per connection (one sender per connection).
+    """
+    import trio
+
+    from trio_asyncai.server import LocalServer, serve
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            server: LocalServer = await nursery.start(functools.partial(serve, engine="signal", port=0))
+            server.faults.chunk_delay = delay
+            print(f"serving the Async API on {server.url} (paced: {delay * 1e3:g} ms a chunk)", flush=True)
+
+    trio.run(run)
 
 
 # ------------------------------------------------------------------ driver
@@ -538,12 +623,14 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _start_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("trio-asyncai")), "serve", "--engine", "signal", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def _start_server(pace: float | None = None) -> tuple[subprocess.Popen[str], str]:
+    """The bursting server (``trio-asyncai serve``), or with ``pace`` the paced one; its URL."""
+    if pace is None:
+        command = [str(Path(sys.executable).with_name("trio-asyncai")), "serve", "--engine", "signal"]
+        command += ["--port", "0"]
+    else:
+        command = [sys.executable, __file__, "--serve-paced", repr(pace)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline()
     match = re.search(r"http://[\w.:\[\]]+", line)
@@ -551,6 +638,81 @@ def _start_server() -> tuple[subprocess.Popen[str], str]:
         server.kill()
         raise SystemExit(f"the server did not start: {line!r}")
     return server, match.group(0)
+
+
+def _sdk_paths(specs: list[str]) -> dict[str, Path]:
+    """``--sdk-path [LABEL=]DIR`` options -> label -> DIR; a label defaults to DIR's name."""
+    paths: dict[str, Path] = {}
+    for spec in specs:
+        label, equals, directory = spec.rpartition("=")
+        path = Path(directory).resolve()
+        label = label if equals else path.name
+        if not (path / "trio_asyncai" / "__init__.py").is_file():
+            raise SystemExit(f"--sdk-path {spec}: no trio_asyncai package in {path}")
+        if not re.fullmatch(r"[\w.-]+", label) or label in paths:
+            raise SystemExit(
+                f"--sdk-path {spec}: give it a distinct label (letters, digits, . _ -): LABEL=DIR"
+            )
+        paths[label] = path
+    return paths
+
+
+def _child_env(client: str, sdk_paths: dict[str, Path]) -> dict[str, str] | None:
+    """The environment of a child: for ``client@LABEL``, LABEL's checkout first on PYTHONPATH."""
+    label = client.partition("@")[2]
+    if not label:
+        return None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(sdk_paths[label]), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _package_dir(client: str, sdk_paths: dict[str, Path]) -> Path:
+    """The trio_asyncai package a child running ``client`` must import."""
+    label = client.partition("@")[2]
+    if label:
+        return sdk_paths[label] / "trio_asyncai"
+    import trio_asyncai
+
+    return Path(trio_asyncai.__file__).resolve().parent
+
+
+def _which_sdk() -> None:
+    """(--which-sdk) Print where trio_asyncai comes from, with a child's own sys.path."""
+    import trio_asyncai
+
+    print(trio_asyncai.__file__)
+
+
+def _check_sdk(label: str, sdk_paths: dict[str, Path]) -> str:
+    """Where a child for ``@label`` imports trio_asyncai from, a line to print; stops if not LABEL's DIR."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--which-sdk"],
+        env=_child_env(f"asyncai@{label}", sdk_paths),
+        capture_output=True,
+        text=True,
+    )
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["?"])[-1]
+        raise SystemExit(f"@{label}: a child cannot import trio_asyncai from {sdk_paths[label]}: {last}")
+    found = Path(child.stdout.strip())
+    if not found.resolve().is_relative_to(_package_dir(f"asyncai@{label}", sdk_paths)):
+        raise SystemExit(f"@{label}: a child imports trio_asyncai from {found}, not from {sdk_paths[label]}")
+    return f"``asyncai-*@{label}``: trio_asyncai from ``{found}`` ({_revision(sdk_paths[label])})"
+
+
+def _revision(directory: Path) -> str:
+    """The checkout's commit, with ``-dirty`` if it has changes, or ``not a git checkout``."""
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(directory), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return "commit " + described.stdout.strip()
 
 
 #: The figure each scenario puts in the table, and how to print it.
@@ -563,6 +725,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "end": ("end after last audio p50", lambda r: f"{r['p50'] * 1e3:.2f} ms"),
     "cpu1": ("CPU per audio s, 1 at once", lambda r: f"{r['cpu_per_audio_s'] * 1e3:.2f} ms"),
     "cpu8": ("CPU per audio s, 8 at once", lambda r: f"{r['cpu_per_audio_s'] * 1e3:.2f} ms"),
+    "cpu1-paced": ("CPU per audio s, 1 at once, paced", lambda r: f"{r['cpu_per_audio_s'] * 1e3:.2f} ms"),
     "wall40": ("40 x 6 s, wall", lambda r: f"{r['wall']:.2f} s"),
     "bargein": (
         "interrupt() p50 / stale bytes / close_context at the server p50",
@@ -573,9 +736,61 @@ FIGURES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 #: Scenarios that measure this SDK's own API rather than a client's.
 ASYNCAI_ONLY = {"bargein", "rss"}
 
+Medians = dict[tuple[str, str], dict[str, Any]]
+
 
 def _median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def _cpu_of(medians: Medians, client: str, scenario: str) -> float | None:
+    result = medians.get((client, scenario))
+    return None if result is None else float(result["cpu_per_audio_s"])
+
+
+def _fastest_floor(medians: Medians, transport: str, scenario: str) -> tuple[float, str] | None:
+    floors = [(cpu, floor) for floor in FLOORS[transport] if (cpu := _cpu_of(medians, floor, scenario))]
+    return min(floors) if floors else None
+
+
+def _against_floors(medians: Medians, client: str, scenario: str) -> str:
+    """`` (1.17x own, 1.52x fastest)``: a CPU figure over its stack's floor and its transport's fastest."""
+    own, transport = STACKS[_base(client)]
+    value = _cpu_of(medians, client, scenario)
+    assert value is not None
+    parts = []
+    own_cpu = _cpu_of(medians, own, scenario)
+    if own != client and own_cpu:
+        parts.append(f"{value / own_cpu:.2f}x own")
+    fastest = _fastest_floor(medians, transport, scenario)
+    if fastest is not None:
+        parts.append("fastest floor" if fastest[1] == client else f"{value / fastest[0]:.2f}x fastest")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _legend(medians: Medians, scenarios: list[str], pace_ms: float) -> str:
+    """What the ratios after the CPU figures are over, and what the paced scenario paces."""
+    lines = []
+    shown = [s for s in scenarios if s in CPU_SCENARIOS]
+    if shown:
+        fastest = []
+        for scenario in shown:
+            for transport in FLOORS:
+                found = _fastest_floor(medians, transport, scenario)
+                if found is not None:
+                    fastest.append(f"{scenario} {transport}: {found[1]}")
+        lines.append(
+            "CPU per audio s is followed by its ratio to the floor on the client's own stack "
+            "(*own*: asyncai-\\*-ws to floor-trio-ws, asyncai-\\*-http to floor-httpx, "
+            "pipecat-ws to floor-ws, pipecat-http to floor-aiohttp) and to the fastest floor of its "
+            "transport in the same scenario (*fastest*: " + ("; ".join(fastest) or "none measured") + ")."
+        )
+    if any(s in PACED for s in scenarios):
+        lines.append(
+            f"*paced*: the server waits {pace_ms:g} ms before each audio chunk (80 ms of audio, "
+            "3,840 bytes), WebSocket message or HTTP body chunk, instead of sending as fast as it can."
+        )
+    return "\n\n".join(lines)
 
 
 def main() -> None:
@@ -585,54 +800,112 @@ def main() -> None:
     parser.add_argument("--scenarios", help="comma-separated subset of: " + ", ".join(SCENARIOS))
     parser.add_argument("--rst", help="also write the table as reStructuredText to this file")
     parser.add_argument(
+        "--pace-ms",
+        type=float,
+        default=PACE_MS,
+        help="the paced server's pause before each audio chunk, in ms (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--sdk-path",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="also run the asyncai-* clients on the trio_asyncai package of the checkout DIR "
+        "(first on the child's PYTHONPATH), as asyncai-ws@LABEL etc.; LABEL defaults to DIR's name; "
+        "repeatable",
+    )
+    parser.add_argument(
         "--child", nargs=4, metavar=("CLIENT", "SCENARIO", "URL", "VOICE"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--serve-paced", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--which-sdk", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
+        return
+    if args.serve_paced is not None:
+        _serve_paced(args.serve_paced)
+        return
+    if args.which_sdk:
+        _which_sdk()
         return
     from trio_asyncai.server import DEFAULT_VOICE_ID
 
     clients = args.clients.split(",") if args.clients else list(CLIENTS)
     scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
-    clients = [c for c in clients if _installed(CLIENTS[c][3])]
-    server, url = _start_server()
-    pairs = [(c, sc) for sc in scenarios for c in clients if sc not in ASYNCAI_ONLY or c == "asyncai-ws"]
+    unknown = [c for c in clients if c not in CLIENTS] + [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown client or scenario: {', '.join(unknown)}")
+    sdk_paths = _sdk_paths(args.sdk_path)
+    import trio_asyncai
+
+    here = Path(trio_asyncai.__file__)
+    checkouts = [f"``asyncai-*``: trio_asyncai from ``{here}`` ({_revision(here.parent)})"]
+    checkouts += [_check_sdk(label, sdk_paths) for label in sdk_paths]
+    print("\n".join(checkouts), flush=True)
+    # Each labelled checkout's client right after the current tree's: run for run, interleaved.
+    clients = [
+        labelled
+        for c in clients
+        if _installed(CLIENTS[c][3])
+        for labelled in [c, *(f"{c}@{label}" for label in sdk_paths if c.startswith("asyncai-"))]
+    ]
+    pairs = [(c, s) for s in scenarios for c in clients if s not in ASYNCAI_ONLY or _base(c) == "asyncai-ws"]
     results: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
     failed: dict[tuple[str, str], str] = {}
+    servers: dict[bool, tuple[subprocess.Popen[str], str]] = {}
     try:
+        if any(sc not in PACED for sc in scenarios):
+            servers[False] = _start_server()
+        if any(sc in PACED for sc in scenarios):
+            servers[True] = _start_server(args.pace_ms / 1e3)
         # Run by run, every client in turn: a machine that drifts (another
         # tenant, a thermal limit) then weighs on every client alike.
         for run in range(args.runs):
             for client, scenario in pairs:
                 if (client, scenario) in failed:
                     continue
+                url = servers[scenario in PACED][1]
                 child = subprocess.run(
                     [sys.executable, __file__, "--child", client, scenario, url, DEFAULT_VOICE_ID],
                     capture_output=True,
                     text=True,
                     timeout=600,
+                    env=_child_env(client, sdk_paths),
                 )
                 if child.returncode != 0:
                     last = (child.stderr.strip().splitlines() or ["?"])[-1]
                     failed[client, scenario] = f"failed: {last[:60]}"
                     continue
-                results[client, scenario].append(json.loads(child.stdout.strip().splitlines()[-1]))
+                result = json.loads(child.stdout.strip().splitlines()[-1])
+                sdk = result.pop("sdk", None)  # asyncai-* only
+                if sdk is not None and not Path(sdk).resolve().is_relative_to(
+                    _package_dir(client, sdk_paths)
+                ):
+                    failed[client, scenario] = f"failed: trio_asyncai imported from {sdk}"
+                    continue
+                results[client, scenario].append(result)
             print(f"run {run + 1} of {args.runs} done", flush=True)
     finally:
-        server.terminate()
-        server.wait(10)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(10)
+    medians = {pair: _median_result(results[pair]) for pair in pairs if pair not in failed and results[pair]}
     table: dict[str, dict[str, str]] = {client: {} for client in clients}
     for client, scenario in pairs:
         if (client, scenario) in failed:
             table[client][scenario] = failed[client, scenario]
         else:
-            table[client][scenario] = FIGURES[scenario][1](_median_result(results[client, scenario]))
-        print(f"{client:18} {FIGURES[scenario][0]:40} {table[client][scenario]}")
-    _report(table, scenarios, args)
+            table[client][scenario] = FIGURES[scenario][1](medians[client, scenario])
+            if scenario in CPU_SCENARIOS:
+                table[client][scenario] += _against_floors(medians, client, scenario)
+        print(f"{client:26} {FIGURES[scenario][0]:40} {table[client][scenario]}")
+    _report(table, scenarios, args, [*checkouts, _legend(medians, scenarios, args.pace_ms)])
 
 
-def _report(table: dict[str, dict[str, str]], scenarios: list[str], args: argparse.Namespace) -> None:
+def _report(
+    table: dict[str, dict[str, str]], scenarios: list[str], args: argparse.Namespace, notes: list[str]
+) -> None:
     import trio
 
     machine = (
@@ -648,7 +921,9 @@ def _report(table: dict[str, dict[str, str]], scenarios: list[str], args: argpar
     for scenario in scenarios:
         lines.append(f"   * - {FIGURES[scenario][0]}")
         lines += [f"     - {row.get(scenario, 'n/a')}" for row in table.values()]
-    text = f"Measured with ``{command.strip()}``: {machine}.\n\n" + "\n".join(lines) + "\n"
+    text = f"Measured with ``{command.strip()}``: {machine}.\n\n"
+    text += "".join(f"{note}\n\n" for note in notes if note)
+    text += "\n".join(lines) + "\n"
     print()
     print(text)
     if args.rst:
