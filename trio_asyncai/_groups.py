@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
-from typing import Concatenate, NoReturn, ParamSpec, TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
-import trio
+__all__ = ["leaves", "reraise", "single_exception"]
 
-from ._backend import require_trio
-
-__all__ = ["leaves", "nursery_twin", "reraise", "single_exception"]
-
-T = TypeVar("T")
-P = ParamSpec("P")
 
 
 @contextmanager
@@ -69,50 +62,3 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
         else:
             out.append(exc)
     return out
-
-
-def nursery_twin(
-    opener: Callable[P, AbstractAsyncContextManager[T]],
-    closed: Callable[[T], trio.Event],
-    *,
-    opened: Callable[[T], None],
-    name: str,
-    doc: str,
-) -> Callable[Concatenate[trio.Nursery, P], Awaitable[T]]:
-    """Make the ``connect_*(nursery, ...)`` twin of an ``open_*`` context manager.
-
-    The twin takes the same keyword arguments (checked by type checkers, via
-    ParamSpec). Its task enters the context manager in the caller's nursery,
-    hands back what it yields, and leaves the block when ``closed(value)`` is
-    set (by the value's ``aclose()``) or when the nursery is cancelled.
-    ``opened(value)`` is called once the value is handed back (to mark it as
-    one its caller must close).
-    """
-
-    async def connect(nursery: trio.Nursery, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        # Made here, so that the long-lived task below holds only the manager,
-        # not the arguments (an API key among them) as a frame local.
-        require_trio()
-        manager = opener(*args, **kwargs)
-
-        async def run(*, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> None:
-            async with manager as value:
-                task_status.started(value)
-                await closed(value).wait()
-
-        with single_exception():
-            value: T = await nursery.start(run)
-        opened(value)
-        return value
-
-    # For help() and Sphinx: the opener's parameters, after the nursery.
-    signature = inspect.signature(opener)
-    nursery_param = inspect.Parameter("nursery", inspect.Parameter.POSITIONAL_ONLY, annotation="trio.Nursery")
-    connect.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[nursery_param, *signature.parameters.values()],
-        return_annotation=inspect.Signature.empty,
-    )
-    connect.__name__ = connect.__qualname__ = name
-    connect.__module__ = opener.__module__
-    connect.__doc__ = doc
-    return connect

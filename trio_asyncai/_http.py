@@ -15,11 +15,11 @@ import trio
 from ._aggregator import SentenceAggregator
 from ._backend import require_trio
 from ._errors import AsyncAIError, QuotaExceededError, SynthesizerClosedError
-from ._groups import nursery_twin, single_exception
+from ._groups import single_exception
 from ._options import HttpOptions, resolve_synthesis, takes_options
 from ._protocol import QuotaMarkerScanner
 from ._rest import RestClient, httpx_client, map_transport_error
-from ._synthesizer import BaseSynthesizer
+from ._synthesizer import BaseSynthesizer, connect_function
 from ._types import Settings
 from ._utterance import Utterance, UtteranceFeed, buffer_limit
 
@@ -289,7 +289,7 @@ async def open_http_synthesizer_with(options: HttpOptions) -> AsyncIterator[Http
 open_http_synthesizer = takes_options(HttpOptions, open_http_synthesizer_with, name="open_http_synthesizer")
 
 
-connect_http_synthesizer = nursery_twin(
+connect_http_synthesizer = connect_function(
     open_http_synthesizer,
     lambda synth: synth._close_requested,
     opened=HttpSynthesizer._expect_aclose,

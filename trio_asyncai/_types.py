@@ -136,7 +136,8 @@ class AudioChunk:
     num_channels: int = 1
     encoding: Encoding = "pcm_s16le"
     container: Container = "raw"
-    #: The Async context the chunk belongs to (``None`` on HTTP).
+    #: The utterance the chunk belongs to: its Async context id on the
+    #: WebSocket, the id of its requests over HTTP (:attr:`Utterance.context_id`).
     context_id: str | None = None
 
     @property

@@ -43,10 +43,10 @@ from ._errors import (
     copy_error,
     refuses_settings,
 )
-from ._groups import nursery_twin, single_exception
+from ._groups import single_exception
 from ._options import WebSocketOptions, resolve_synthesis, takes_options
 from ._retry import Backoff
-from ._synthesizer import BaseSynthesizer
+from ._synthesizer import BaseSynthesizer, connect_function
 from ._types import Settings
 from ._utterance import Utterance, UtteranceFeed, buffer_limit
 
@@ -485,7 +485,7 @@ async def open_synthesizer_with(options: WebSocketOptions) -> AsyncIterator[Synt
 open_synthesizer = takes_options(WebSocketOptions, open_synthesizer_with, name="open_synthesizer")
 
 
-connect_synthesizer = nursery_twin(
+connect_synthesizer = connect_function(
     open_synthesizer,
     lambda synth: synth._close_requested,
     opened=Synthesizer._expect_aclose,

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine, Voice
+from trio_asyncai.server import DEFAULT_VOICE_ID, LibraryVoice, LocalServer, SignalEngine
 
 API_KEY: Final = "sk_test_local_server_key"
 #: Seconds of trio time that bound every test's I/O.
@@ -181,7 +181,7 @@ class GatedEngine:
         self.release = threading.Event()
         self.held = threading.Event()
 
-    def synthesize(self, text: str, voice: Voice) -> Iterator[npt.NDArray[np.float32]]:
+    def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[npt.NDArray[np.float32]]:
         for samples in self.inner.synthesize(text, voice):
             yield samples
             if "hold" in text:

@@ -10,7 +10,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer, OutputFormat, SignalEngine
+from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, AudioFormat, LocalServer, SignalEngine
 from trio_asyncai.server._audio import (
     MAX_BREAK_SECONDS,
     encode,
@@ -91,7 +91,7 @@ def test_encode() -> None:
 @pytest.mark.parametrize("sample_rate", [8000, 16000, SIGNAL_RATE, 44100])
 def test_break_is_exact_silence(sample_rate: int) -> None:
     engine = SignalEngine(sample_rate=SIGNAL_RATE)
-    fmt = OutputFormat(sample_rate=sample_rate)
+    fmt = AudioFormat(sample_rate=sample_rate)
     audio = s16(b"".join(render(engine, 'Hi <break time="500ms"/> there', VOICE, fmt)))
     silent = np.flatnonzero(audio == 0)
     # The longest run of exact zeros is the break.
@@ -102,7 +102,7 @@ def test_break_is_exact_silence(sample_rate: int) -> None:
 
 
 def test_break_alone_is_only_silence() -> None:
-    audio = b"".join(render(SignalEngine(), '<break time="1s"/>', VOICE, OutputFormat(sample_rate=16000)))
+    audio = b"".join(render(SignalEngine(), '<break time="1s"/>', VOICE, AudioFormat(sample_rate=16000)))
     assert audio == bytes(2 * 16000)
 
 
@@ -117,7 +117,7 @@ async def test_break_over_the_websocket(server: LocalServer) -> None:
 
 async def test_stream_audio_chunks_are_bounded_and_sample_aligned() -> None:
     engine = SignalEngine()
-    fmt = OutputFormat(encoding="pcm_f32le", sample_rate=22050)
+    fmt = AudioFormat(encoding="pcm_f32le", sample_rate=22050)
     with trio.fail_after(TIMEOUT):
         async with aclosing(
             stream_audio(engine, trio.CapacityLimiter(1), "A few words to stream.", VOICE, fmt)
@@ -130,7 +130,7 @@ async def test_stream_audio_chunks_are_bounded_and_sample_aligned() -> None:
 async def test_stream_audio_can_be_left_early() -> None:
     with trio.fail_after(TIMEOUT):
         async with aclosing(
-            stream_audio(SignalEngine(), trio.CapacityLimiter(1), "word " * 50, VOICE, OutputFormat())
+            stream_audio(SignalEngine(), trio.CapacityLimiter(1), "word " * 50, VOICE, AudioFormat())
         ) as chunks:
             async for _ in chunks:
                 break
@@ -139,7 +139,7 @@ async def test_stream_audio_can_be_left_early() -> None:
 def test_pitch_changes_length_and_is_applied_for_every_engine() -> None:
     calm, bright = (v for v in PREDEFINED_VOICES if v.voice_id != DEFAULT_VOICE_ID)
     engine = SignalEngine()
-    fmt = OutputFormat(sample_rate=SIGNAL_RATE)
+    fmt = AudioFormat(sample_rate=SIGNAL_RATE)
     lengths = {
         v.name: len(b"".join(render(engine, "Same words here.", v, fmt))) for v in (VOICE, calm, bright)
     }

@@ -17,10 +17,10 @@ from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import (
     DEFAULT_VOICE_ID,
+    LibraryVoice,
     LocalServer,
     ServerLog,
     SignalEngine,
-    Voice,
     open_local_server,
     serve,
 )
@@ -164,7 +164,7 @@ class PacedEngine:
         self.made = 0
         self.behind = 0
 
-    def synthesize(self, text: str, voice: Voice) -> Iterator[npt.NDArray[np.float32]]:
+    def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[npt.NDArray[np.float32]]:
         chunk = round(SIGNAL_RATE * 0.08)
         for samples in self.inner.synthesize(text, voice):
             assert self.log is not None

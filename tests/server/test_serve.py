@@ -14,10 +14,10 @@ from hypercorn.trio.tcp_server import TCPServer
 
 from trio_asyncai.server import (
     DEFAULT_VOICE_ID,
+    LibraryVoice,
     LocalServer,
     ServerState,
     SignalEngine,
-    Voice,
     create_app,
     open_local_server,
     serve,
@@ -75,7 +75,7 @@ async def test_serve_preloads_the_engine_before_listening() -> None:
         def preload(self) -> None:
             self.loaded = True
 
-        def synthesize(self, text: str, voice: Voice) -> Iterator[npt.NDArray[np.float32]]:
+        def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[npt.NDArray[np.float32]]:
             return iter(())
 
     engine = Preloaded()

@@ -55,7 +55,7 @@ from ._engines import piper_available as piper_available
 from ._http import QUOTA_MARKER as QUOTA_MARKER
 from ._requests import DEFAULT_OUTPUT_FORMAT as DEFAULT_OUTPUT_FORMAT
 from ._requests import SUPPORTED_LANGUAGES as SUPPORTED_LANGUAGES
-from ._requests import OutputFormat as OutputFormat
+from ._requests import AudioFormat as AudioFormat
 from ._requests import RequestError as RequestError
 from ._state import ConnectionLog as ConnectionLog
 from ._state import Faults as Faults
@@ -64,7 +64,7 @@ from ._state import ServerLog as ServerLog
 from ._state import ServerState as ServerState
 from ._voices import DEFAULT_VOICE_ID as DEFAULT_VOICE_ID
 from ._voices import PREDEFINED_VOICES as PREDEFINED_VOICES
-from ._voices import Voice as Voice
+from ._voices import LibraryVoice as LibraryVoice
 from ._voices import VoiceLibrary as VoiceLibrary
 from ._voices import VoiceParams as VoiceParams
 
@@ -81,13 +81,13 @@ __all__ = [
     "Faults",
     "HTTPRequestLog",
     "LocalServer",
-    "OutputFormat",
+    "AudioFormat",
     "PiperEngine",
     "RequestError",
     "ServerLog",
     "ServerState",
     "SignalEngine",
-    "Voice",
+    "LibraryVoice",
     "VoiceLibrary",
     "VoiceParams",
     "create_app",

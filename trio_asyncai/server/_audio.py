@@ -22,8 +22,8 @@ import trio
 
 from ._engines import Engine, FloatArray
 from ._mp3 import Mp3Encoder, split_frames
-from ._requests import OutputFormat
-from ._voices import Voice
+from ._requests import AudioFormat
+from ._voices import LibraryVoice
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -193,7 +193,7 @@ class PcmEncoder:
         return b""
 
 
-def make_encoder(output_format: OutputFormat) -> AudioEncoder:
+def make_encoder(output_format: AudioFormat) -> AudioEncoder:
     """A new encoder for ``output_format`` (an mp3 one starts a new mp3 stream)."""
     if output_format.container == "mp3":
         assert output_format.bit_rate is not None
@@ -201,7 +201,7 @@ def make_encoder(output_format: OutputFormat) -> AudioEncoder:
     return PcmEncoder(output_format.encoding)
 
 
-def encode_all(samples: FloatArray, output_format: OutputFormat) -> bytes:
+def encode_all(samples: FloatArray, output_format: AudioFormat) -> bytes:
     """``samples`` as a complete stream in ``output_format`` (blocking)."""
     encoder = make_encoder(output_format)
     return encoder.encode(samples) + encoder.flush()
@@ -227,7 +227,7 @@ def _word_timings(text: str, start: float, duration: float, out: list[WordTiming
 def _samples(
     engine: Engine,
     text: str,
-    voice: Voice,
+    voice: LibraryVoice,
     out_rate: int,
     timings: list[WordTiming] | None,
 ) -> Generator[FloatArray, None, None]:
@@ -277,8 +277,8 @@ def _samples(
 def render(
     engine: Engine,
     text: str,
-    voice: Voice,
-    output_format: OutputFormat,
+    voice: LibraryVoice,
+    output_format: AudioFormat,
     *,
     timings: list[WordTiming] | None = None,
     encoder: AudioEncoder | None = None,
@@ -310,8 +310,8 @@ def render(
 def render_all(
     engine: Engine,
     text: str,
-    voice: Voice,
-    output_format: OutputFormat,
+    voice: LibraryVoice,
+    output_format: AudioFormat,
     *,
     timings: list[WordTiming] | None = None,
 ) -> bytes:
@@ -379,8 +379,8 @@ async def render_to_file(
     engine: Engine,
     limiter: trio.CapacityLimiter,
     text: str,
-    voice: Voice,
-    output_format: OutputFormat,
+    voice: LibraryVoice,
+    output_format: AudioFormat,
     file: IO[bytes],
 ) -> int:
     """Write the encoded audio of ``text`` to ``file``; return how many bytes were written.
@@ -405,8 +405,8 @@ async def stream_audio(
     engine: Engine,
     limiter: trio.CapacityLimiter,
     text: str,
-    voice: Voice,
-    output_format: OutputFormat,
+    voice: LibraryVoice,
+    output_format: AudioFormat,
     *,
     chunk_seconds: float = CHUNK_SECONDS,
     encoder: AudioEncoder | None = None,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ._voices import Voice
+from ._voices import LibraryVoice
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -71,7 +71,7 @@ class Engine(Protocol):
     name: str
     native_sample_rate: int
 
-    def synthesize(self, text: str, voice: Voice) -> Iterator[FloatArray]:
+    def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[FloatArray]:
         """Yield the audio for ``text`` spoken by ``voice``."""
         ...
 
@@ -110,7 +110,7 @@ class SignalEngine:
             return self._samples_per_char
         return max(1, round(self.native_sample_rate * self.seconds_per_char / speed))
 
-    def synthesize(self, text: str, voice: Voice) -> Iterator[FloatArray]:
+    def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[FloatArray]:
         """Yield the signal for ``text`` (see the class docstring)."""
         amplitude = 0.5 * voice.params.volume
         n = self._char_samples(voice.params.speed)
@@ -260,7 +260,7 @@ class PiperEngine:
             self._voice = PiperVoice.load(self.model_path, config_path=self.config_path)
             return self._voice
 
-    def synthesize(self, text: str, voice: Voice) -> Iterator[FloatArray]:
+    def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[FloatArray]:
         """Yield piper's audio for ``text``, one array per sentence."""
         piper_voice = self._load()
         from piper import SynthesisConfig

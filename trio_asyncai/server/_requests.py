@@ -14,7 +14,7 @@ import attrs
 
 from ._mp3 import MP3_UNAVAILABLE, load_lameenc, mp3_bit_rate
 from ._state import Faults
-from ._voices import Voice, VoiceLibrary
+from ._voices import LibraryVoice, VoiceLibrary
 
 __all__ = [
     "DEFAULT_OUTPUT_FORMAT",
@@ -26,7 +26,7 @@ __all__ = [
     "VOICE_CONTROL_MODEL",
     "VOICE_LANGUAGES",
     "ConnectionSettings",
-    "OutputFormat",
+    "AudioFormat",
     "RequestError",
     "SynthesisRequest",
     "error_answer",
@@ -217,8 +217,8 @@ def error_answer(
 
 @final
 @attrs.frozen
-class OutputFormat:
-    """A validated ``output_format``. Audio is mono.
+class AudioFormat:
+    """A request's ``output_format``, as the server validated it (not the client's ``OutputFormat``). Mono.
 
     ``bit_rate`` (bit/s) is always set for mp3 (:func:`parse_output_format`
     fills in the default), and ``encoding`` is then meaningless.
@@ -236,7 +236,7 @@ class OutputFormat:
 
 
 #: What a WebSocket connection gets when ``output_format`` is omitted.
-DEFAULT_OUTPUT_FORMAT: Final = OutputFormat()
+DEFAULT_OUTPUT_FORMAT: Final = AudioFormat()
 
 
 def _int_field(value: object, name: str) -> int:
@@ -249,7 +249,7 @@ def _int_field(value: object, name: str) -> int:
     return value
 
 
-def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
+def parse_output_format(value: object, *, streaming: bool) -> AudioFormat:
     """Validate an ``output_format`` object; ``None`` gives the default format.
 
     Missing fields take their defaults (raw, pcm_s16le, 44100 Hz). ``wav`` is
@@ -307,7 +307,7 @@ def parse_output_format(value: object, *, streaming: bool) -> OutputFormat:
             bit_rate = mp3_bit_rate(sample_rate, bit_rate)
         except ValueError as exc:
             raise RequestError("FORMAT_NOT_RECOGNIZED", str(exc)) from None
-    return OutputFormat(
+    return AudioFormat(
         container=container,
         encoding=encoding,
         sample_rate=sample_rate,
@@ -369,7 +369,9 @@ def parse_voice_controls(body: Mapping[str, Any]) -> tuple[float | None, int | N
     return speed, stability
 
 
-def _voice_for(voice: Voice, model_id: str, speed: float | None, stability: int | None) -> Voice:
+def _voice_for(
+    voice: LibraryVoice, model_id: str, speed: float | None, stability: int | None
+) -> LibraryVoice:
     """The voice as this request renders it: with its voice controls when the model honours them."""
     if model_id != VOICE_CONTROL_MODEL or (speed is None and stability is None):
         return voice
@@ -381,7 +383,7 @@ def _voice_for(voice: Voice, model_id: str, speed: float | None, stability: int 
     return attrs.evolve(voice, params=params)
 
 
-def parse_voice(value: object, voices: VoiceLibrary) -> Voice:
+def parse_voice(value: object, voices: VoiceLibrary) -> LibraryVoice:
     """The voice named by a ``{"mode": "id", "id": ...}`` object."""
     if not isinstance(value, Mapping):
         raise RequestError("INVALID_REQUEST", 'voice must be an object {"mode": "id", "id": ...}')
@@ -415,8 +417,8 @@ class ConnectionSettings:
     """
 
     model_id: str
-    voice: Voice
-    output_format: OutputFormat
+    voice: LibraryVoice
+    output_format: AudioFormat
     language: str | None
     speed_control: float | None = None
     stability: int | None = None
@@ -455,8 +457,8 @@ class SynthesisRequest:
 
     model_id: str
     transcript: str
-    voice: Voice
-    output_format: OutputFormat
+    voice: LibraryVoice
+    output_format: AudioFormat
     language: str | None
     speed_control: float | None = None
     stability: int | None = None

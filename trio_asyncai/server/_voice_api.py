@@ -51,9 +51,9 @@ from starlette.responses import JSONResponse, Response
 
 from ._audio import render_all, wav_file
 from ._http import admit, error_response, log_request, refusal
-from ._requests import VOICE_LANGUAGES, OutputFormat, RequestError, parse_language, shown
+from ._requests import VOICE_LANGUAGES, AudioFormat, RequestError, parse_language, shown
 from ._state import HTTPRequestLog, ServerState
-from ._voices import Voice
+from ._voices import LibraryVoice
 
 __all__ = [
     "GENDERS",
@@ -79,7 +79,7 @@ GENDERS: Final = ("Male", "Female", "Neutral", "Unspecified")
 #: Where a preview's signed URL points (``{voice_id}`` filled in).
 SIGNED_PREVIEW_PATH: Final = "/signed/voice-previews/{voice_id}"
 #: The format of a voice's preview audio.
-_PREVIEW_FORMAT: Final = OutputFormat(sample_rate=24000)
+_PREVIEW_FORMAT: Final = AudioFormat(sample_rate=24000)
 _EDITABLE: Final = ("name", "description", "gender", "style", "accent")
 _SIGNED_FOR: Final = 3600
 #: A clone request's body: the largest sample, and room for the form around it.
@@ -91,7 +91,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _voice_or_404(state: ServerState, voice_id: str, code: str = "VOICE_NOT_FOUND") -> Voice:
+def _voice_or_404(state: ServerState, voice_id: str, code: str = "VOICE_NOT_FOUND") -> LibraryVoice:
     voice = state.voices.get(voice_id)
     if voice is None:
         raise RequestError(code, f"voice {shown(voice_id)} not found", extra={"voice_id": voice_id})
@@ -127,7 +127,7 @@ def _items(value: str | None) -> set[str]:
     return {part.strip().lower() for part in (value or "").split(",") if part.strip()}
 
 
-def _matches(voice: Voice, filters: Mapping[str, Any]) -> bool:
+def _matches(voice: LibraryVoice, filters: Mapping[str, Any]) -> bool:
     language, accent, gender, style, my_voice = (
         filters.get(k) for k in ("language", "accent", "gender", "style", "my_voice")
     )
@@ -447,7 +447,7 @@ async def clone_voice_endpoint(state: ServerState, request: Request) -> Response
     except RequestError as exc:
         return refusal(state, record, exc)
     now = _now()
-    voice = Voice(
+    voice = LibraryVoice(
         voice_id=str(uuid.uuid4()),
         name=name,
         description=fields.get("description"),

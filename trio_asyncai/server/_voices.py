@@ -10,7 +10,7 @@ import attrs
 __all__ = [
     "DEFAULT_VOICE_ID",
     "PREDEFINED_VOICES",
-    "Voice",
+    "LibraryVoice",
     "VoiceLibrary",
     "VoiceParams",
 ]
@@ -47,8 +47,8 @@ class VoiceParams:
 
 @final
 @attrs.frozen
-class Voice:
-    """A voice as the Async API describes it, plus the engine settings behind it.
+class LibraryVoice:
+    """A voice of the server's library: as the Async API describes it, plus the engine settings behind it.
 
     :meth:`to_json` gives the API's voice object (``voice_id``, ``name``, ...,
     ``voice_type``); ``params`` is the server's own business.
@@ -89,8 +89,8 @@ _CREATED: Final = "2025-01-01T00:00:00Z"
 DEFAULT_VOICE_ID: Final = "8c073dae-43c8-5e05-821f-02afb21cf2ec"
 
 #: The voices every local server knows: one piper model, rendered three ways.
-PREDEFINED_VOICES: Final[tuple[Voice, ...]] = (
-    Voice(
+PREDEFINED_VOICES: Final[tuple[LibraryVoice, ...]] = (
+    LibraryVoice(
         voice_id=DEFAULT_VOICE_ID,
         name="Joe",
         description="A clear, neutral American English male voice (piper 'joe').",
@@ -102,7 +102,7 @@ PREDEFINED_VOICES: Final[tuple[Voice, ...]] = (
         updated_at=_CREATED,
         params=VoiceParams(),
     ),
-    Voice(
+    LibraryVoice(
         voice_id="dfa20ed4-1bc0-58c8-9523-acf9e2b45fb9",
         name="Joe Calm",
         description="Joe, slower and a little lower: for narration.",
@@ -114,7 +114,7 @@ PREDEFINED_VOICES: Final[tuple[Voice, ...]] = (
         updated_at=_CREATED,
         params=VoiceParams(length_scale=1.15, noise_scale=0.5, pitch=0.94),
     ),
-    Voice(
+    LibraryVoice(
         voice_id="f5100b6c-d513-537f-84c3-b2b57be6d606",
         name="Joe Bright",
         description="Joe, quicker and a little higher: for lively replies.",
@@ -137,22 +137,22 @@ class VoiceLibrary:
     there for custom (cloned) voices.
     """
 
-    def __init__(self, voices: Iterable[Voice] = PREDEFINED_VOICES) -> None:
-        self._voices: dict[str, Voice] = {v.voice_id: v for v in voices}
+    def __init__(self, voices: Iterable[LibraryVoice] = PREDEFINED_VOICES) -> None:
+        self._voices: dict[str, LibraryVoice] = {v.voice_id: v for v in voices}
 
-    def get(self, voice_id: str) -> Voice | None:
+    def get(self, voice_id: str) -> LibraryVoice | None:
         """The voice with this id, or ``None``."""
         return self._voices.get(voice_id)
 
-    def add(self, voice: Voice) -> None:
+    def add(self, voice: LibraryVoice) -> None:
         """Add (or replace) a voice."""
         self._voices[voice.voice_id] = voice
 
-    def remove(self, voice_id: str) -> Voice | None:
+    def remove(self, voice_id: str) -> LibraryVoice | None:
         """Forget a voice; return it, or ``None`` if it was not known."""
         return self._voices.pop(voice_id, None)
 
-    def __iter__(self) -> Iterator[Voice]:
+    def __iter__(self) -> Iterator[LibraryVoice]:
         return iter(list(self._voices.values()))
 
     def __len__(self) -> int:
