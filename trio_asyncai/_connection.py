@@ -13,6 +13,9 @@ A connection's life, one :class:`ConnectionState`::
       │                   │                                  ▼
       └───────close()─────┴─────────────────────────────▶ CLOSING ──tasks end──▶ CLOSED
       └───────────────────┴── lost, refused, cancelled ────┴──────────────────▶ LOST
+
+Over 500 lines, on purpose: the handshake and the open connection are the
+one boundary where transport errors become ours, and are kept together.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ options objects. So adding an option is one field here.
 What can change at runtime is :class:`~trio_asyncai.Settings`' business
 (:mod:`trio_asyncai._types`); the ``VoiceOptions`` group holds the first values of
 those settings.
+
+Over 500 lines, on purpose: each option's documentation lives with its
+field, and is most of the module; splitting the groups apart would split
+the one list.
 """
 
 from __future__ import annotations

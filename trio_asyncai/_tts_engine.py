@@ -28,6 +28,9 @@ Each piece of state has one owner:
   (the task that reads the audio holds it), its error.
 - :class:`TTSEngine`: the input side: what is being gathered, settings
   changes, and which generation is current.
+
+Over 500 lines, on purpose: its four classes are one state machine per run of
+a stage, and each hands work to the next; they are read together.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ The states, and what moves an utterance from one to the next::
 
 COMPLETE, INTERRUPTED, FAILED and CLOSED are final: news that comes after
 (late audio, a failure after the end, a second interrupt) changes nothing.
+
+Over 500 lines, on purpose: the utterance, its feed and its state table are
+one state machine, and half the module is the documentation of its public API.
 """
 
 from __future__ import annotations
