@@ -498,13 +498,7 @@ async def _open_client(options: ClientOptions) -> AsyncIterator[AsyncAIClient]:
     voice = resolve_voice_id(options.voice_id)
     # No nursery here, so nothing to unwrap: the caller's exceptions pass as they are.
     async with httpx_client(options.client, timeout=options.timeout) as http:
-        rest = RestClient(
-            http,
-            base_url=url,
-            api_key=key,
-            max_retries=options.max_retries,
-            retry_backoff=options.retry_backoff,
-        )
+        rest = RestClient(http, base_url=url, api_key=key, retries=options)
         yield AsyncAIClient(rest, options, voice_id=voice)
 
 

@@ -271,13 +271,7 @@ async def open_http_synthesizer_with(options: HttpOptions) -> AsyncIterator[Http
     settings, key, url = resolve_synthesis(options)
     with single_exception():
         async with httpx_client(options.client) as http, trio.open_nursery() as nursery:
-            rest = RestClient(
-                http,
-                base_url=url,
-                api_key=key,
-                max_retries=options.max_retries,
-                retry_backoff=options.retry_backoff,
-            )
+            rest = RestClient(http, base_url=url, api_key=key, retries=options)
             synth = HttpSynthesizer(nursery, rest, options, settings=settings)
             try:
                 yield synth

@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import httpx
 import trio
@@ -100,6 +100,16 @@ async def _read_and_close(response: httpx.Response) -> bytes:
         await response.aclose()
 
 
+class RetryOptions(Protocol):
+    """The retry options of whatever makes a :class:`RestClient` (the HTTP synthesizer, the REST client)."""
+
+    @property
+    def max_retries(self) -> int: ...
+
+    @property
+    def retry_backoff(self) -> float: ...
+
+
 @final
 class RestClient:
     """An httpx client, the service's base URL and key, and the retry policy."""
@@ -110,14 +120,13 @@ class RestClient:
         *,
         base_url: str,
         api_key: ApiKey | None,
-        max_retries: int,
-        retry_backoff: float,
+        retries: RetryOptions,
     ) -> None:
         self.client = client
         self.base_url = base_url
         self._api_key = api_key
-        self.max_retries = max_retries
-        self._backoff = Backoff(retry_backoff)
+        self.max_retries = retries.max_retries
+        self._backoff = Backoff(retries.retry_backoff)
 
     def __repr__(self) -> str:
         return f"<RestClient {self.base_url}>"
