@@ -38,6 +38,8 @@ Every judgement about an error is made here, and only here:
   settings (key, voice, version, language, format), so that connecting again
   with them is no use.
 - :func:`is_fatal`: whether it stops all synthesis until someone acts.
+- :func:`calls_for_backoff`: whether a connection lost with it should make
+  the next one wait.
 - :func:`error_from_close_reason`: what a WebSocket close reason means.
 
 How long to wait between attempts is :mod:`trio_asyncai._retry`'s.
@@ -88,6 +90,7 @@ __all__ = [
     "TransportError",
     "VoiceCloneLimitError",
     "IDLE_CODE",
+    "calls_for_backoff",
     "copy_error",
     "error_from_body",
     "error_from_close_reason",
@@ -486,6 +489,15 @@ def error_from_close_reason(code: int | None, reason: str | None) -> AsyncAIErro
     if head in _BY_CODE:
         return error_from_code(head, rest.strip() or f"the service closed the connection ({head})")
     return ConnectionLostError(f"the service closed the connection ({described})")
+
+
+def calls_for_backoff(error: BaseException) -> bool:
+    """Whether losing a connection this way should make the next one wait its turn.
+
+    The network failed under us, or the service told us to slow down: coming
+    straight back would hammer a service in trouble.
+    """
+    return isinstance(error, TransportError | RateLimitError)
 
 
 def is_fatal(error: BaseException) -> bool:

@@ -36,10 +36,9 @@ from ._errors import (
     APIError,
     AsyncAIError,
     ConnectionLostError,
-    RateLimitError,
     SynthesisTimeout,
     SynthesizerClosedError,
-    TransportError,
+    calls_for_backoff,
     copy_error,
     refuses_settings,
 )
@@ -333,7 +332,7 @@ class Synthesizer(BaseSynthesizer[_WebSocketLink]):
         if refuses_settings(error):
             self._refused = (connection.settings, error)
         carried = self._carried_by(connection)
-        if carried and isinstance(error, TransportError | RateLimitError):
+        if carried and calls_for_backoff(error):
             # Lost under someone's feet, or told to slow down: the next
             # connection waits its turn, so that a flapping service is not hammered.
             self._backoff.failed("drop")
