@@ -1157,3 +1157,54 @@ def test_the_stages_take_their_synthesizers_options(stage: Any, options: Any, op
     for name, field in synthesizer.items():
         assert f":param {field.alias}:" in (opener.__doc__ or "")
         assert f":param {field.alias}:" in (stage.__doc__ or "") or name not in stage_fields
+
+
+@pytest.mark.parametrize("ending", ["end", "interrupt"])
+async def test_a_next_stage_gone_while_the_generation_ends_ends_the_stage(
+    tts: TTSFactory, ending: str
+) -> None:
+    """The sink returns at the first audio while an EndFrame (or a barge-in) already ends the generation."""
+
+    async def first_audio_only(
+        receive: trio.MemoryReceiveChannel[Frame], send: trio.MemorySendChannel[Frame]
+    ) -> None:
+        async for frame in receive:
+            if isinstance(frame, TTSAudioRawFrame):
+                return
+
+    response: list[Frame] = [
+        LLMFullResponseStartFrame(),
+        TextFrame("One sentence here."),
+        LLMFullResponseEndFrame(),
+    ]
+    last: list[Frame] = [EndFrame()] if ending == "end" else [InterruptionFrame(), EndFrame()]
+    task = PipelineTask(Pipeline([tts(), first_audio_only]))
+    await task.queue_frames([*response, *response, *last])
+    with trio.fail_after(TIMEOUT):
+        await task.run()  # returns: no job waits for a turn that never comes
+
+
+async def test_a_settings_frame_of_your_own_is_still_a_settings_frame(tts: TTSFactory) -> None:
+    @attrs.frozen
+    class TaggedSettings(TTSUpdateSettingsFrame):
+        tag: str = "mine"
+
+    other = PREDEFINED_VOICES[1].voice_id
+    sink = Sink()
+    await run([tts(), sink], [TaggedSettings(voice_id=other), TTSSpeakFrame("Tagged."), EndFrame()])
+    assert not sink.of(ErrorFrame)
+    assert tts.settings_for("Tagged.")["voice"]["id"] == other
+
+
+@pytest.mark.parametrize("holder", [WebSocketTTS, HttpTTS, WebSocketOptions, HttpOptions])
+def test_no_copy_of_a_stage_or_its_options_shows_the_key(holder: Any) -> None:
+    secret = "sk_asdict_secret_789"
+    made = holder(api_key=secret, voice_id=DEFAULT_VOICE_ID)
+    for shown in (repr(made), repr(vars(made)), repr(attrs.asdict(made)), repr(attrs.astuple(made))):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize("opener", [trio_asyncai.open_synthesizer, trio_asyncai.open_http_synthesizer])
+def test_the_docs_show_the_factories_as_async_with(opener: Any) -> None:
+    sphinxcontrib_trio = pytest.importorskip("sphinxcontrib_trio")
+    assert sphinxcontrib_trio.sniff_options(opener) == {"async-with"}

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from typing import Final, final
 from urllib.parse import urlsplit
 
-import attrs
-
 from ._errors import ConfigurationError
 from ._types import (
     check_optional_str,
@@ -41,16 +39,29 @@ SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 
 
 @final
-@attrs.frozen(repr=False)
 class ApiKey:
-    """An API key that never shows itself in a repr, str or log line."""
+    """An API key that never shows itself in a repr, str or log line.
 
-    value: str
+    A plain class, not an attrs one: :func:`attrs.asdict` of an object that
+    holds one (a TTS stage, an options object) then keeps it whole, masked,
+    instead of unpacking its value.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
 
     def __repr__(self) -> str:
         return "ApiKey('***')"
 
     __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash((ApiKey, self.value))
 
 
 def mask_api_key(api_key: str | ApiKey | None) -> ApiKey | None:

@@ -311,34 +311,38 @@ class Connection:
             # cancelled from outside, trio-websocket's reader is cancelled with
             # us, and nobody is left to read the service's reply to a close.
             cancelled = trio.current_effective_deadline() == -math.inf
+            if cancelled and self.sending:
+                # Cancelled with its owner: what is queued still goes out, then terminate.
+                self.close()
+            # An error broke it: its queued text may be said again on another connection.
+            broke = self._state is ConnectionState.LOST
             if self._state is not ConnectionState.CLOSING or self._carried:
                 # Whatever still runs on it has lost its connection: it must not wait for ever.
                 self._lose(ConnectionLostError("the connection was lost"))
             try:
                 with trio.move_on_after(self._close_timeout, shield=True):
-                    await self._send_what_is_left()
+                    await self._send_what_is_left(broke=broke)
                     if not cancelled:
                         await self._ws.aclose()
             finally:
                 self._move_to(ConnectionState.CLOSED)
                 self._ended.set()
 
-    async def _send_what_is_left(self) -> None:
+    async def _send_what_is_left(self, *, broke: bool) -> None:
         """Send the queued messages the sender did not (terminate is queued last).
 
-        After a loss only ``terminate`` goes out: the queued text may be
-        said again on another connection, and ``terminate`` closes every
-        context here anyway.
+        After a break only ``terminate`` goes out (the one queued, if it is
+        still unsent, or a new one): the queued text may be said again on
+        another connection, and ``terminate`` closes every context here anyway.
         """
-        if self._state is ConnectionState.LOST:
-            unsent = [self._protocol.terminate()]
-        else:
-            unsent = [self._unsent] if self._unsent is not None else []
-            while True:
-                try:
-                    unsent.append(self._outbox_receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
+        unsent = [self._unsent] if self._unsent is not None else []
+        while True:
+            try:
+                unsent.append(self._outbox_receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        if broke:
+            unsent = unsent[-1:] if self._protocol.terminated else [self._protocol.terminate()]
         self._unsent = None
         try:
             for message in unsent:

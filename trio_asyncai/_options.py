@@ -515,6 +515,9 @@ def takes_options(options: Callable[P, Opts], body: Callable[[Opts], R], *, name
     opener.__name__ = opener.__qualname__ = name
     opener.__module__ = body.__module__
     opener.__doc__ = with_options_doc(body.__doc__, options)
+    # For Sphinx (sphinxcontrib-trio): what ``body`` is (``async with``, say).
+    # inspect.signature stops at ``__signature__``, before following it.
+    opener.__wrapped__ = body  # type: ignore[attr-defined]
     return opener
 
 

@@ -200,6 +200,11 @@ class ClientProtocol:
         return ctx.state if ctx is not None else ContextState.CLOSED
 
     @property
+    def terminated(self) -> bool:
+        """Whether :meth:`terminate` was called: the connection is done."""
+        return self._terminated
+
+    @property
     def tracked_contexts(self) -> list[str | None]:
         """The contexts opened and not yet closed, oldest first."""
         return list(self._contexts)

@@ -424,11 +424,17 @@ class Generation:
             self._items_send.send_nowait(frame)
 
     def end(self, how: Ending) -> None:
-        """Take nothing more, and end as ``how`` says (see :data:`Ending`). Synchronous."""
-        if self._ending is not None:
+        """Take nothing more, and end as ``how`` says (see :data:`Ending`). Synchronous.
+
+        The first ending holds, but for ``"abandon"``, which overrides any:
+        once the next stage is gone, nothing a generation still owes can be
+        delivered, and a job waiting for its turn would wait for ever.
+        """
+        if self._ending == "abandon" or (self._ending is not None and how != "abandon"):
             return
+        if self._ending is None:
+            self._items_send.close()
         self._ending = how
-        self._items_send.close()
         if how == "finish":
             return
         for job in self._jobs:
@@ -634,8 +640,11 @@ class TTSEngine:
         job.finish()
 
     def _on_settings(self, frame: TTSUpdateSettingsFrame) -> None:
+        # The frame's settings only: a subclass may carry fields of its own.
+        settings = attrs.fields_dict(Settings)
+        given = {k: v for k, v in attrs.asdict(frame, recurse=False).items() if k in settings}
         try:
-            changes = Settings.check_changes(attrs.asdict(frame, recurse=False))
+            changes = Settings.check_changes(given)
         except ConfigurationError as exc:
             self._gen.queue(ErrorFrame(exc))
             return

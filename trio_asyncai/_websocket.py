@@ -315,8 +315,8 @@ class Synthesizer(BaseSynthesizer[_WebSocketLink]):
         link = self._links.get(context_id)
         if link is not None:
             link.finished()
-        # The service works: a lost connection no longer counts against it.
-        self._backoff.succeeded("drop")
+            # The service works: a lost connection no longer counts against it.
+            self._backoff.succeeded("drop")
 
     def context_failed(self, context_id: str, error: AsyncAIError) -> None:
         link = self._links.get(context_id)
