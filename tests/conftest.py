@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 import hypothesis
 import pytest
 import trio
 import trio.testing
 
-import trio_asyncai
-from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, open_local_server
+from trio_asyncai.server import LocalServer, open_local_server
 
 #: ``TRIO_ASYNCAI_HYPOTHESIS=fuzz`` (``nox -s fuzz``): every hypothesis test runs
 #: this many examples, whatever its own settings say. Unset: each test's own.
@@ -48,44 +46,16 @@ def jump_clock() -> trio.testing.MockClock:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[LocalServer]:
-    """A local server with the instant, deterministic signal engine."""
-    async with open_local_server(engine="signal", idle_timeout=None) as srv:
-        yield srv
+def server_api_key() -> str | None:
+    """The key the ``server`` fixture asks for: none here (any key, or none, is accepted).
 
-
-def synth_for(server: LocalServer, **kwargs: Any) -> Any:
-    """``open_synthesizer`` against the local server, with its voice, at 16 kHz unless told otherwise."""
-    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
-    kwargs.setdefault("sample_rate", 16000)
-    return trio_asyncai.open_synthesizer(base_url=server.url, **kwargs)
-
-
-async def reader_caught_up(synth: Any, server: LocalServer, *, finals: int = 1) -> None:
-    """Return once the WebSocket synthesizer has read all the server sent up to its ``finals``-th final
-    (on the newest connection).
-
-    The reader takes messages in order, so once an utterance spoken after
-    them is complete, it has handled every earlier one: an utterance nobody
-    reads has met its fate by then, with no sleep.
+    The server tests (``server/conftest.py``) set one, to check that it is asked for.
     """
-    await server.log.wait_for(lambda log: log.connections[-1].finals_sent >= finals)
-    async with synth.speak("Barrier.") as barrier:
-        await barrier.read_all()
+    return None
 
 
-def tasks_named(fragment: str) -> list[str]:
-    """The names of every running task whose name contains ``fragment``."""
-    found: list[str] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        if fragment in task.name:
-            found.append(task.name)
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    walk(root)
-    return found
+@pytest.fixture
+async def server(server_api_key: str | None) -> AsyncIterator[LocalServer]:
+    """A local server with the instant, deterministic signal engine (24 kHz) and no idle timeout."""
+    async with open_local_server(api_key=server_api_key, engine="signal", idle_timeout=None) as srv:
+        yield srv
