@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import numpy.typing as npt
+import pytest
 import trio
+from helpers import TIMEOUT as TIMEOUT  # the suite's one bound, for the server tests too
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine, Voice
 
 API_KEY: Final = "sk_test_local_server_key"
-#: Seconds of trio time that bound every test's I/O.
-TIMEOUT: Final = 10.0
 #: The signal engine's rate: asking for it means no resampling.
 SIGNAL_RATE: Final = 24000
 
@@ -141,6 +141,27 @@ async def connect(
         client = Client(ws)
         await client.send(init if init is not None else init_message())
         yield client
+
+
+async def expect_init_error(server: LocalServer, first: str | dict[str, Any], code: str) -> dict[str, Any]:
+    """Send ``first`` as the first message; expect an error with ``code``, then close 1008."""
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(ws_url(server)) as ws:
+            client = Client(ws)
+            if isinstance(first, str):
+                await ws.send_message(first)
+            else:
+                await client.send(first)
+            error = await client.receive()
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert error["error_code"] == code
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert close_of(closed.value) == (1008, code)
+    record = server.log.connections[-1]
+    assert record.close_code == 1008
+    return error
 
 
 def close_of(exc: ConnectionClosed) -> tuple[int, str | None]:

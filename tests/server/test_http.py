@@ -259,7 +259,7 @@ async def test_quota_larger_than_the_audio_leaves_it_alone(server: LocalServer) 
 
 
 async def test_chunk_delay_applies_to_http(
-    server: LocalServer, small_jump_clock: trio.testing.MockClock
+    server: LocalServer, jump_clock: trio.testing.MockClock
 ) -> None:
     server.faults.chunk_delay = 1.0
     with trio.fail_after(10_000):

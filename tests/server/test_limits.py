@@ -174,7 +174,7 @@ class PacedEngine:
 
 
 async def test_synthesis_waits_for_a_client_that_does_not_read(
-    small_jump_clock: trio.testing.MockClock,
+    jump_clock: trio.testing.MockClock,
 ) -> None:
     engine = PacedEngine()
     text = "word " * 40  # about 12 s of audio: 20 engine steps, 150 messages

@@ -10,7 +10,6 @@ import httpx
 import numpy as np
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import (
     DEFAULT_VOICE_ID,
@@ -29,15 +28,12 @@ from .helpers import (
     API_KEY,
     SIGNAL_RATE,
     TIMEOUT,
-    Client,
     audio_of,
-    close_of,
     connect,
+    expect_init_error,
     init_message,
-    open_ws,
     s16,
     signal_bytes,
-    ws_url,
 )
 
 HEADERS = {"x-api-key": API_KEY, "version": "v1"}
@@ -79,18 +75,6 @@ async def ws_audio(server: LocalServer, init: dict[str, Any], text: str = TEXT) 
         async with connect(server, init) as client:
             await client.finish(text + " ", "c")
             return audio_of(await client.until_finals("c"), "c")
-
-
-async def expect_ws_init_error(server: LocalServer, init: dict[str, Any], code: str) -> None:
-    with trio.fail_after(TIMEOUT):
-        async with open_ws(ws_url(server)) as ws:
-            client = Client(ws)
-            await client.send(init)
-            error = await client.receive()
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-    assert error["error_code"] == code
-    assert close_of(closed.value) == (1008, code)
 
 
 # ---------------------------------------------------------------- G.711
@@ -191,7 +175,7 @@ async def test_http_refuses_voice_controls_out_of_range(
 async def test_websocket_refuses_voice_controls_out_of_range(
     server: LocalServer, fields: dict[str, Any]
 ) -> None:
-    await expect_ws_init_error(server, init_message(**fields), "INVALID_REQUEST")
+    await expect_init_error(server, init_message(**fields), "INVALID_REQUEST")
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -254,7 +238,7 @@ async def test_http_refuses_nl_for_synthesis(server: LocalServer, path: str) -> 
 
 
 async def test_websocket_refuses_nl(server: LocalServer) -> None:
-    await expect_ws_init_error(server, init_message(language="nl-BE"), "INVALID_LANGUAGE")
+    await expect_init_error(server, init_message(language="nl-BE"), "INVALID_LANGUAGE")
 
 
 @pytest.mark.parametrize("model", [*KNOWN_MODELS, "future_v9"])
