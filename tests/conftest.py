@@ -9,6 +9,7 @@ import hypothesis
 import pytest
 import trio
 import trio.testing
+from cli_run import Cli
 
 from trio_asyncai.server import LocalServer, open_local_server
 
@@ -59,3 +60,13 @@ async def server(server_api_key: str | None) -> AsyncIterator[LocalServer]:
     """A local server with the instant, deterministic signal engine (24 kHz) and no idle timeout."""
     async with open_local_server(api_key=server_api_key, engine="signal", idle_timeout=None) as srv:
         yield srv
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    caplog: pytest.LogCaptureFixture,
+) -> Cli:
+    """Run the ``trio-asyncai`` command in this process, as a user with no API key would."""
+    return Cli(monkeypatch, capsysbinary, caplog)
