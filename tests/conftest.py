@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from cli_run import Cli
 
-from trio_asyncai.server import LocalServer, open_local_server
+from trio_asyncai.server import LocalServer, PiperEngine, open_local_server, piper_available
 
 #: ``TRIO_ASYNCAI_HYPOTHESIS=fuzz`` (``nox -s fuzz``): every hypothesis test runs
 #: this many examples, whatever its own settings say. Unset: each test's own.
@@ -44,6 +44,16 @@ def jump_clock() -> trio.testing.MockClock:
     time in milliseconds, while loopback I/O still gets the real time it needs.
     """
     return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+@pytest.fixture(scope="session")
+def piper() -> PiperEngine:
+    """The real offline voice, loaded once for the whole run (loading takes about a second)."""
+    if not piper_available():
+        pytest.skip("the [voice] extra (piper) is not installed")
+    engine = PiperEngine()
+    engine.preload()
+    return engine
 
 
 @pytest.fixture

@@ -141,16 +141,6 @@ def test_server_imports_and_runs_without_piper(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ piper
 
 
-@pytest.fixture(scope="module")
-def piper() -> PiperEngine:
-    """One loaded piper engine for the module (loading takes about a second)."""
-    if not piper_available():
-        pytest.skip("the [voice] extra (piper) is not installed")
-    engine = PiperEngine()
-    engine.preload()
-    return engine
-
-
 def test_piper_refuses_a_model_with_the_wrong_hash(tmp_path: Path) -> None:
     model = tmp_path / "fake.onnx"
     model.write_bytes(b"not a model")

@@ -211,8 +211,8 @@ async def test_only_async_flash_v1_0_honours_speed(server: LocalServer) -> None:
 
 
 @pytest.mark.skipif(not piper_available(), reason="the [voice] extra (piper) is not installed")
-def test_piper_speaks_faster_at_speed_2() -> None:
-    engine = PiperEngine()
+def test_piper_speaks_faster_at_speed_2(piper: PiperEngine) -> None:
+    engine = piper
     voice = PREDEFINED_VOICES[0]
     fast = attrs.evolve(voice, params=attrs.evolve(voice.params, speed=2.0))
     text = "The quick brown fox jumps over the lazy dog."
