@@ -13,26 +13,39 @@ from cli_run import Cli
 
 from trio_asyncai.server import LocalServer, PiperEngine, open_local_server, piper_available
 
-#: ``TRIO_ASYNCAI_HYPOTHESIS=fuzz`` (``nox -s fuzz``): every hypothesis test runs
-#: this many examples, whatever its own settings say. Unset: each test's own.
+# Hypothesis profiles, chosen with TRIO_ASYNCAI_HYPOTHESIS:
+#   fast (the default, ``python -m pytest``): at most FAST_EXAMPLES a test;
+#   thorough (``nox -s thorough``): the count each test's ``@settings`` names
+#     (hypothesis' 100 where it names none);
+#   fuzz (``nox -s fuzz``): FUZZ_EXAMPLES every test, whatever it names.
+# None has a deadline: how long an example takes is no test's business.
+FAST_EXAMPLES = 50
 FUZZ_EXAMPLES = 100_000
+hypothesis.settings.register_profile("fast", max_examples=FAST_EXAMPLES, deadline=None)
+hypothesis.settings.register_profile("thorough", deadline=None)
 hypothesis.settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES, deadline=None)
-_PROFILE = os.environ.get("TRIO_ASYNCAI_HYPOTHESIS")
-if _PROFILE:
-    hypothesis.settings.load_profile(_PROFILE)
+_PROFILE = os.environ.get("TRIO_ASYNCAI_HYPOTHESIS") or "fast"
+hypothesis.settings.load_profile(_PROFILE)
+
+
+def _examples(own: int) -> int:
+    """How many examples a test whose ``@settings`` names ``own`` runs under the profile."""
+    if _PROFILE == "fast":
+        return min(own, FAST_EXAMPLES)
+    if _PROFILE == "fuzz":
+        return FUZZ_EXAMPLES
+    return own
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under the fuzz profile, raise the examples of tests whose ``@settings`` names its own count."""
-    if _PROFILE != "fuzz":
-        return
+    """Apply the profile's count to the tests whose ``@settings`` names their own (it would win)."""
     for item in items:
         test = getattr(item, "obj", None)
         # hypothesis reads a @given test's settings from this attribute as it runs.
         own = getattr(test, "_hypothesis_internal_use_settings", None)
-        if isinstance(own, hypothesis.settings):
+        if isinstance(own, hypothesis.settings) and own.max_examples != _examples(own.max_examples):
             test._hypothesis_internal_use_settings = hypothesis.settings(  # type: ignore[union-attr]
-                own, max_examples=FUZZ_EXAMPLES, deadline=None
+                own, max_examples=_examples(own.max_examples), deadline=None
             )
 
 
