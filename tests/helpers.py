@@ -1,5 +1,6 @@
 """Helpers shared by the test suite: one bound for I/O, the synthesizer against the local server,
-a TCP peer standing in for a broken service, and the task and reader checks.
+a TCP peer and httpx mock transports standing in for a broken service, and the task and
+reader checks.
 
 The fixtures (the local server, the jumping clock) are in ``conftest.py``;
 the raw WebSocket and HTTP clients of the server tests in ``server/helpers.py``;
@@ -8,17 +9,27 @@ running the command line in ``cli_run.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
 
 import attrs
+import httpx
 import trio
 
 import trio_asyncai
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 
-__all__ = ["TIMEOUT", "Peer", "reader_caught_up", "synth_for", "tasks_named", "tcp_peer"]
+__all__ = [
+    "TIMEOUT",
+    "Peer",
+    "StreamedBody",
+    "mock_client",
+    "reader_caught_up",
+    "synth_for",
+    "tasks_named",
+    "tcp_peer",
+]
 
 #: Seconds that bound every test's I/O (trio time: a test on the jumping clock
 #: sets a bound of its own, in the minutes it means to skip).
@@ -92,3 +103,20 @@ async def tcp_peer(answer: Callable[[trio.SocketStream], Awaitable[None]]) -> As
         nursery.start_soon(trio.serve_listeners, handler, [listener])
         yield peer
         nursery.cancel_scope.cancel()
+
+
+def mock_client(handler: Callable[[httpx.Request], Any]) -> httpx.AsyncClient:
+    """An httpx client whose every request ``handler`` answers (sync or async), with no network."""
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+class StreamedBody(httpx.AsyncByteStream):
+    """A response body that arrives in the pieces ``parts`` yields, when it yields them."""
+
+    def __init__(self, parts: Callable[[], AsyncGenerator[bytes, None]]) -> None:
+        self._parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async with aclosing(self._parts()) as parts:
+            async for part in parts:
+                yield part

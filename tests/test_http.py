@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
-from helpers import TIMEOUT, synth_for
+from helpers import TIMEOUT, StreamedBody, mock_client, synth_for
 
 from trio_asyncai import (
     AuthenticationError,
@@ -219,18 +218,8 @@ async def test_wav_is_refused_for_streaming(server: LocalServer) -> None:
 # --------------------------------------------------- with httpx.MockTransport
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, parts: Callable[[], AsyncGenerator[bytes, None]]) -> None:
-        self._parts = parts
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async with aclosing(self._parts()) as parts:
-            async for part in parts:
-                yield part
-
-
 def mock_synth(handler: Callable[[httpx.Request], Any], **kwargs: Any) -> Any:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = mock_client(handler)
     kwargs.setdefault("max_retries", 0)
     return client, open_http_synthesizer(
         base_url="http://mock.invalid", voice_id="v", sample_rate=16000, client=client, **kwargs
@@ -246,7 +235,7 @@ async def test_audio_is_delivered_as_the_body_arrives() -> None:
         yield b"\x02\x00" * 100
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=_Body(parts))
+        return httpx.Response(200, stream=StreamedBody(parts))
 
     client, cm = mock_synth(handler)
     chunks = []
@@ -269,7 +258,7 @@ async def test_quota_marker_split_across_chunks(split: int) -> None:
         yield b"\x99" * 10
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=_Body(parts))
+        return httpx.Response(200, stream=StreamedBody(parts))
 
     client, cm = mock_synth(handler)
     delivered = b""
@@ -310,7 +299,7 @@ async def test_no_retry_once_audio_has_started() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        return httpx.Response(200, stream=_Body(parts))
+        return httpx.Response(200, stream=StreamedBody(parts))
 
     client, cm = mock_synth(handler, max_retries=3)
     got = b""

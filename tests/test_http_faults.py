@@ -6,15 +6,14 @@ passed before the error surfaced: these are the figures docs/errors.rst gives.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
-from helpers import TIMEOUT, tcp_peer
+from helpers import TIMEOUT, StreamedBody, mock_client, tcp_peer
 
 from trio_asyncai import (
     QuotaExceededError,
@@ -30,20 +29,6 @@ from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 LONG_TEXT = "Alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima."
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, parts: Callable[[], AsyncGenerator[bytes, None]]) -> None:
-        self._parts = parts
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async with aclosing(self._parts()) as parts:
-            async for part in parts:
-                yield part
-
-
-def _mock_client(handler: Callable[[httpx.Request], Any]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
-
-
 # ------------------------------------------------------------- item: quota wins
 
 
@@ -57,7 +42,7 @@ async def test_a_quota_marker_then_a_broken_body_is_the_quota_error(split: int) 
             yield QUOTA_MARKER[split:]
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
-    client = _mock_client(lambda request: httpx.Response(200, stream=_Body(parts)))
+    client = mock_client(lambda request: httpx.Response(200, stream=StreamedBody(parts)))
     delivered = b""
     with trio.fail_after(TIMEOUT), pytest.raises(QuotaExceededError) as info:
         async with (
@@ -84,7 +69,7 @@ async def _race_once(how: str) -> tuple[bool, str]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"\x00\x00" * 100)
 
-    client = _mock_client(handler)
+    client = mock_client(handler)
     kwargs: dict[str, Any] = {"base_url": "http://mock.invalid", "voice_id": "v", "client": client}
     async with client, trio.open_nursery() as outer:
         if how == "aclose":
@@ -212,7 +197,7 @@ async def test_a_mock_transport_that_never_answers_is_bounded_too(jump_clock: tr
         await trio.sleep_forever()
         raise AssertionError  # pragma: no cover
 
-    client = _mock_client(handler)
+    client = mock_client(handler)
     with trio.fail_after(600):
         async with (
             client,

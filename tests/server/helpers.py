@@ -24,6 +24,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine, Voice
 
 API_KEY: Final = "sk_test_local_server_key"
+#: The headers of an HTTP request the server tests' server takes.
+HEADERS: Final = {"x-api-key": API_KEY, "version": "v1"}
 #: The signal engine's rate: asking for it means no resampling.
 SIGNAL_RATE: Final = 24000
 
@@ -208,6 +210,28 @@ class GatedEngine:
             if "hold" in text:
                 self.held.set()
                 self.release.wait(TIMEOUT)
+
+
+def http_body(transcript: str = "Hello from the HTTP endpoint.", **output_format: Any) -> dict[str, Any]:
+    """A synthesis request: async_flash_v1.0, the default voice, and raw 16-bit audio at the signal
+    engine's rate, unless ``output_format`` says otherwise (a None leaves that key out)."""
+    fmt: dict[str, Any] = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SIGNAL_RATE}
+    fmt.update(output_format)
+    return {
+        "model_id": "async_flash_v1.0",
+        "transcript": transcript,
+        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
+        "output_format": {key: value for key, value in fmt.items() if value is not None},
+    }
+
+
+async def post(
+    server: LocalServer, path: str, json: object, headers: dict[str, str] = HEADERS
+) -> httpx.Response:
+    """POST ``json`` to ``path`` on ``server``, within :data:`TIMEOUT`."""
+    with trio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            return await http.post(path, json=json, headers=headers)
 
 
 def http_error(response: httpx.Response, status: int | None = None) -> dict[str, Any]:

@@ -19,17 +19,19 @@ from trio_asyncai.server._requests import parse_output_format
 
 from .helpers import (
     API_KEY,
+    HEADERS,
     SIGNAL_RATE,
     TIMEOUT,
     GatedEngine,
     audio_of,
     connect,
     expect_init_error,
+    http_body,
     http_error,
     init_message,
+    post,
 )
 
-HEADERS: Final = {"x-api-key": API_KEY, "version": "v1"}
 LONG_TEXT: Final = (
     "This is the first sentence of a longer text. Here comes a second one, a little longer. "
     "And a third, so that there is plenty of audio to stream in many pieces."
@@ -92,26 +94,14 @@ def signal_seconds(text: str) -> float:
 
 
 def body(transcript: str, **output_format: Any) -> dict[str, Any]:
-    fmt: dict[str, Any] = {"container": "mp3", "sample_rate": SIGNAL_RATE}
-    fmt.update(output_format)
-    return {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": fmt,
-    }
+    """A synthesis request for mp3 (no encoding) unless ``output_format`` says otherwise."""
+    return http_body(transcript, **{"container": "mp3", "encoding": None, **output_format})
 
 
 def mp3_init(**output_format: Any) -> dict[str, Any]:
     message = init_message()
     message["output_format"] = {"container": "mp3", "sample_rate": SIGNAL_RATE, **output_format}
     return message
-
-
-async def post(server: LocalServer, path: str, json: object) -> httpx.Response:
-    with trio.fail_after(TIMEOUT):
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            return await http.post(path, json=json, headers=HEADERS)
 
 
 def assert_refused(response: httpx.Response, *words: str) -> None:

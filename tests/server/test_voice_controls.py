@@ -25,37 +25,24 @@ from trio_asyncai.server._engines import noise_factor
 from trio_asyncai.server._requests import KNOWN_MODELS, parse_synthesis_request
 
 from .helpers import (
-    API_KEY,
     SIGNAL_RATE,
     TIMEOUT,
     audio_of,
     connect,
     expect_init_error,
+    http_body,
     init_message,
+    post,
     s16,
     signal_bytes,
 )
 
-HEADERS = {"x-api-key": API_KEY, "version": "v1"}
 ENDPOINTS = ("/text_to_speech/streaming", "/text_to_speech", "/text_to_speech/with_timestamps")
 TEXT = "Speak this at any speed."
 
 
 def body(transcript: str = TEXT, *, encoding: str = "pcm_s16le", **fields: Any) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": {"container": "raw", "encoding": encoding, "sample_rate": SIGNAL_RATE},
-    }
-    message.update(fields)
-    return message
-
-
-async def post(server: LocalServer, path: str, json: object) -> httpx.Response:
-    with trio.fail_after(TIMEOUT):
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            return await http.post(path, json=json, headers=HEADERS)
+    return http_body(transcript, encoding=encoding) | fields
 
 
 def error_code(response: httpx.Response) -> str:
