@@ -1,4 +1,8 @@
-"""Fixtures shared by the test suite: the project's own local server, on 127.0.0.1, port 0."""
+"""Fixtures shared by the test suite: the project's own local server (on 127.0.0.1, port 0), the
+jumping clock, the piper voice, the command line in-process; and the hypothesis profiles.
+
+Helpers that are not fixtures are in ``helpers.py`` (and ``server/helpers.py``, ``cli_run.py``).
+"""
 
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ def jump_clock() -> trio.testing.MockClock:
 
 @pytest.fixture(scope="session")
 def piper() -> PiperEngine:
-    """The real offline voice, loaded once for the whole run (loading takes about a second)."""
+    """The real offline voice, loaded once for the run (once a worker; loading takes about a second)."""
     if not piper_available():
         pytest.skip("the [voice] extra (piper) is not installed")
     engine = PiperEngine()
