@@ -1,4 +1,5 @@
-"""Development sessions: ``nox`` runs lint, typecheck, tests and docs; ``bench``, ``soak``, ``fuzz`` too.
+"""Development sessions: ``nox`` runs lint, typecheck, tests and docs; ``bench``, ``soak``, ``thorough``,
+``fuzz`` and more on request.
 
 Each session installs what it needs from the extras in ``pyproject.toml``
 into its own virtual environment under ``.nox/``. Arguments after ``--`` go
@@ -97,6 +98,13 @@ def soak(session: nox.Session) -> None:
     args = session.posargs or ["--minutes", "2"]
     session.run("python", "benchmarks/soak.py", "--transport", "websocket", *args)
     session.run("python", "benchmarks/soak.py", "--transport", "http", *args)
+
+
+@nox.session(python=PYTHON)
+def thorough(session: nox.Session) -> None:
+    """The test suite with each hypothesis test's own example count, not the quick default's 50 at most."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs, env={"TRIO_ASYNCAI_HYPOTHESIS": "thorough"})
 
 
 @nox.session(python=PYTHON)

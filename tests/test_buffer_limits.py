@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from conftest import reader_caught_up
+from helpers import TIMEOUT, reader_caught_up
 
 from trio_asyncai import OutputFormat, SlowConsumerError, open_http_synthesizer, open_synthesizer
 from trio_asyncai._utterance import DEFAULT_MAX_BUFFERED_AUDIO, Utterance, buffer_limit
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 
-TIMEOUT = 20
 FIRST, SECOND = "Alpha bravo charlie delta echo foxtrot. ", "Golf hotel india juliet kilo lima."
 TWO_SENTENCES = FIRST + SECOND
 MP3_32K = OutputFormat(container="mp3", sample_rate=16000, bit_rate=32000)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
-from conftest import tasks_named
+from helpers import tasks_named
 
 import trio_asyncai
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer

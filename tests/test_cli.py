@@ -1,4 +1,4 @@
-"""The ``trio-asyncai`` command line."""
+"""The ``trio-asyncai`` command line, in this process: files, formats, voice controls, errors."""
 
 from __future__ import annotations
 
@@ -7,44 +7,38 @@ import wave
 from pathlib import Path
 
 import pytest
+from cli_run import Cli, Run, one_line_error
 
-from trio_asyncai._cli import main
 from trio_asyncai._wav import mulaw_to_pcm16
 from trio_asyncai.server import SignalEngine
 
 
-@pytest.fixture(autouse=True)
-def _no_real_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ASYNCAI_API_KEY", "ASYNCAI_BASE_URL", "ASYNCAI_VOICE_ID"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def test_speak_writes_a_wav_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_speak_writes_a_wav_file(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "hello.wav"
-    code = main(["speak", "Hello from the command line.", "-o", str(out), "--engine", "signal"])
-    assert code == 0
+    run = cli("speak", "Hello from the command line.", "-o", str(out), "--engine", "signal")
+    assert run.code == 0
     with wave.open(str(out), "rb") as wav:
         assert wav.getnchannels() == 1
         assert wav.getsampwidth() == 2
         assert wav.getframerate() == 24000
         assert wav.getnframes() > 24000 // 2
-    printed = capsys.readouterr().out
+    printed = run.out
     assert str(out) in printed
     assert "time to first audio" in printed
     assert "local server" in printed
 
 
-def test_speak_honours_sample_rate_and_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_speak_honours_sample_rate_and_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
     # An API key is set, but --local keeps us on the local server, and the key
     # is not sent there.
     monkeypatch.setenv("ASYNCAI_API_KEY", "sk_should_not_be_used")
     out = tmp_path / "x.wav"
-    assert (
-        main(
-            ["speak", "Rate check.", "-o", str(out), "--local", "--sample-rate", "8000", "--engine", "signal"]
-        )
-        == 0
+    run = cli(
+        "speak", "Rate check.", "-o", str(out), "--local", "--sample-rate", "8000", "--engine", "signal"
     )
+    assert run.code == 0, run.err
     with wave.open(str(out), "rb") as wav:
         assert wav.getframerate() == 8000
 
@@ -59,22 +53,15 @@ def test_speak_honours_sample_rate_and_local(tmp_path: Path, monkeypatch: pytest
         (["speak", "hi", "--model", "async_flash_v1.0", "--stability", "101"], "stability must be from"),
     ],
 )
-def test_errors_are_one_line_on_stderr(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = main([*argv, "-o", str(tmp_path / "e.wav"), "--engine", "signal"])
-    err = capsys.readouterr().err
-    assert code == 1
-    assert message in err
-    assert err.count("\n") == 1
-    assert err.startswith("trio-asyncai: error:")
+def test_errors_are_one_line_on_stderr(argv: list[str], message: str, tmp_path: Path, cli: Cli) -> None:
+    run = cli(*argv, "-o", str(tmp_path / "e.wav"), "--engine", "signal")
+    one_line_error(run, message)
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["speak"])
-    assert info.value.code == 2
-    assert "usage" in capsys.readouterr().err
+def test_usage_errors_exit_2(cli: Cli) -> None:
+    run = cli("speak")
+    assert run.code == 2
+    assert "usage" in run.err
 
 
 def riff_chunks(path: Path) -> dict[bytes, bytes]:
@@ -92,15 +79,16 @@ def riff_chunks(path: Path) -> dict[bytes, bytes]:
     return chunks
 
 
-def speak_to(tmp_path: Path, name: str, *args: str, text: str = "Dial tone.") -> Path:
-    out = tmp_path / name
-    assert main(["speak", text, "-o", str(out), "--engine", "signal", *args]) == 0
-    return out
+def speak_to(cli: Cli, out: Path, *args: str, text: str = "Dial tone.") -> Run:
+    run = cli("speak", text, "-o", str(out), "--engine", "signal", *args)
+    assert run.code == 0, run.err
+    return run
 
 
-def test_mulaw_is_written_as_a_mulaw_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = speak_to(tmp_path, "call.wav", "--encoding", "pcm_mulaw", "--sample-rate", "8000")
-    assert "pcm_mulaw audio at 8000 Hz" in capsys.readouterr().out
+def test_mulaw_is_written_as_a_mulaw_wav(tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "call.wav"
+    run = speak_to(cli, out, "--encoding", "pcm_mulaw", "--sample-rate", "8000")
+    assert "pcm_mulaw audio at 8000 Hz" in run.out
     chunks = riff_chunks(out)
     assert list(chunks) == [b"fmt ", b"fact", b"data"]
     # WAVE_FORMAT_MULAW, mono, 8000 Hz, 8000 bytes/s, 1 byte a block, 8 bits, no extra bytes.
@@ -109,45 +97,48 @@ def test_mulaw_is_written_as_a_mulaw_wav(tmp_path: Path, capsys: pytest.CaptureF
     audio = chunks[b"data"]
     assert samples == len(audio) > 8000 // 2
     # ... and --pcm16 writes the same audio decoded, as a plain 16-bit WAV.
-    decoded = speak_to(tmp_path, "call16.wav", "--encoding", "pcm_mulaw", "--sample-rate", "8000", "--pcm16")
+    decoded = tmp_path / "call16.wav"
+    speak_to(cli, decoded, "--encoding", "pcm_mulaw", "--sample-rate", "8000", "--pcm16")
     with wave.open(str(decoded), "rb") as wav:
         assert (wav.getsampwidth(), wav.getframerate(), wav.getnframes()) == (2, 8000, len(audio))
         assert wav.readframes(len(audio)) == mulaw_to_pcm16(audio)
 
 
-def test_an_odd_number_of_mulaw_bytes_is_padded(tmp_path: Path) -> None:
+def test_an_odd_number_of_mulaw_bytes_is_padded(tmp_path: Path, cli: Cli) -> None:
     # 9 characters of the signal engine (0.54 s) resampled to 11025 Hz: 5953 samples.
-    out = speak_to(tmp_path, "odd.wav", "--encoding", "pcm_mulaw", "--sample-rate", "11025", text="a b c d e")
+    out = tmp_path / "odd.wav"
+    speak_to(cli, out, "--encoding", "pcm_mulaw", "--sample-rate", "11025", text="a b c d e")
     chunks = riff_chunks(out)  # checks that the pad byte is there
     (samples,) = struct.unpack("<I", chunks[b"fact"])
     assert samples == len(chunks[b"data"])
     assert samples % 2 == 1
 
 
-def test_float_audio_is_written_as_an_ieee_float_wav(tmp_path: Path) -> None:
-    out = speak_to(tmp_path, "f.wav", "--encoding", "pcm_f32le")
+def test_float_audio_is_written_as_an_ieee_float_wav(tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "f.wav"
+    speak_to(cli, out, "--encoding", "pcm_f32le")
     chunks = riff_chunks(out)
     assert struct.unpack("<HHIIHHH", chunks[b"fmt "]) == (3, 1, 24000, 96000, 4, 32, 0)
     assert struct.unpack("<I", chunks[b"fact"])[0] * 4 == len(chunks[b"data"]) > 0
 
 
-def test_speed_and_stability(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_speed_and_stability(tmp_path: Path, cli: Cli) -> None:
     text = "Quick now."
-    normal = speak_to(tmp_path, "n.wav", "--model", "async_flash_v1.0", text=text)
-    fast = speak_to(
-        tmp_path, "s.wav", "--model", "async_flash_v1.0", "--speed", "2", "--stability", "5", text=text
-    )
-    assert "note" not in capsys.readouterr().err
+    normal, fast = tmp_path / "n.wav", tmp_path / "s.wav"
+    runs = [
+        speak_to(cli, normal, "--model", "async_flash_v1.0", text=text),
+        speak_to(cli, fast, "--model", "async_flash_v1.0", "--speed", "2", "--stability", "5", text=text),
+    ]
+    assert all("note" not in run.err for run in runs)
     frames = SignalEngine().samples_for(text)
     with wave.open(str(normal), "rb") as a, wave.open(str(fast), "rb") as b:
         assert (a.getnframes(), b.getnframes()) == (frames, frames // 2)
     # Other models take the controls too, and ignore them: the command says so.
-    speak_to(tmp_path, "m.wav", "--speed", "1.5", text=text)
-    assert "honours --speed and --stability with async_flash_v1.0 only" in capsys.readouterr().err
+    run = speak_to(cli, tmp_path / "m.wav", "--speed", "1.5", text=text)
+    assert "honours --speed and --stability with async_flash_v1.0 only" in run.err
 
 
-def test_pcm16_needs_mulaw(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["speak", "hi", "--pcm16"])
-    assert info.value.code == 2
-    assert "--pcm16" in capsys.readouterr().err
+def test_pcm16_needs_mulaw(cli: Cli) -> None:
+    run = cli("speak", "hi", "--pcm16")
+    assert run.code == 2
+    assert "--pcm16" in run.err

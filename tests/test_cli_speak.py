@@ -1,26 +1,23 @@
-"""``trio-asyncai speak`` in a subprocess, as users run it, against an in-process local server."""
+"""``trio-asyncai speak`` as users run it, in this process: text sources, formats, errors, progress, --play.
+
+Its exit status, Ctrl+C and a real terminal are in test_cli_process.py.
+"""
 
 from __future__ import annotations
 
-import os
-import pty
-import signal
+import io
+import types
 import wave
 from pathlib import Path
 
 import pytest
-import trio
-from cli_run import ROOT, cli_env, command, one_line_error, run_cli
+from cli_run import ROOT, Cli, names, one_line_error
 
 from trio_asyncai.server import SignalEngine
 
-TEXT = "Hello from a subprocess."
+TEXT = "Hello from the command line."
 SIGNAL = ("--engine", "signal")
 NO_AUDIO = '<break time="0ms"/>'
-
-
-def names(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
 
 
 def frames(path: Path) -> bytes:
@@ -29,15 +26,8 @@ def frames(path: Path) -> bytes:
         return wav.readframes(wav.getnframes())
 
 
-async def test_version() -> None:
-    from trio_asyncai import __version__
-
-    run = await run_cli("--version")
-    assert (run.code, run.out) == (0, f"trio-asyncai {__version__}\n")
-
-
 @pytest.mark.parametrize("source", ["argument", "file", "stdin", "file-stdin"])
-async def test_text_from_an_argument_a_file_or_stdin(source: str, tmp_path: Path) -> None:
+def test_text_from_an_argument_a_file_or_stdin(source: str, tmp_path: Path, cli: Cli) -> None:
     text_file = tmp_path / "in.txt"
     text_file.write_text(TEXT, encoding="utf-8")
     where = {
@@ -46,73 +36,62 @@ async def test_text_from_an_argument_a_file_or_stdin(source: str, tmp_path: Path
         "stdin": ["-"],
         "file-stdin": ["-f", "-"],
     }[source]
-    run = await run_cli("speak", *where, "-o", "out.wav", *SIGNAL, stdin=TEXT.encode(), cwd=tmp_path)
+    run = cli("speak", *where, "-o", "out.wav", *SIGNAL, stdin=TEXT.encode(), cwd=tmp_path)
     assert run.code == 0, run.err
     assert run.err == ""  # not a terminal: no progress line
     assert run.out.startswith("wrote out.wav: ")
     assert len(frames(tmp_path / "out.wav")) == 2 * SignalEngine().samples_for(TEXT)
 
 
-async def test_one_text_source_only(tmp_path: Path) -> None:
+def test_one_text_source_only(tmp_path: Path, cli: Cli) -> None:
     for args in ([], ["hi", "-f", "x.txt"]):
-        run = await run_cli("speak", *args, cwd=tmp_path)
+        run = cli("speak", *args, cwd=tmp_path)
         assert run.code == 2
         assert "give the text as TEXT, with -f FILE, or as -" in run.err
     assert names(tmp_path) == []
 
 
-async def test_the_extension_chooses_the_format(tmp_path: Path) -> None:
+def test_the_extension_chooses_the_format(tmp_path: Path, cli: Cli) -> None:
     pcm_bytes = 2 * SignalEngine().samples_for(TEXT)
     for name in ("a.wav", "a.raw", "a.mp3"):
-        run = await run_cli("speak", TEXT, "-o", name, *SIGNAL, cwd=tmp_path)
+        run = cli("speak", TEXT, "-o", name, *SIGNAL, cwd=tmp_path)
         assert run.code == 0, run.err
     assert len(frames(tmp_path / "a.wav")) == pcm_bytes
     assert (tmp_path / "a.raw").read_bytes() == frames(tmp_path / "a.wav")
     mp3 = (tmp_path / "a.mp3").read_bytes()
     assert mp3[0] == 0xFF and mp3[1] & 0xE0 == 0xE0  # an MPEG frame's sync word, not a RIFF header
     # --format wins over the extension; an unknown extension needs it.
-    run = await run_cli("speak", TEXT, "-o", "a.bin", "--format", "raw", *SIGNAL, cwd=tmp_path)
+    run = cli("speak", TEXT, "-o", "a.bin", "--format", "raw", *SIGNAL, cwd=tmp_path)
     assert run.code == 0
     assert (tmp_path / "a.bin").read_bytes() == frames(tmp_path / "a.wav")
-    run = await run_cli("speak", TEXT, "-o", "a.xyz", *SIGNAL, cwd=tmp_path)
+    run = cli("speak", TEXT, "-o", "a.xyz", *SIGNAL, cwd=tmp_path)
     assert run.code == 2
     assert "cannot tell the format of 'a.xyz'" in run.err
-    run = await run_cli("speak", TEXT, "-o", "b.mp3", "--encoding", "pcm_mulaw", cwd=tmp_path)
+    run = cli("speak", TEXT, "-o", "b.mp3", "--encoding", "pcm_mulaw", cwd=tmp_path)
     assert run.code == 2
     assert "--encoding applies to wav and raw output, not mp3" in run.err
 
 
-async def test_standard_output_streams_raw_or_mp3(tmp_path: Path) -> None:
-    with trio.fail_after(60):
-        result = await trio.run_process(
-            command("speak", TEXT, "-o", "-", "--format", "raw", *SIGNAL),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=tmp_path,
-            env=cli_env(),
-        )
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout) == 2 * SignalEngine().samples_for(TEXT)
+def test_standard_output_streams_raw_or_mp3(tmp_path: Path, cli: Cli) -> None:
+    run = cli("speak", TEXT, "-o", "-", "--format", "raw", *SIGNAL, cwd=tmp_path)
+    assert run.code == 0, run.err
+    assert len(run.stdout) == 2 * SignalEngine().samples_for(TEXT)
     # The audio has standard output to itself: the summary goes to standard error.
-    assert result.stderr.decode().startswith("wrote standard output: ")
+    assert run.err.startswith("wrote standard output: ")
     assert names(tmp_path) == []
     for extra, message in (
         ((), "say what with --format raw or --format mp3"),
-        (
-            ("--format", "wav"),
-            "use --format raw",
-        ),
+        (("--format", "wav"), "use --format raw"),
     ):
-        run = await run_cli("speak", TEXT, "-o", "-", *extra, *SIGNAL, cwd=tmp_path)
+        run = cli("speak", TEXT, "-o", "-", *extra, *SIGNAL, cwd=tmp_path)
         assert run.code == 2
         assert message in run.err
 
 
-async def test_mulaw_raw_and_wav_agree(tmp_path: Path) -> None:
+def test_mulaw_raw_and_wav_agree(tmp_path: Path, cli: Cli) -> None:
     telephony = ("--encoding", "pcm_mulaw", "--sample-rate", "8000", *SIGNAL)
     for name in ("t.raw", "t.wav"):
-        assert (await run_cli("speak", TEXT, "-o", name, *telephony, cwd=tmp_path)).code == 0
+        assert cli("speak", TEXT, "-o", name, *telephony, cwd=tmp_path).code == 0
     raw = (tmp_path / "t.raw").read_bytes()
     wav = (tmp_path / "t.wav").read_bytes()
     assert wav[20:22] == b"\x07\x00"  # WAVE_FORMAT_MULAW
@@ -120,19 +99,19 @@ async def test_mulaw_raw_and_wav_agree(tmp_path: Path) -> None:
     assert len(raw) == SignalEngine().samples_for(TEXT) // 3  # 24000 -> 8000 Hz, one byte a sample
 
 
-async def test_http_gives_the_same_audio(tmp_path: Path) -> None:
+def test_http_gives_the_same_audio(tmp_path: Path, cli: Cli) -> None:
     for name, transport in (("ws.raw", []), ("http.raw", ["--http"])):
-        run = await run_cli("speak", TEXT, "-o", name, *transport, *SIGNAL, cwd=tmp_path)
+        run = cli("speak", TEXT, "-o", name, *transport, *SIGNAL, cwd=tmp_path)
         assert run.code == 0, run.err
     assert (tmp_path / "http.raw").read_bytes() == (tmp_path / "ws.raw").read_bytes() != b""
 
 
-async def test_a_failure_leaves_the_existing_file_untouched(tmp_path: Path) -> None:
+def test_a_failure_leaves_the_existing_file_untouched(tmp_path: Path, cli: Cli) -> None:
     good = tmp_path / "good.wav"
-    assert (await run_cli("speak", TEXT, "-o", str(good), *SIGNAL)).code == 0
+    assert cli("speak", TEXT, "-o", str(good), *SIGNAL).code == 0
     before = good.read_bytes()
     for args in (["--voice", "no-such-voice"], ["--sample-rate", "5"]):
-        run = await run_cli("speak", TEXT, "-o", str(good), *SIGNAL, *args)
+        run = cli("speak", TEXT, "-o", str(good), *SIGNAL, *args)
         assert run.code == 1
     assert good.read_bytes() == before
     assert names(tmp_path) == ["good.wav"]  # no temporary file left
@@ -156,165 +135,90 @@ async def test_a_failure_leaves_the_existing_file_untouched(tmp_path: Path) -> N
         (["voices", "list", "--gender", "robot"], "gender must be one of Male, Female, Neutral, Unspecified"),
     ],
 )
-async def test_every_error_is_one_line(args: list[str], message: str, tmp_path: Path) -> None:
-    # Default logging, as a user has it: a library log record would be a second line.
-    run = await run_cli(*args, *(SIGNAL if args[0] == "speak" else ()), cwd=tmp_path)
-    one_line_error(run, message)
+def test_every_error_is_one_line(args: list[str], message: str, tmp_path: Path, cli: Cli) -> None:
+    run = cli(*args, *(SIGNAL if args[0] == "speak" else ()), cwd=tmp_path)
+    one_line_error(run, message)  # no log record either: with default logging, a second line
     assert run.out == ""
     assert names(tmp_path) == []
 
 
 @pytest.mark.voice
-async def test_text_that_gives_no_audio_is_an_error(tmp_path: Path) -> None:
-    run = await run_cli("speak", "...", "-o", "dots.wav", "--engine", "piper", cwd=tmp_path)
+def test_text_that_gives_no_audio_is_an_error(tmp_path: Path, cli: Cli) -> None:
+    run = cli("speak", "...", "-o", "dots.wav", "--engine", "piper", cwd=tmp_path)
     one_line_error(run, "the local server (piper voice) returned no audio for this text")
     assert names(tmp_path) == []
 
 
-async def run_on_a_terminal(
-    *args: str, cwd: Path, interrupt_after: bytes | None = None
-) -> tuple[int, str, str]:
-    """Run with standard error on a pseudo-terminal: (exit code, stdout, what the terminal got).
-
-    With ``interrupt_after``, Ctrl+C (SIGINT) is sent once the terminal has shown it.
-    """
-    controller, terminal = pty.openpty()
-    try:
-        with trio.fail_after(60):
-            process = await trio.lowlevel.open_process(
-                command(*args), stdout=-1, stderr=terminal, stdin=-3, cwd=cwd, env=cli_env()
-            )
-            os.close(terminal)
-            terminal = -1
-            shown = b""
-            while interrupt_after is not None and interrupt_after not in shown:
-                await trio.lowlevel.wait_readable(controller)
-                shown += os.read(controller, 4096)
-            if interrupt_after is not None:
-                process.send_signal(signal.SIGINT)
-            assert process.stdout is not None
-            out = b""
-            async for data in process.stdout:
-                out += data
-            code = await process.wait()
-            while True:
-                try:
-                    data = os.read(controller, 4096)
-                except OSError:  # the terminal closed: EIO
-                    break
-                if not data:
-                    break
-                shown += data
-    finally:
-        os.close(controller)
-        if terminal != -1:
-            os.close(terminal)
-    return code, out.decode(), shown.decode()
-
-
-async def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
-    code, out, shown = await run_on_a_terminal("speak", TEXT, "-o", "p.wav", *SIGNAL, cwd=tmp_path)
-    assert code == 0
-    assert "s of audio received in" in shown and "x real time)" in shown
-    assert shown.endswith("\r\x1b[K")  # the line is cleared at the end
-    assert out.startswith("wrote p.wav")
-    code, out, shown = await run_on_a_terminal("speak", TEXT, "-o", "q.wav", "--quiet", *SIGNAL, cwd=tmp_path)
-    assert (code, out, shown) == (0, "", "")
+def test_progress_on_a_terminal_only(tmp_path: Path, cli: Cli) -> None:
+    run = cli("speak", TEXT, "-o", "p.wav", *SIGNAL, cwd=tmp_path, terminal=True)
+    assert run.code == 0
+    assert "s of audio received in" in run.err and "x real time)" in run.err
+    assert run.err.endswith("\r\x1b[K")  # the line is cleared at the end
+    assert run.out.startswith("wrote p.wav")
+    run = cli("speak", TEXT, "-o", "q.wav", "--quiet", *SIGNAL, cwd=tmp_path, terminal=True)
+    assert (run.code, run.out, run.err) == (0, "", "")
     assert (tmp_path / "q.wav").exists()
 
-
-async def test_ctrl_c_while_speaking_exits_130_and_leaves_the_file(tmp_path: Path) -> None:
-    # Long enough that the audio is still coming when the first progress line shows.
-    (tmp_path / "long.txt").write_text("This sentence is spoken again and again. " * 400)
-    (tmp_path / "keep.wav").write_bytes(b"what was there before")
-    code, out, shown = await run_on_a_terminal(
-        "speak",
-        "-f",
-        "long.txt",
-        "-o",
-        "keep.wav",
-        *SIGNAL,
-        cwd=tmp_path,
-        interrupt_after=b"s of audio received",
-    )
-    assert code == 130
-    # After the cleared progress line, one line: no traceback, no server error.
-    assert shown.rsplit("\x1b[K", 1)[1].splitlines() == ["trio-asyncai: interrupted"]
-    assert out == ""
-    assert names(tmp_path) == ["keep.wav", "long.txt"]
-    assert (tmp_path / "keep.wav").read_bytes() == b"what was there before"
-
-
-FAKE_SOUNDDEVICE = """
-import os
 
 class PortAudioError(Exception):
     pass
 
-class RawOutputStream:
-    def __init__(self, *, samplerate, channels, dtype):
-        if os.environ.get("FAKE_NO_DEVICE"):
-            raise PortAudioError("Error querying device -1")
-        self.out = open(os.environ["FAKE_PLAYED"], "wb")
-        self.out.write(f"{samplerate} {channels} {dtype}\\n".encode())
 
-    def start(self):
-        pass
+def fake_sounddevice(played: io.BytesIO, *, device: bool = True) -> types.ModuleType:
+    """A stand-in for sounddevice that records into ``played`` what it is asked to play."""
 
-    def write(self, data):
-        assert len(data) % 2 == 0
-        self.out.write(bytes(data))
+    class RawOutputStream:
+        def __init__(self, *, samplerate: int, channels: int, dtype: str) -> None:
+            if not device:
+                raise PortAudioError("Error querying device -1")
+            played.seek(0)
+            played.truncate()
+            played.write(f"{samplerate} {channels} {dtype}\n".encode())
 
-    def stop(self):
-        self.out.write(b"\\nstopped")
+        def start(self) -> None:
+            pass
 
-    def close(self):
-        self.out.close()
-"""
+        def write(self, data: bytes) -> None:
+            assert len(data) % 2 == 0
+            played.write(bytes(data))
+
+        def stop(self) -> None:
+            played.write(b"\nstopped")
+
+        def close(self) -> None:
+            pass
+
+    module = types.ModuleType("sounddevice")
+    module.PortAudioError = PortAudioError  # type: ignore[attr-defined]
+    module.RawOutputStream = RawOutputStream  # type: ignore[attr-defined]
+    return module
 
 
-@pytest.fixture
-def fake_sounddevice(tmp_path: Path) -> Path:
-    """A directory with a stand-in for sounddevice that records what it is asked to play."""
-    directory = tmp_path / "fake"
-    directory.mkdir()
-    (directory / "sounddevice.py").write_text(FAKE_SOUNDDEVICE)
-    return directory
-
-
-async def test_play(tmp_path: Path, fake_sounddevice: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    played = tmp_path / "played"
-    monkeypatch.setenv("FAKE_PLAYED", str(played))
-    run = await run_cli("speak", TEXT, "--play", *SIGNAL, cwd=tmp_path, pythonpath=fake_sounddevice)
+def test_play(tmp_path: Path, cli: Cli) -> None:
+    played = io.BytesIO()
+    run = cli("speak", TEXT, "--play", *SIGNAL, cwd=tmp_path, sounddevice=fake_sounddevice(played))
     assert run.code == 0, run.err
     assert run.out.startswith("played: ")
-    assert names(tmp_path) == ["fake", "played"]  # no file without -o
-    assert (await run_cli("speak", TEXT, "-o", "ref.raw", *SIGNAL, cwd=tmp_path)).code == 0
-    header, audio = played.read_bytes().split(b"\n", 1)
+    assert names(tmp_path) == []  # no file without -o
+    assert cli("speak", TEXT, "-o", "ref.raw", *SIGNAL, cwd=tmp_path).code == 0
+    header, audio = played.getvalue().split(b"\n", 1)
     assert header == b"24000 1 int16"
     assert audio == (tmp_path / "ref.raw").read_bytes() + b"\nstopped"
     # With -o the same audio goes to the file too; mu-law is played decoded.
-    run = await run_cli(
+    run = cli(
         "speak", TEXT, "--play", "-o", "t.wav", "--encoding", "pcm_mulaw", "--sample-rate", "8000",
-        *SIGNAL, cwd=tmp_path, pythonpath=fake_sounddevice,
+        *SIGNAL, cwd=tmp_path, sounddevice=fake_sounddevice(played),
     )  # fmt: skip
     assert run.code == 0, run.err
-    assert played.read_bytes().startswith(b"8000 1 int16\n")
+    assert played.getvalue().startswith(b"8000 1 int16\n")
     assert (tmp_path / "t.wav").read_bytes()[20:22] == b"\x07\x00"
 
 
-async def test_play_without_the_extra_or_a_device(
-    tmp_path: Path, fake_sounddevice: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    missing = tmp_path / "missing"
-    missing.mkdir()
-    (missing / "sounddevice.py").write_text("raise ModuleNotFoundError(\"No module named 'sounddevice'\")\n")
-    run = await run_cli("speak", TEXT, "--play", *SIGNAL, cwd=tmp_path, pythonpath=missing)
+def test_play_without_the_extra_or_a_device(tmp_path: Path, cli: Cli) -> None:
+    run = cli("speak", TEXT, "--play", *SIGNAL, cwd=tmp_path, sounddevice=None)
     one_line_error(run, "--play needs the [play] extra: pip install 'trio-asyncai[play]'")
-    monkeypatch.setenv("FAKE_NO_DEVICE", "1")
-    run = await run_cli(
-        "speak", TEXT, "--play", "-o", "x.wav", *SIGNAL, cwd=tmp_path, pythonpath=fake_sounddevice
-    )
+    no_device = fake_sounddevice(io.BytesIO(), device=False)
+    run = cli("speak", TEXT, "--play", "-o", "x.wav", *SIGNAL, cwd=tmp_path, sounddevice=no_device)
     one_line_error(run, "--play: no audio output device to play on (Error querying device -1)")
     assert not (tmp_path / "x.wav").exists()
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
+from helpers import TIMEOUT
 
 from trio_asyncai import (
     AuthenticationError,
@@ -25,7 +26,6 @@ from trio_asyncai import (
 )
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, open_local_server
 
-TIMEOUT = 20
 KEY = "sk_right_key_for_the_twin"
 WRONG = "sk_wrong_key_never_shown"
 

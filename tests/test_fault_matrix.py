@@ -18,7 +18,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from conftest import reader_caught_up, tasks_named
+from helpers import reader_caught_up, tasks_named
 
 import trio_asyncai
 from trio_asyncai import (

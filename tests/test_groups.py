@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import TIMEOUT
 
 from trio_asyncai import Pipeline, PipelineTask, open_client, open_http_synthesizer, open_synthesizer
 from trio_asyncai._groups import reraise, single_exception
 from trio_asyncai.frames import EndFrame, Frame
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, open_local_server
-
-TIMEOUT = 20
 
 
 class Original(Exception):

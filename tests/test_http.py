@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from helpers import TIMEOUT, StreamedBody, mock_client, synth_for
 
 from trio_asyncai import (
     AuthenticationError,
@@ -30,14 +30,7 @@ from trio_asyncai._http import MAX_REQUEST_CHARS
 from trio_asyncai._protocol import QUOTA_MARKER
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer, open_local_server
 
-TIMEOUT = 20
 LONG_TEXT = "Alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima."
-
-
-def http_for(server: LocalServer, **kwargs: Any) -> Any:
-    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
-    kwargs.setdefault("sample_rate", 16000)
-    return open_http_synthesizer(base_url=server.url, **kwargs)
 
 
 # ----------------------------------------------------- against the local server
@@ -46,7 +39,7 @@ def http_for(server: LocalServer, **kwargs: Any) -> Any:
 async def test_http_and_websocket_give_the_same_audio(server: LocalServer) -> None:
     text = "Same interface, same sound."
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             async with synth.speak(text) as utterance:
                 over_http = await utterance.read_all()
         async with open_synthesizer(base_url=server.url, voice_id=DEFAULT_VOICE_ID, sample_rate=16000) as ws:
@@ -60,7 +53,7 @@ async def test_http_and_websocket_give_the_same_audio(server: LocalServer) -> No
 
 async def test_http_streamed_text_is_sent_sentence_by_sentence(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             async with synth.open_utterance() as utterance:
                 for token in ["One ", "sentence. ", "Two ", "sentences", "."]:
                     await utterance.send(token)
@@ -75,7 +68,7 @@ async def test_http_streamed_text_is_sent_sentence_by_sentence(server: LocalServ
 async def test_http_sends_a_whole_text_in_one_request(server: LocalServer) -> None:
     text = "One sentence. Two sentences. And a third."
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             async with synth.speak(text) as utterance:
                 audio = await utterance.read_all()
             assert synth.statistics().requests_sent == 1
@@ -87,7 +80,7 @@ async def test_http_splits_sentences_ready_together_at_the_request_cap(server: L
     sentence = "x" * 300 + ". "
     text = sentence * 7  # 2,114 characters: 3 + 3 + 1 sentences under the 1,000-character cap
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             async with synth.speak(text) as utterance:
                 await utterance.read_all()
     sent = [r.body["transcript"] for r in server.log.http]
@@ -99,7 +92,7 @@ async def test_http_splits_sentences_ready_together_at_the_request_cap(server: L
 async def test_http_does_not_cut_at_abbreviations_or_prices(server: LocalServer) -> None:
     tokens = ["Dr. ", "Smith ", "paid ", "$3", ".50 ", "at ", "10:30. ", "Then ", "he ", "left."]
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth, synth.open_utterance() as utterance:
+        async with synth_for(server, http=True) as synth, synth.open_utterance() as utterance:
             for token in tokens:
                 await utterance.send(token)
             await utterance.finish()
@@ -110,12 +103,12 @@ async def test_http_does_not_cut_at_abbreviations_or_prices(server: LocalServer)
 
 async def test_http_errors_are_typed(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        async with http_for(server, voice_id="nobody") as synth:
+        async with synth_for(server, http=True, voice_id="nobody") as synth:
             with pytest.raises(NotFoundError) as info:
                 async with synth.speak("Hi.") as u:
                     await u.read_all()
             assert info.value.code == "VOICE_NOT_FOUND"
-        async with http_for(server, language="xx") as synth:
+        async with synth_for(server, http=True, language="xx") as synth:
             with pytest.raises(InvalidRequestError) as info2:
                 async with synth.speak("Hi.") as u:
                     await u.read_all()
@@ -126,7 +119,7 @@ async def test_http_bad_key_is_an_authentication_error() -> None:
     secret = "sk_not_this_one"
     with trio.fail_after(TIMEOUT):
         async with open_local_server(engine="signal", api_key="sk_yes") as server:
-            async with http_for(server, api_key=secret) as synth:
+            async with synth_for(server, http=True, api_key=secret) as synth:
                 with pytest.raises(AuthenticationError) as info:
                     async with synth.speak("Hi.") as u:
                         await u.read_all()
@@ -138,7 +131,7 @@ async def test_http_retries_429_and_503_before_audio(
 ) -> None:
     server.faults.http_statuses = [429, 503]
     with trio.fail_after(600):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             async with synth.speak("Third time lucky.") as u:
                 audio = await u.read_all()
             assert synth.statistics().requests_sent == 1
@@ -149,7 +142,7 @@ async def test_http_retries_429_and_503_before_audio(
 async def test_http_retries_are_bounded(server: LocalServer, jump_clock: trio.testing.MockClock) -> None:
     server.faults.http_statuses = [429] * 10
     with trio.fail_after(600):
-        async with http_for(server, max_retries=2) as synth:
+        async with synth_for(server, http=True, max_retries=2) as synth:
             with pytest.raises(RateLimitError):
                 async with synth.speak("Never.") as u:
                     await u.read_all()
@@ -159,7 +152,7 @@ async def test_http_retries_are_bounded(server: LocalServer, jump_clock: trio.te
 async def test_http_quota_marker_from_the_server_is_never_audio(server: LocalServer) -> None:
     server.faults.http_quota_after_bytes = 3000
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             delivered = b""
             with pytest.raises(QuotaExceededError):
                 async with synth.speak(LONG_TEXT) as u:
@@ -175,7 +168,7 @@ async def test_http_interrupt_mid_body_stops_delivery(
 ) -> None:
     server.faults.chunk_delay = 0.5
     with trio.fail_after(600):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             got = 0
             async with synth.speak(LONG_TEXT) as u:
                 async for chunk in u:
@@ -191,7 +184,7 @@ async def test_http_interrupt_mid_body_stops_delivery(
 async def test_http_settings_apply_to_the_next_request(server: LocalServer) -> None:
     other = next(v.voice_id for v in PREDEFINED_VOICES if v.voice_id != DEFAULT_VOICE_ID)
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             async with synth.speak("One.") as u:
                 await u.read_all()
             synth.update_settings(voice_id=other, model="async_flash_v1.5")
@@ -208,7 +201,7 @@ async def test_http_silence_between_chunks_times_out(
 ) -> None:
     server.faults.chunk_delay = 100
     with trio.fail_after(600):
-        async with http_for(server, audio_timeout=5) as synth:
+        async with synth_for(server, http=True, audio_timeout=5) as synth:
             with pytest.raises(SynthesisTimeout):
                 async with synth.speak(LONG_TEXT) as u:
                     await u.read_all()
@@ -218,25 +211,15 @@ async def test_wav_is_refused_for_streaming(server: LocalServer) -> None:
     from trio_asyncai import OutputFormat
 
     with pytest.raises(ConfigurationError):
-        async with http_for(server, sample_rate=None, output_format=OutputFormat(container="wav")):
+        async with synth_for(server, http=True, output_format=OutputFormat(container="wav")):
             pass  # pragma: no cover
 
 
 # --------------------------------------------------- with httpx.MockTransport
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, parts: Callable[[], AsyncGenerator[bytes, None]]) -> None:
-        self._parts = parts
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async with aclosing(self._parts()) as parts:
-            async for part in parts:
-                yield part
-
-
 def mock_synth(handler: Callable[[httpx.Request], Any], **kwargs: Any) -> Any:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = mock_client(handler)
     kwargs.setdefault("max_retries", 0)
     return client, open_http_synthesizer(
         base_url="http://mock.invalid", voice_id="v", sample_rate=16000, client=client, **kwargs
@@ -252,7 +235,7 @@ async def test_audio_is_delivered_as_the_body_arrives() -> None:
         yield b"\x02\x00" * 100
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=_Body(parts))
+        return httpx.Response(200, stream=StreamedBody(parts))
 
     client, cm = mock_synth(handler)
     chunks = []
@@ -275,7 +258,7 @@ async def test_quota_marker_split_across_chunks(split: int) -> None:
         yield b"\x99" * 10
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=_Body(parts))
+        return httpx.Response(200, stream=StreamedBody(parts))
 
     client, cm = mock_synth(handler)
     delivered = b""
@@ -316,7 +299,7 @@ async def test_no_retry_once_audio_has_started() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        return httpx.Response(200, stream=_Body(parts))
+        return httpx.Response(200, stream=StreamedBody(parts))
 
     client, cm = mock_synth(handler, max_retries=3)
     got = b""
@@ -388,7 +371,7 @@ async def test_connect_http_synthesizer_runs_in_the_callers_nursery(server: Loca
 
 async def test_interrupt_reaches_audio_that_arrived_but_was_not_read(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        async with http_for(server) as synth:
+        async with synth_for(server, http=True) as synth:
             went_on = False
             async with synth.speak("All of this arrives before anyone reads it.") as u:
                 await server.log.wait_for(lambda log: len(log.http) == 1)
@@ -449,7 +432,7 @@ def test_the_http_synthesizer_runs_under_anyio() -> None:
     import anyio
 
     async def main() -> bytes:
-        async with open_local_server(engine="signal") as server, http_for(server) as synth:
+        async with open_local_server(engine="signal") as server, synth_for(server, http=True) as synth:
             async with synth.speak("Hello from anyio, over HTTP.") as utterance:
                 audio: bytes = await utterance.read_all()
                 return audio

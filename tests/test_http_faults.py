@@ -6,14 +6,14 @@ passed before the error surfaced: these are the figures docs/errors.rst gives.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from helpers import TIMEOUT, StreamedBody, mock_client, tcp_peer
 
 from trio_asyncai import (
     QuotaExceededError,
@@ -26,22 +26,7 @@ from trio_asyncai import (
 from trio_asyncai._protocol import QUOTA_MARKER
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 
-TIMEOUT = 20
 LONG_TEXT = "Alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima."
-
-
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, parts: Callable[[], AsyncGenerator[bytes, None]]) -> None:
-        self._parts = parts
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async with aclosing(self._parts()) as parts:
-            async for part in parts:
-                yield part
-
-
-def _mock_client(handler: Callable[[httpx.Request], Any]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
 
 
 # ------------------------------------------------------------- item: quota wins
@@ -57,7 +42,7 @@ async def test_a_quota_marker_then_a_broken_body_is_the_quota_error(split: int) 
             yield QUOTA_MARKER[split:]
         raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
-    client = _mock_client(lambda request: httpx.Response(200, stream=_Body(parts)))
+    client = mock_client(lambda request: httpx.Response(200, stream=StreamedBody(parts)))
     delivered = b""
     with trio.fail_after(TIMEOUT), pytest.raises(QuotaExceededError) as info:
         async with (
@@ -84,7 +69,7 @@ async def _race_once(how: str) -> tuple[bool, str]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"\x00\x00" * 100)
 
-    client = _mock_client(handler)
+    client = mock_client(handler)
     kwargs: dict[str, Any] = {"base_url": "http://mock.invalid", "voice_id": "v", "client": client}
     async with client, trio.open_nursery() as outer:
         if how == "aclose":
@@ -149,26 +134,6 @@ async def test_open_utterance_racing_aclose_raises_synthesizer_closed(how: str) 
 # --------------------------------------------------------- item: a hung service
 
 
-@asynccontextmanager
-async def raw_service(
-    behave: Callable[[trio.SocketStream], Awaitable[None]],
-) -> AsyncIterator[tuple[str, list[int]]]:
-    """A TCP peer on 127.0.0.1 that does ``behave`` with each connection; yields its URL and accepts."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    accepted: list[int] = []
-
-    async def handle(stream: trio.SocketStream) -> None:
-        accepted.append(1)
-        async with stream:
-            await behave(stream)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, handle, listeners)
-        yield f"http://127.0.0.1:{port}", accepted
-        nursery.cancel_scope.cancel()
-
-
 async def never_answer(stream: trio.SocketStream) -> None:
     """Accept the connection, answer nothing."""
     await trio.sleep_forever()
@@ -213,13 +178,13 @@ async def test_a_service_that_never_answers_surfaces_after_two_connect_timeouts(
     # one retry after a timeout, backoff 0.5 s jittered to [0.5, 0.75): 5 + 0.5.. + 5 s.
     with trio.fail_after(600):
         async with (
-            raw_service(never_answer) as (url, accepted),
-            open_http_synthesizer(base_url=url, voice_id="v") as synth,
+            tcp_peer(never_answer) as peer,
+            open_http_synthesizer(base_url=peer.url, voice_id="v") as synth,
         ):
             got, took, error = await _fail_utterance(synth)
     assert got == b""
     assert 10.5 <= took < 10.75
-    assert len(accepted) == 2
+    assert peer.accepted == 2
     assert "no answer within 5.0 s" in str(error)
 
 
@@ -232,7 +197,7 @@ async def test_a_mock_transport_that_never_answers_is_bounded_too(jump_clock: tr
         await trio.sleep_forever()
         raise AssertionError  # pragma: no cover
 
-    client = _mock_client(handler)
+    client = mock_client(handler)
     with trio.fail_after(600):
         async with (
             client,
@@ -251,13 +216,13 @@ async def test_a_stall_after_audio_surfaces_after_one_audio_timeout(
 ) -> None:
     with trio.fail_after(600):
         async with (
-            raw_service(audio_then_stall) as (url, accepted),
-            open_http_synthesizer(base_url=url, voice_id="v", sample_rate=16000) as synth,
+            tcp_peer(audio_then_stall) as peer,
+            open_http_synthesizer(base_url=peer.url, voice_id="v", sample_rate=16000) as synth,
         ):
             got, took, _ = await _fail_utterance(synth)
     assert got == AUDIO_BEFORE_STALL
     assert took == pytest.approx(10.0)  # audio_timeout, not retried
-    assert len(accepted) == 1
+    assert peer.accepted == 1
 
 
 async def test_headers_then_silence_surfaces_after_one_audio_timeout(
@@ -276,7 +241,7 @@ async def test_headers_then_silence_surfaces_after_one_audio_timeout(
 async def test_the_rest_client_against_a_hung_service(jump_clock: trio.testing.MockClock) -> None:
     # open_client's timeout (60 s) bounds each phase; a timeout is retried once.
     with trio.fail_after(600):
-        async with raw_service(never_answer) as (url, accepted), open_client(base_url=url) as client:
+        async with tcp_peer(never_answer) as peer, open_client(base_url=peer.url) as client:
             start = trio.current_time()
             with pytest.raises(SynthesisTimeout):
                 await client.status()
@@ -288,4 +253,4 @@ async def test_the_rest_client_against_a_hung_service(jump_clock: trio.testing.M
             took_delete = trio.current_time() - start
     assert 120.5 <= took < 120.75
     assert took_delete == pytest.approx(60.0)
-    assert len(accepted) == 3
+    assert peer.accepted == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from helpers import TIMEOUT
 
 from trio_asyncai import (
     APIError,
@@ -15,7 +16,6 @@ from trio_asyncai import (
 )
 from trio_asyncai.server import DEFAULT_VOICE_ID, SUPPORTED_LANGUAGES, LocalServer
 
-TIMEOUT = 20
 #: The 15 TTS languages of the reference, in its order.
 CODES = ["en", "fr", "es", "de", "it", "pt", "ar", "ru", "ro", "ja", "he", "hy", "tr", "hi", "zh"]
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
-from conftest import tasks_named
+from helpers import TIMEOUT, Peer, tasks_named, tcp_peer
 
 import trio_asyncai
 from trio_asyncai import (
@@ -48,7 +47,6 @@ from trio_asyncai.frames import (
 )
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer, open_local_server
 
-TIMEOUT = 20  # seconds of trio time; every test that does I/O is bounded by it
 STREAMING = "/text_to_speech/streaming"
 OTHER_VOICE = next(v.voice_id for v in PREDEFINED_VOICES if v.voice_id != DEFAULT_VOICE_ID)
 
@@ -1030,31 +1028,6 @@ async def test_a_pipeline_called_directly_ends_when_a_stage_returns_early(
         out_receive.receive_nowait()
 
 
-@attrs.define
-class Peer:
-    """A TCP listener standing in for the service, counting the connections it accepted."""
-
-    url: str
-    accepted: int = 0
-
-
-@asynccontextmanager
-async def peer_answering(answer: Callable[[trio.SocketStream], Awaitable[None]]) -> AsyncIterator[Peer]:
-    """A :class:`Peer` that hands each connection to ``answer``."""
-    async with trio.open_nursery() as nursery:
-        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        peer = Peer(f"http://127.0.0.1:{listener.socket.getsockname()[1]}")
-
-        async def handler(stream: trio.SocketStream) -> None:
-            peer.accepted += 1
-            async with stream:
-                await answer(stream)
-
-        nursery.start_soon(trio.serve_listeners, handler, [listener])
-        yield peer
-        nursery.cancel_scope.cancel()
-
-
 async def _say_nothing(stream: trio.SocketStream) -> None:
     await trio.sleep_forever()
 
@@ -1067,14 +1040,14 @@ async def _refuse_the_handshake(stream: trio.SocketStream) -> None:
 @pytest.fixture
 async def silent_peer() -> AsyncIterator[Peer]:
     """A service that accepts connections and never says a word (it hangs)."""
-    async with peer_answering(_say_nothing) as peer:
+    async with tcp_peer(_say_nothing) as peer:
         yield peer
 
 
 @pytest.fixture
 async def refusing_peer() -> AsyncIterator[Peer]:
     """A service that refuses every WebSocket handshake at once with a 503."""
-    async with peer_answering(_refuse_the_handshake) as peer:
+    async with tcp_peer(_refuse_the_handshake) as peer:
         yield peer
 
 

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import TIMEOUT
 
 import trio_asyncai
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
-
-TIMEOUT = 30
 
 CONNECTS: list[Callable[..., Any]] = [trio_asyncai.connect_synthesizer, trio_asyncai.connect_http_synthesizer]
 OPENS: list[Callable[..., Any]] = [trio_asyncai.open_synthesizer, trio_asyncai.open_http_synthesizer]

@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import pytest
 import trio
+from helpers import TIMEOUT, synth_for
 
 from trio_asyncai import (
     ConfigurationError,
     OutputFormat,
     open_client,
-    open_http_synthesizer,
-    open_synthesizer,
 )
 from trio_asyncai._synthesizer import BaseSynthesizer
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer, SignalEngine
 from trio_asyncai.server._audio import mulaw_encode
 
-TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
 TEXT = "Say it quickly."
 SIGNAL = SignalEngine()  # the twin's engine in these tests (24 kHz)
 TELEPHONY = OutputFormat(encoding="pcm_mulaw", sample_rate=8000)
-
-
-@asynccontextmanager
-async def synth_for(kind: str, server: LocalServer, **kwargs: Any) -> AsyncIterator[BaseSynthesizer[Any]]:
-    kwargs.setdefault("voice_id", DEFAULT_VOICE_ID)
-    if "output_format" not in kwargs:
-        kwargs.setdefault("sample_rate", 24000)
-    opener = open_synthesizer if kind == "websocket" else open_http_synthesizer
-    async with opener(base_url=server.url, **kwargs) as synth:
-        yield synth
 
 
 def sent_settings(kind: str, server: LocalServer) -> list[dict[str, Any]]:
@@ -56,11 +42,11 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 async def test_speed_and_stability_are_sent_and_honoured(kind: str, server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        async with synth_for(kind, server, model="async_flash_v1.0") as synth:
+        # At the signal engine's own rate: its sample count for the text, unresampled.
+        at_24k: dict[str, Any] = {"sample_rate": 24000, "model": "async_flash_v1.0"}
+        async with synth_for(server, http=kind == "http", **at_24k) as synth:
             normal = await speak(synth)
-        async with synth_for(
-            kind, server, model="async_flash_v1.0", speed_control=2.0, stability=35
-        ) as synth:
+        async with synth_for(server, http=kind == "http", **at_24k, speed_control=2.0, stability=35) as synth:
             assert (synth.settings.speed_control, synth.settings.stability) == (2.0, 35)
             fast = await speak(synth)
     plain, controlled = sent_settings(kind, server)
@@ -72,7 +58,7 @@ async def test_speed_and_stability_are_sent_and_honoured(kind: str, server: Loca
 
 async def test_update_settings_changes_the_voice_controls(kind: str, server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        async with synth_for(kind, server, speed_control=0.8) as synth:
+        async with synth_for(server, http=kind == "http", speed_control=0.8) as synth:
             await speak(synth, "One.")
             synth.update_settings(speed_control=1.5, stability=90)
             await speak(synth, "Two.")
@@ -81,7 +67,7 @@ async def test_update_settings_changes_the_voice_controls(kind: str, server: Loc
             with pytest.raises(ConfigurationError, match="speed_control"):
                 synth.update_settings(speed_control=2.5)
             with pytest.raises(ConfigurationError, match="stability"):
-                synth.update_settings(stability=12.5)  # type: ignore[arg-type]
+                synth.update_settings(stability=12.5)  # not an int
     sent = sent_settings(kind, server)
     assert [(s.get("speed_control"), s.get("stability")) for s in sent] == [
         (0.8, None),
@@ -97,7 +83,7 @@ async def test_out_of_range_controls_are_refused_before_connecting(
     kind: str, server: LocalServer, bad: dict[str, Any]
 ) -> None:
     with trio.fail_after(TIMEOUT), pytest.raises(ConfigurationError):
-        async with synth_for(kind, server, **bad):
+        async with synth_for(server, http=kind == "http", **bad):
             pass  # pragma: no cover
     assert server.log.connections_opened == 0
     assert not server.log.http
@@ -105,10 +91,10 @@ async def test_out_of_range_controls_are_refused_before_connecting(
 
 async def test_mulaw_chunks_know_their_width(kind: str, server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        async with synth_for(kind, server, sample_rate=8000) as synth:
+        async with synth_for(server, http=kind == "http", sample_rate=8000) as synth:
             pcm = await speak(synth)
         chunks = []
-        async with synth_for(kind, server, output_format=TELEPHONY) as synth:
+        async with synth_for(server, http=kind == "http", output_format=TELEPHONY) as synth:
             async with synth.speak(TEXT) as utterance:
                 async for chunk in utterance:
                     chunks.append(chunk)

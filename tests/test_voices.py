@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from helpers import TIMEOUT
 
 from trio_asyncai import (
     APIError,
@@ -29,8 +30,6 @@ from trio_asyncai import (
     open_synthesizer,
 )
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer, open_local_server
-
-TIMEOUT = 20
 
 
 def wav_bytes(seconds: float, rate: int = 16000, freq: float = 180.0) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import reader_caught_up, synth_for, tasks_named
+from helpers import TIMEOUT, reader_caught_up, synth_for, tasks_named, tcp_peer
 
 import trio_asyncai
 from trio_asyncai import (
@@ -27,8 +27,6 @@ from trio_asyncai import (
     open_synthesizer,
 )
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer, open_local_server
-
-TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
 
 LONG_TEXT = "Alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima."
 
@@ -605,26 +603,16 @@ async def test_a_callers_own_exception_group_comes_back_as_a_group(server: Local
     assert isinstance(info.value.exceptions[0], KeyError)
 
 
-async def _serve_tcp(handler: Any, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(handler, listeners)
-
-
 async def test_a_peer_that_is_no_http_server_is_a_connect_error(jump_clock: trio.testing.MockClock) -> None:
     async def garbage(stream: trio.SocketStream) -> None:
         async with stream:
             await stream.send_all(b"SSH-2.0-OpenSSH_9.9\r\n\r\n")
 
     with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(_serve_tcp, garbage)
+        async with tcp_peer(garbage) as peer:
             with pytest.raises(ConnectError, match="handshake"):
-                async with open_synthesizer(
-                    base_url=f"http://127.0.0.1:{port}", voice_id="v", max_reconnect_attempts=1
-                ):
+                async with open_synthesizer(base_url=peer.url, voice_id="v", max_reconnect_attempts=1):
                     pass  # pragma: no cover
-            nursery.cancel_scope.cancel()
 
 
 async def test_a_silent_peer_is_a_connect_timeout(jump_clock: trio.testing.MockClock) -> None:
@@ -633,17 +621,12 @@ async def test_a_silent_peer_is_a_connect_timeout(jump_clock: trio.testing.MockC
             await trio.sleep_forever()
 
     with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(_serve_tcp, silent)
+        async with tcp_peer(silent) as peer:
             with pytest.raises(SynthesisTimeout):
                 async with open_synthesizer(
-                    base_url=f"http://127.0.0.1:{port}",
-                    voice_id="v",
-                    connect_timeout=3,
-                    max_reconnect_attempts=1,
+                    base_url=peer.url, voice_id="v", connect_timeout=3, max_reconnect_attempts=1
                 ):
                     pass  # pragma: no cover
-            nursery.cancel_scope.cancel()
 
 
 async def test_reconnects_after_drops_back_off(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import synth_for
+from helpers import TIMEOUT, synth_for
 
 import trio_asyncai
 from trio_asyncai import (
@@ -28,9 +28,6 @@ from trio_asyncai import (
     open_synthesizer,
 )
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
-
-TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
-
 
 # ------------------------------------------------------- cancelled from outside
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import synth_for
+from helpers import TIMEOUT, synth_for
 
 from trio_asyncai import (
     ConfigurationError,
@@ -26,8 +26,6 @@ from trio_asyncai import (
     SynthesisTimeout,
 )
 from trio_asyncai.server import LocalServer, open_local_server
-
-TIMEOUT = 20  # seconds of trio time; every I/O test is bounded by it
 
 
 def sent_for(server: LocalServer, context_id: str) -> list[dict[str, Any]]:

@@ -16,14 +16,16 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import numpy.typing as npt
+import pytest
 import trio
+from helpers import TIMEOUT as TIMEOUT  # the suite's one bound, for the server tests too
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, LibraryVoice, LocalServer, SignalEngine
 
 API_KEY: Final = "sk_test_local_server_key"
-#: Seconds of trio time that bound every test's I/O.
-TIMEOUT: Final = 10.0
+#: The headers of an HTTP request the server tests' server takes.
+HEADERS: Final = {"x-api-key": API_KEY, "version": "v1"}
 #: The signal engine's rate: asking for it means no resampling.
 SIGNAL_RATE: Final = 24000
 
@@ -143,6 +145,27 @@ async def connect(
         yield client
 
 
+async def expect_init_error(server: LocalServer, first: str | dict[str, Any], code: str) -> dict[str, Any]:
+    """Send ``first`` as the first message; expect an error with ``code``, then close 1008."""
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(ws_url(server)) as ws:
+            client = Client(ws)
+            if isinstance(first, str):
+                await ws.send_message(first)
+            else:
+                await client.send(first)
+            error = await client.receive()
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert error["error_code"] == code
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert close_of(closed.value) == (1008, code)
+    record = server.log.connections[-1]
+    assert record.close_code == 1008
+    return error
+
+
 def close_of(exc: ConnectionClosed) -> tuple[int, str | None]:
     """The (code, reason) a connection was closed with."""
     assert exc.reason is not None
@@ -187,6 +210,28 @@ class GatedEngine:
             if "hold" in text:
                 self.held.set()
                 self.release.wait(TIMEOUT)
+
+
+def http_body(transcript: str = "Hello from the HTTP endpoint.", **output_format: Any) -> dict[str, Any]:
+    """A synthesis request: async_flash_v1.0, the default voice, and raw 16-bit audio at the signal
+    engine's rate, unless ``output_format`` says otherwise (a None leaves that key out)."""
+    fmt: dict[str, Any] = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SIGNAL_RATE}
+    fmt.update(output_format)
+    return {
+        "model_id": "async_flash_v1.0",
+        "transcript": transcript,
+        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
+        "output_format": {key: value for key, value in fmt.items() if value is not None},
+    }
+
+
+async def post(
+    server: LocalServer, path: str, json: object, headers: dict[str, str] = HEADERS
+) -> httpx.Response:
+    """POST ``json`` to ``path`` on ``server``, within :data:`TIMEOUT`."""
+    with trio.fail_after(TIMEOUT):
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            return await http.post(path, json=json, headers=headers)
 
 
 def http_error(response: httpx.Response, status: int | None = None) -> dict[str, Any]:

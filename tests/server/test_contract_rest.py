@@ -20,9 +20,8 @@ import trio
 import trio_asyncai.server
 from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 
-from .helpers import API_KEY, TIMEOUT, aiff, flac_header, tone_wav
+from .helpers import HEADERS, TIMEOUT, aiff, flac_header, tone_wav
 
-H = {"x-api-key": API_KEY, "version": "v1"}
 VOICE_FIELDS = {
     "voice_id",
     "name",
@@ -75,7 +74,7 @@ def check_voice(voice: object) -> dict[str, Any]:
 async def clone(http: httpx.AsyncClient, sample: bytes, name: str = "x.wav", **fields: str) -> httpx.Response:
     with trio.fail_after(TIMEOUT):
         return await http.post(
-            "/voices/clone", headers=H, data={"name": "Mine", **fields}, files={"audio": (name, sample)}
+            "/voices/clone", headers=HEADERS, data={"name": "Mine", **fields}, files={"audio": (name, sample)}
         )
 
 
@@ -109,7 +108,7 @@ async def test_every_other_endpoint_needs_the_key(http: httpx.AsyncClient) -> No
 
 async def test_list_shape_and_default_limit(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        page = await http.post("/voices", headers=H, json={})
+        page = await http.post("/voices", headers=HEADERS, json={})
     assert page.status_code == 200
     data = page.json()
     assert set(data) == {"voices", "next_cursor"}
@@ -124,7 +123,7 @@ async def test_list_pages_with_after(http: httpx.AsyncClient) -> None:
     body: dict[str, Any] = {"limit": 1}
     with trio.fail_after(TIMEOUT):
         while True:
-            data = (await http.post("/voices", headers=H, json=body)).json()
+            data = (await http.post("/voices", headers=HEADERS, json=body)).json()
             ids = [v["voice_id"] for v in data["voices"]]
             assert len(ids) == 1
             assert ids[0] not in seen  # "after" moves on: no page comes twice
@@ -132,7 +131,7 @@ async def test_list_pages_with_after(http: httpx.AsyncClient) -> None:
             if not data["next_cursor"]:
                 break
             body["after"] = ids[-1]  # the last voice id of the page
-        everything = (await http.post("/voices", headers=H, json={"limit": 100})).json()
+        everything = (await http.post("/voices", headers=HEADERS, json={"limit": 100})).json()
     assert seen == [v["voice_id"] for v in everything["voices"]]
     assert everything["next_cursor"] == ""
 
@@ -153,7 +152,7 @@ async def test_list_pages_with_after(http: httpx.AsyncClient) -> None:
 )
 async def test_list_takes_every_documented_filter(http: httpx.AsyncClient, query: dict[str, Any]) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/voices", headers=H, json={"limit": 100, **query})
+        response = await http.post("/voices", headers=HEADERS, json={"limit": 100, **query})
     assert response.status_code == 200, response.text
     for voice in response.json()["voices"]:
         check_voice(voice)
@@ -166,7 +165,7 @@ async def test_list_takes_every_documented_filter(http: httpx.AsyncClient, query
 @pytest.mark.parametrize("limit", [0, 101])
 async def test_list_limit_is_1_to_100(http: httpx.AsyncClient, limit: int) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/voices", headers=H, json={"limit": limit})
+        response = await http.post("/voices", headers=HEADERS, json={"limit": limit})
     assert response.status_code == 400
 
 
@@ -175,9 +174,9 @@ async def test_list_limit_is_1_to_100(http: httpx.AsyncClient, limit: int) -> No
 
 async def test_get_and_batch(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        one = await http.get(f"/voices/{DEFAULT_VOICE_ID}", headers=H)
-        batch = await http.post("/voices/batch", headers=H, json={"voice_ids": [DEFAULT_VOICE_ID]})
-        missing = await http.get("/voices/no-such-voice", headers=H)
+        one = await http.get(f"/voices/{DEFAULT_VOICE_ID}", headers=HEADERS)
+        batch = await http.post("/voices/batch", headers=HEADERS, json={"voice_ids": [DEFAULT_VOICE_ID]})
+        missing = await http.get("/voices/no-such-voice", headers=HEADERS)
     assert check_voice(one.json())["voice_id"] == DEFAULT_VOICE_ID
     assert isinstance(batch.json(), list)
     assert [check_voice(v)["voice_id"] for v in batch.json()] == [DEFAULT_VOICE_ID]
@@ -226,13 +225,13 @@ async def test_update_and_delete_answer_204_without_a_body(http: httpx.AsyncClie
     with trio.fail_after(TIMEOUT):
         updated = await http.put(
             f"/voices/{voice_id}",
-            headers=H,
+            headers=HEADERS,
             json={"name": "N", "description": "D", "gender": "Neutral", "style": "S", "accent": "A"},
         )
-        immutable = await http.put(f"/voices/{voice_id}", headers=H, json={"language": "fr"})
-        after = (await http.get(f"/voices/{voice_id}", headers=H)).json()
-        deleted = await http.delete(f"/voices/{voice_id}", headers=H)
-        gone = await http.get(f"/voices/{voice_id}", headers=H)
+        immutable = await http.put(f"/voices/{voice_id}", headers=HEADERS, json={"language": "fr"})
+        after = (await http.get(f"/voices/{voice_id}", headers=HEADERS)).json()
+        deleted = await http.delete(f"/voices/{voice_id}", headers=HEADERS)
+        gone = await http.get(f"/voices/{voice_id}", headers=HEADERS)
     assert (updated.status_code, updated.content) == (204, b"")
     assert (after["name"], after["description"], after["gender"], after["style"], after["accent"]) == (
         "N",
@@ -253,7 +252,7 @@ async def test_update_and_delete_answer_204_without_a_body(http: httpx.AsyncClie
 
 async def test_preview_is_a_signed_url_to_audio(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        preview = await http.get(f"/voices/preview/{DEFAULT_VOICE_ID}", headers=H)
+        preview = await http.get(f"/voices/preview/{DEFAULT_VOICE_ID}", headers=HEADERS)
         assert preview.status_code == 200
         assert set(preview.json()) == {"signed_url"}
         url = preview.json()["signed_url"]
@@ -261,7 +260,7 @@ async def test_preview_is_a_signed_url_to_audio(http: httpx.AsyncClient) -> None
         # A signed URL needs no key and no version.
         async with httpx.AsyncClient(timeout=TIMEOUT) as foreign:
             audio = await foreign.get(url)
-        missing = await http.get("/voices/preview/no-such-voice", headers=H)
+        missing = await http.get("/voices/preview/no-such-voice", headers=HEADERS)
     assert audio.status_code == 200
     assert audio.headers["content-type"].startswith("audio/")
     assert len(audio.content) > 1000
@@ -274,21 +273,21 @@ async def test_preview_is_a_signed_url_to_audio(http: httpx.AsyncClient) -> None
 
 async def test_401_echoes_a_key_prefix(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/voices", headers={**H, "x-api-key": "sk_wrong"}, json={})
+        response = await http.post("/voices", headers={**HEADERS, "x-api-key": "sk_wrong"}, json={})
     error = nested_error(response, 401, "INVALID_API_KEY")
     assert error["extra"] == {"api_key": "sk_w"}
 
 
 async def test_400_invalid_language(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/text_to_speech", headers=H, json={**TTS_BODY, "language": "xx"})
+        response = await http.post("/text_to_speech", headers=HEADERS, json={**TTS_BODY, "language": "xx"})
     nested_error(response, 400, "INVALID_LANGUAGE")
 
 
 async def test_429_rate_limit_says_how_long_to_wait(server: LocalServer, http: httpx.AsyncClient) -> None:
     server.faults.http_statuses = [429]
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/voices", headers=H, json={})
+        response = await http.post("/voices", headers=HEADERS, json={})
     error = nested_error(response, 429, "RATE_LIMIT_EXCEEDED")
     assert set(error["extra"]) == {"limit", "retry_after_ms"}
     assert isinstance(error["extra"]["retry_after_ms"], int)
@@ -298,7 +297,7 @@ async def test_429_rate_limit_says_how_long_to_wait(server: LocalServer, http: h
 async def test_500_has_no_code(server: LocalServer, http: httpx.AsyncClient) -> None:
     server.faults.http_statuses = [500]
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/voices", headers=H, json={})
+        response = await http.post("/voices", headers=HEADERS, json={})
     assert response.status_code == 500
     body = response.json()
     assert set(body) == {"message", "method", "url", "detail"}
@@ -311,7 +310,7 @@ async def test_500_has_no_code(server: LocalServer, http: httpx.AsyncClient) -> 
 
 async def test_streaming_is_octet_stream(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/text_to_speech/streaming", headers=H, json=TTS_BODY)
+        response = await http.post("/text_to_speech/streaming", headers=HEADERS, json=TTS_BODY)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     assert len(response.content) > 0 and len(response.content) % 2 == 0
@@ -321,14 +320,14 @@ async def test_streaming_is_octet_stream(http: httpx.AsyncClient) -> None:
 async def test_whole_file(http: httpx.AsyncClient, container: str, kind: str) -> None:
     body = {**TTS_BODY, "output_format": {"container": container, "sample_rate": 16000}}
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/text_to_speech", headers=H, json=body)
+        response = await http.post("/text_to_speech", headers=HEADERS, json=body)
     assert response.status_code == 200
     assert response.headers["content-type"] == kind
 
 
 async def test_with_timestamps(http: httpx.AsyncClient) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await http.post("/text_to_speech/with_timestamps", headers=H, json=TTS_BODY)
+        response = await http.post("/text_to_speech/with_timestamps", headers=HEADERS, json=TTS_BODY)
     data = response.json()
     assert set(data) == {"audio_base64", "alignment"}
     assert base64.b64decode(data["audio_base64"])

@@ -83,7 +83,7 @@ async def test_late_audio_after_close(server: LocalServer) -> None:
     assert late_final == {"audio": "", "final": True, "context_id": "c"}
 
 
-async def test_stall_after_audio_messages(small_jump_clock: trio.testing.MockClock) -> None:
+async def test_stall_after_audio_messages(jump_clock: trio.testing.MockClock) -> None:
     async with open_local_server(
         api_key=API_KEY, engine=SignalEngine(sample_rate=SIGNAL_RATE), idle_timeout=None
     ) as srv:
@@ -110,7 +110,7 @@ async def test_stall_after_audio_messages(small_jump_clock: trio.testing.MockClo
     assert srv.log.connections[0].finals_sent == 0
 
 
-async def test_chunk_delay_uses_trio_time(small_jump_clock: trio.testing.MockClock) -> None:
+async def test_chunk_delay_uses_trio_time(jump_clock: trio.testing.MockClock) -> None:
     async with open_local_server(
         api_key=API_KEY, engine=SignalEngine(sample_rate=SIGNAL_RATE), idle_timeout=None
     ) as srv:

@@ -9,35 +9,27 @@ import pytest
 import trio
 import trio.testing
 
-from trio_asyncai.server import DEFAULT_VOICE_ID, QUOTA_MARKER, LocalServer
+from trio_asyncai.server import QUOTA_MARKER, LocalServer
 
-from .helpers import API_KEY, SIGNAL_RATE, TIMEOUT, GatedEngine, http_error, s16, signal_bytes
+from .helpers import (
+    API_KEY,
+    HEADERS,
+    SIGNAL_RATE,
+    TIMEOUT,
+    GatedEngine,
+    http_body,
+    http_error,
+    post,
+    s16,
+    signal_bytes,
+)
 
 PATH = "/text_to_speech/streaming"
 
 
-def body(transcript: str = "Hello from the HTTP endpoint.", **output_format: Any) -> dict[str, Any]:
-    fmt: dict[str, Any] = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SIGNAL_RATE}
-    fmt.update(output_format)
-    return {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": fmt,
-    }
-
-
-HEADERS = {"x-api-key": API_KEY, "version": "v1"}
-
-
-async def post(server: LocalServer, json: object, headers: dict[str, str] | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        return await http.post(PATH, json=json, headers=HEADERS if headers is None else headers)
-
-
 async def test_streams_raw_audio(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await post(server, body())
+        response = await post(server, PATH, http_body())
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     assert "content-length" not in response.headers
@@ -46,7 +38,7 @@ async def test_streams_raw_audio(server: LocalServer) -> None:
     assert int(abs(s16(response.content)).max()) > 1000
     record = server.log.http[0]
     assert record.status == 200
-    assert record.body == body()
+    assert record.body == http_body()
     assert record.headers["x-api-key"] == "***"
     assert server.log.http_requests == 1
 
@@ -56,7 +48,7 @@ async def test_audio_arrives_while_it_is_made(gated_server: LocalServer, gate: G
     with trio.fail_after(TIMEOUT):
         async with (
             httpx.AsyncClient(base_url=gated_server.url) as http,
-            http.stream("POST", PATH, json=body(text), headers=HEADERS) as response,
+            http.stream("POST", PATH, json=http_body(text), headers=HEADERS) as response,
         ):
             assert response.status_code == 200
             chunks = response.aiter_raw()
@@ -73,7 +65,7 @@ async def test_audio_arrives_while_it_is_made(gated_server: LocalServer, gate: G
 async def test_formats(server: LocalServer, encoding: str, width: int, sample_rate: int) -> None:
     with trio.fail_after(TIMEOUT):
         response = await post(
-            server, body("Four words right here.", encoding=encoding, sample_rate=sample_rate)
+            server, PATH, http_body("Four words right here.", encoding=encoding, sample_rate=sample_rate)
         )
     assert response.status_code == 200
     samples = signal_bytes("Four words right here.") // 2 * sample_rate // SIGNAL_RATE
@@ -92,7 +84,7 @@ async def test_formats(server: LocalServer, encoding: str, width: int, sample_ra
 )
 async def test_version_headers(server: LocalServer, headers: dict[str, str]) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await post(server, body("Hi."), headers)
+        response = await post(server, PATH, http_body("Hi."), headers)
     assert response.status_code == 200
 
 
@@ -112,7 +104,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 )
 async def test_refused_requests(server: LocalServer, headers: dict[str, str], status: int, code: str) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await post(server, body(), headers)
+        response = await post(server, PATH, http_body(), headers)
     error = assert_error(response, status, code)
     assert server.log.http[0].status == status
     key = headers.get("x-api-key")
@@ -124,7 +116,7 @@ async def test_refused_requests(server: LocalServer, headers: dict[str, str], st
 
 
 def with_change(**changes: Any) -> dict[str, Any]:
-    value = body()
+    value = http_body()
     for key, new in changes.items():
         if new is None:
             del value[key]
@@ -163,7 +155,7 @@ def with_change(**changes: Any) -> dict[str, Any]:
 )
 async def test_invalid_bodies(server: LocalServer, json: object, status: int, code: str) -> None:
     with trio.fail_after(TIMEOUT):
-        response = await post(server, json)
+        response = await post(server, PATH, json)
     assert_error(response, status, code)
 
 
@@ -177,14 +169,14 @@ async def test_body_that_is_not_json(server: LocalServer) -> None:
 async def test_language_null_and_regional_are_fine(server: LocalServer) -> None:
     with trio.fail_after(TIMEOUT):
         for language in (None, "en-US", "de"):
-            response = await post(server, body() | {"language": language})
+            response = await post(server, PATH, http_body() | {"language": language})
             assert response.status_code == 200
 
 
 async def test_http_statuses_fault(server: LocalServer) -> None:
     server.faults.http_statuses = [429, 503, 500]
     with trio.fail_after(TIMEOUT):
-        responses = [await post(server, body("Hi.")) for _ in range(4)]
+        responses = [await post(server, PATH, http_body("Hi.")) for _ in range(4)]
     limited = assert_error(responses[0], 429, "RATE_LIMIT_EXCEEDED")
     assert limited["extra"] == {"limit": 60, "retry_after_ms": 0}
     for response, status in zip(responses[:3], (429, 503, 500), strict=True):
@@ -206,10 +198,10 @@ async def test_retry_after_faults(server: LocalServer) -> None:
     server.faults.retry_after_ms = 1500
     server.faults.http_statuses = [429]
     with trio.fail_after(TIMEOUT):
-        waited = await post(server, body("Hi."))
+        waited = await post(server, PATH, http_body("Hi."))
         server.faults.retry_after_header = "2"
         server.faults.http_statuses = [429, 503]
-        headed = [await post(server, body("Hi.")) for _ in range(2)]
+        headed = [await post(server, PATH, http_body("Hi.")) for _ in range(2)]
     assert assert_error(waited, 429, "RATE_LIMIT_EXCEEDED")["extra"]["retry_after_ms"] == 1500
     assert "retry_after_ms" not in assert_error(headed[0], 429, "RATE_LIMIT_EXCEEDED")["extra"]
     assert [r.headers["retry-after"] for r in headed] == ["2", "2"]
@@ -219,8 +211,8 @@ async def test_flat_error_bodies_fault(server: LocalServer) -> None:
     server.faults.flat_error_bodies = True
     server.faults.http_statuses = [429]
     with trio.fail_after(TIMEOUT):
-        limited = await post(server, body("Hi."))
-        unknown = await post(server, with_change(voice={"mode": "id", "id": "nobody"}))
+        limited = await post(server, PATH, http_body("Hi."))
+        unknown = await post(server, PATH, with_change(voice={"mode": "id", "id": "nobody"}))
     assert limited.json() == {
         "error_code": "RATE_LIMIT_EXCEEDED",
         "message": "error injected by the local server's faults",
@@ -237,7 +229,7 @@ async def test_quota_marker_mid_stream(server: LocalServer, quota: int) -> None:
         async with (
             httpx.AsyncClient(base_url=server.url) as http,
             http.stream(
-                "POST", PATH, json=body("A sentence long enough for the quota."), headers=HEADERS
+                "POST", PATH, json=http_body("A sentence long enough for the quota."), headers=HEADERS
             ) as response,
         ):
             assert response.status_code == 200
@@ -253,20 +245,20 @@ async def test_quota_marker_mid_stream(server: LocalServer, quota: int) -> None:
 async def test_quota_larger_than_the_audio_leaves_it_alone(server: LocalServer) -> None:
     server.faults.http_quota_after_bytes = 10_000_000
     with trio.fail_after(TIMEOUT):
-        response = await post(server, body("Hi."))
+        response = await post(server, PATH, http_body("Hi."))
     assert response.content.find(QUOTA_MARKER) == -1
     assert len(response.content) == signal_bytes("Hi.")
 
 
 async def test_chunk_delay_applies_to_http(
-    server: LocalServer, small_jump_clock: trio.testing.MockClock
+    server: LocalServer, jump_clock: trio.testing.MockClock
 ) -> None:
     server.faults.chunk_delay = 1.0
     with trio.fail_after(10_000):
         start = trio.current_time()
         async with (
             httpx.AsyncClient(base_url=server.url, timeout=None) as http,
-            http.stream("POST", PATH, json=body("Hello."), headers=HEADERS) as response,
+            http.stream("POST", PATH, json=http_body("Hello."), headers=HEADERS) as response,
         ):
             chunks = [chunk async for chunk in response.aiter_raw()]
     assert len(chunks) > 1

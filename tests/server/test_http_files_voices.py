@@ -16,31 +16,19 @@ from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 from trio_asyncai.server._voice_api import MIN_CLONE_SECONDS, parse_form
 
 from .helpers import (
-    API_KEY,
+    HEADERS,
     SIGNAL_RATE,
     TIMEOUT,
     aiff,
     audio_of,
     connect,
     flac_header,
+    http_body,
     http_error,
     init_message,
     signal_bytes,
     tone_wav,
 )
-
-HEADERS = {"x-api-key": API_KEY, "version": "v1"}
-
-
-def body(transcript: str, **output_format: Any) -> dict[str, Any]:
-    fmt: dict[str, Any] = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": SIGNAL_RATE}
-    fmt.update(output_format)
-    return {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": fmt,
-    }
 
 
 async def request(server: LocalServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -55,7 +43,7 @@ async def request(server: LocalServer, method: str, path: str, **kwargs: Any) ->
 
 async def test_whole_file_raw_equals_the_websocket_audio(server: LocalServer) -> None:
     text = "The same bytes either way."
-    response = await request(server, "POST", "/text_to_speech", json=body(text, sample_rate=16000))
+    response = await request(server, "POST", "/text_to_speech", json=http_body(text, sample_rate=16000))
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     with trio.fail_after(TIMEOUT):
@@ -68,7 +56,7 @@ async def test_whole_file_raw_equals_the_websocket_audio(server: LocalServer) ->
 @pytest.mark.parametrize(("encoding", "tag", "width"), [("pcm_s16le", 1, 2), ("pcm_f32le", 3, 4)])
 async def test_whole_file_wav(server: LocalServer, encoding: str, tag: int, width: int) -> None:
     response = await request(
-        server, "POST", "/text_to_speech", json=body("A wav file.", container="wav", encoding=encoding)
+        server, "POST", "/text_to_speech", json=http_body("A wav file.", container="wav", encoding=encoding)
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"
@@ -101,14 +89,14 @@ async def test_whole_file_wav(server: LocalServer, encoding: str, tag: int, widt
 async def test_whole_file_mp3_lame_cannot_make_is_a_clear_400(server: LocalServer) -> None:
     # LAME makes at most 160 kbit/s at 24000 Hz (more in tests/server/test_mp3.py).
     response = await request(
-        server, "POST", "/text_to_speech", json=body("Hi.", container="mp3", bit_rate=320000)
+        server, "POST", "/text_to_speech", json=http_body("Hi.", container="mp3", bit_rate=320000)
     )
     assert http_error(response, 400)["error_code"] == "FORMAT_NOT_RECOGNIZED"
 
 
 async def test_timestamps_are_exact_for_the_signal(server: LocalServer) -> None:
     text = 'Every word <break time="500ms"/> gets its time.'
-    response = await request(server, "POST", "/text_to_speech/with_timestamps", json=body(text))
+    response = await request(server, "POST", "/text_to_speech/with_timestamps", json=http_body(text))
     assert response.status_code == 200
     data = response.json()
     audio = base64.b64decode(data["audio_base64"])
@@ -124,7 +112,7 @@ async def test_timestamps_are_exact_for_the_signal(server: LocalServer) -> None:
 
 async def test_timestamps_fit_resampled_audio(server: LocalServer) -> None:
     response = await request(
-        server, "POST", "/text_to_speech/with_timestamps", json=body("Fit the audio.", sample_rate=8000)
+        server, "POST", "/text_to_speech/with_timestamps", json=http_body("Fit the audio.", sample_rate=8000)
     )
     data = response.json()
     duration_ms = len(base64.b64decode(data["audio_base64"])) / (2 * 8000) * 1000

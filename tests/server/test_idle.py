@@ -30,7 +30,7 @@ async def expect_idle_close(client: Client, idle_timeout: float = 30) -> float:
     return trio.current_time() - start
 
 
-async def test_silent_connection_is_closed(small_jump_clock: trio.testing.MockClock) -> None:
+async def test_silent_connection_is_closed(jump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(BOUND):
         async with open_local_server(api_key=API_KEY, engine=SignalEngine(), idle_timeout=30) as srv:
             async with connect(srv) as client:
@@ -42,7 +42,7 @@ async def test_silent_connection_is_closed(small_jump_clock: trio.testing.MockCl
     assert [e["error_code"] for e in srv.log.connections[0].errors_sent] == ["TIMEOUT"]
 
 
-async def test_keepalives_keep_it_open(small_jump_clock: trio.testing.MockClock) -> None:
+async def test_keepalives_keep_it_open(jump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(BOUND):
         async with open_local_server(api_key=API_KEY, engine=SignalEngine(), idle_timeout=30) as srv:
             async with connect(srv) as client:
@@ -57,7 +57,7 @@ async def test_keepalives_keep_it_open(small_jump_clock: trio.testing.MockClock)
     assert 30 <= elapsed < 31
 
 
-async def test_only_client_messages_count(small_jump_clock: trio.testing.MockClock) -> None:
+async def test_only_client_messages_count(jump_clock: trio.testing.MockClock) -> None:
     # The service closes a connection that has *received* nothing for the
     # timeout, whatever it is still synthesizing or sending.
     gate = GatedEngine()
@@ -83,7 +83,7 @@ async def test_only_client_messages_count(small_jump_clock: trio.testing.MockClo
     assert 30 <= elapsed < 40
 
 
-async def test_idle_timeout_none_never_closes(small_jump_clock: trio.testing.MockClock) -> None:
+async def test_idle_timeout_none_never_closes(jump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(BOUND):
         async with open_local_server(engine=SignalEngine(sample_rate=SIGNAL_RATE), idle_timeout=None) as srv:
             async with connect(srv) as client:

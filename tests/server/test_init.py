@@ -6,32 +6,17 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, LocalServer
 
-from .helpers import TIMEOUT, Client, audio_of, close_of, connect, init_message, open_ws, signal_bytes, ws_url
-
-
-async def expect_init_error(server: LocalServer, first: str | dict[str, Any], code: str) -> dict[str, Any]:
-    """Send ``first`` as the first message; expect an error with ``code``, then close 1008."""
-    with trio.fail_after(TIMEOUT):
-        async with open_ws(ws_url(server)) as ws:
-            client = Client(ws)
-            if isinstance(first, str):
-                await ws.send_message(first)
-            else:
-                await client.send(first)
-            error = await client.receive()
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-    assert error["error_code"] == code
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert close_of(closed.value) == (1008, code)
-    record = server.log.connections[-1]
-    assert record.close_code == 1008
-    return error
+from .helpers import (
+    TIMEOUT,
+    audio_of,
+    connect,
+    expect_init_error,
+    init_message,
+    signal_bytes,
+)
 
 
 async def test_unknown_voice(server: LocalServer) -> None:

@@ -16,7 +16,6 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import (
-    DEFAULT_VOICE_ID,
     LibraryVoice,
     LocalServer,
     ServerLog,
@@ -29,27 +28,18 @@ from trio_asyncai.server._websocket import MAX_MESSAGE_SIZE, SEND_QUEUE_MESSAGES
 
 from .helpers import (
     API_KEY,
+    HEADERS,
     SIGNAL_RATE,
     TIMEOUT,
     GatedEngine,
     audio_of,
     close_of,
     connect,
+    http_body,
     http_error,
     init_message,
     signal_bytes,
 )
-
-HEADERS = {"x-api-key": API_KEY, "version": "v1"}
-
-
-def synthesis_body(transcript: str, container: str = "raw") -> dict[str, Any]:
-    return {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": {"container": container, "encoding": "pcm_s16le", "sample_rate": SIGNAL_RATE},
-    }
 
 
 async def read_http_answer(stream: trio.SocketStream) -> tuple[int, dict[str, Any]]:
@@ -124,7 +114,7 @@ async def test_serve_keeps_counters_not_what_clients_sent() -> None:
                 await client.finish("Hello. ", "c")
                 await client.until_finals("c")
             async with httpx.AsyncClient(base_url=server.url) as http:
-                response = await http.post("/text_to_speech", json=synthesis_body("Hi."), headers=HEADERS)
+                response = await http.post("/text_to_speech", json=http_body("Hi."), headers=HEADERS)
             await server.log.wait_for(lambda log: log.connections_closed == 1)
             nursery.cancel_scope.cancel()
     assert response.status_code == 200
@@ -174,7 +164,7 @@ class PacedEngine:
 
 
 async def test_synthesis_waits_for_a_client_that_does_not_read(
-    small_jump_clock: trio.testing.MockClock,
+    jump_clock: trio.testing.MockClock,
 ) -> None:
     engine = PacedEngine()
     text = "word " * 40  # about 12 s of audio: 20 engine steps, 150 messages
@@ -223,7 +213,7 @@ async def test_a_transcript_over_the_limit_is_refused(server: LocalServer, path:
     with trio.fail_after(TIMEOUT):
         async with httpx.AsyncClient(base_url=server.url) as http:
             response = await http.post(
-                path, json=synthesis_body("a" * (MAX_TRANSCRIPT_CHARS + 1)), headers=HEADERS
+                path, json=http_body("a" * (MAX_TRANSCRIPT_CHARS + 1)), headers=HEADERS
             )
     error = http_error(response, 400)
     assert error["error_code"] == "INVALID_REQUEST"
@@ -236,7 +226,7 @@ async def test_a_whole_file_is_sent_as_it_is_made(gated_server: LocalServer, gat
         async with (
             httpx.AsyncClient(base_url=gated_server.url) as http,
             http.stream(
-                "POST", "/text_to_speech", json=synthesis_body("Please hold on."), headers=HEADERS
+                "POST", "/text_to_speech", json=http_body("Please hold on."), headers=HEADERS
             ) as response,
         ):
             assert response.status_code == 200
@@ -254,7 +244,8 @@ async def test_a_whole_wav_file_is_spooled_with_its_length(server: LocalServer) 
     text = "word " * 400  # 24 s: more than the in-memory part of the spool
     with trio.fail_after(TIMEOUT):
         async with httpx.AsyncClient(base_url=server.url) as http:
-            response = await http.post("/text_to_speech", json=synthesis_body(text, "wav"), headers=HEADERS)
+            wav = http_body(text, container="wav")
+            response = await http.post("/text_to_speech", json=wav, headers=HEADERS)
     assert response.status_code == 200
     assert int(response.headers["content-length"]) == len(response.content) == 44 + signal_bytes(text)
     assert int.from_bytes(response.content[40:44], "little") == signal_bytes(text)

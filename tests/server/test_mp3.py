@@ -10,7 +10,6 @@ import httpx
 import numpy as np
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
 
 import trio_asyncai
 from trio_asyncai import AudioChunk, InvalidRequestError
@@ -20,20 +19,19 @@ from trio_asyncai.server._requests import parse_output_format
 
 from .helpers import (
     API_KEY,
+    HEADERS,
     SIGNAL_RATE,
     TIMEOUT,
-    Client,
     GatedEngine,
     audio_of,
-    close_of,
     connect,
+    expect_init_error,
+    http_body,
     http_error,
     init_message,
-    open_ws,
-    ws_url,
+    post,
 )
 
-HEADERS: Final = {"x-api-key": API_KEY, "version": "v1"}
 LONG_TEXT: Final = (
     "This is the first sentence of a longer text. Here comes a second one, a little longer. "
     "And a third, so that there is plenty of audio to stream in many pieces."
@@ -96,26 +94,14 @@ def signal_seconds(text: str) -> float:
 
 
 def body(transcript: str, **output_format: Any) -> dict[str, Any]:
-    fmt: dict[str, Any] = {"container": "mp3", "sample_rate": SIGNAL_RATE}
-    fmt.update(output_format)
-    return {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": fmt,
-    }
+    """A synthesis request for mp3 (no encoding) unless ``output_format`` says otherwise."""
+    return http_body(transcript, **{"container": "mp3", "encoding": None, **output_format})
 
 
 def mp3_init(**output_format: Any) -> dict[str, Any]:
     message = init_message()
     message["output_format"] = {"container": "mp3", "sample_rate": SIGNAL_RATE, **output_format}
     return message
-
-
-async def post(server: LocalServer, path: str, json: object) -> httpx.Response:
-    with trio.fail_after(TIMEOUT):
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            return await http.post(path, json=json, headers=HEADERS)
 
 
 def assert_refused(response: httpx.Response, *words: str) -> None:
@@ -459,19 +445,6 @@ async def test_websocket_late_audio_fault_is_mp3_too(server: LocalServer) -> Non
     check_mp3(base64.b64decode(late["audio"]), 44100, 192000)
 
 
-async def expect_init_refusal(server: LocalServer, init: dict[str, Any]) -> dict[str, Any]:
-    with trio.fail_after(TIMEOUT):
-        async with open_ws(ws_url(server)) as ws:
-            client = Client(ws)
-            await client.send(init)
-            error = await client.receive()
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-    assert error["error_code"] == "FORMAT_NOT_RECOGNIZED"
-    assert close_of(closed.value) == (1008, "FORMAT_NOT_RECOGNIZED")
-    return error
-
-
 @pytest.mark.parametrize(
     ("output_format", "word"),
     [({"bit_rate": 192000}, "160000"), ({"bit_rate": 100000}, "100000"), ({"sample_rate": 44000}, "44000")],
@@ -479,13 +452,13 @@ async def expect_init_refusal(server: LocalServer, init: dict[str, Any]) -> dict
 async def test_websocket_refuses_what_lame_cannot_make(
     server: LocalServer, output_format: dict[str, Any], word: str
 ) -> None:
-    error = await expect_init_refusal(server, mp3_init(**output_format))
+    error = await expect_init_error(server, mp3_init(**output_format), "FORMAT_NOT_RECOGNIZED")
     assert word in error["message"]
 
 
 async def test_websocket_without_lameenc(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
     lameenc_missing(monkeypatch)
-    error = await expect_init_refusal(server, mp3_init())
+    error = await expect_init_error(server, mp3_init(), "FORMAT_NOT_RECOGNIZED")
     assert error["message"] == MP3_UNAVAILABLE
 
 

@@ -10,7 +10,6 @@ import httpx
 import numpy as np
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
 
 from trio_asyncai.server import (
     DEFAULT_VOICE_ID,
@@ -26,40 +25,24 @@ from trio_asyncai.server._engines import noise_factor
 from trio_asyncai.server._requests import KNOWN_MODELS, parse_synthesis_request
 
 from .helpers import (
-    API_KEY,
     SIGNAL_RATE,
     TIMEOUT,
-    Client,
     audio_of,
-    close_of,
     connect,
+    expect_init_error,
+    http_body,
     init_message,
-    open_ws,
+    post,
     s16,
     signal_bytes,
-    ws_url,
 )
 
-HEADERS = {"x-api-key": API_KEY, "version": "v1"}
 ENDPOINTS = ("/text_to_speech/streaming", "/text_to_speech", "/text_to_speech/with_timestamps")
 TEXT = "Speak this at any speed."
 
 
 def body(transcript: str = TEXT, *, encoding: str = "pcm_s16le", **fields: Any) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "model_id": "async_flash_v1.0",
-        "transcript": transcript,
-        "voice": {"mode": "id", "id": DEFAULT_VOICE_ID},
-        "output_format": {"container": "raw", "encoding": encoding, "sample_rate": SIGNAL_RATE},
-    }
-    message.update(fields)
-    return message
-
-
-async def post(server: LocalServer, path: str, json: object) -> httpx.Response:
-    with trio.fail_after(TIMEOUT):
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            return await http.post(path, json=json, headers=HEADERS)
+    return http_body(transcript, encoding=encoding) | fields
 
 
 def error_code(response: httpx.Response) -> str:
@@ -79,18 +62,6 @@ async def ws_audio(server: LocalServer, init: dict[str, Any], text: str = TEXT) 
         async with connect(server, init) as client:
             await client.finish(text + " ", "c")
             return audio_of(await client.until_finals("c"), "c")
-
-
-async def expect_ws_init_error(server: LocalServer, init: dict[str, Any], code: str) -> None:
-    with trio.fail_after(TIMEOUT):
-        async with open_ws(ws_url(server)) as ws:
-            client = Client(ws)
-            await client.send(init)
-            error = await client.receive()
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-    assert error["error_code"] == code
-    assert close_of(closed.value) == (1008, code)
 
 
 # ---------------------------------------------------------------- G.711
@@ -191,7 +162,7 @@ async def test_http_refuses_voice_controls_out_of_range(
 async def test_websocket_refuses_voice_controls_out_of_range(
     server: LocalServer, fields: dict[str, Any]
 ) -> None:
-    await expect_ws_init_error(server, init_message(**fields), "INVALID_REQUEST")
+    await expect_init_error(server, init_message(**fields), "INVALID_REQUEST")
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -227,8 +198,8 @@ async def test_only_async_flash_v1_0_honours_speed(server: LocalServer) -> None:
 
 
 @pytest.mark.skipif(not piper_available(), reason="the [voice] extra (piper) is not installed")
-def test_piper_speaks_faster_at_speed_2() -> None:
-    engine = PiperEngine()
+def test_piper_speaks_faster_at_speed_2(piper: PiperEngine) -> None:
+    engine = piper
     voice = PREDEFINED_VOICES[0]
     fast = attrs.evolve(voice, params=attrs.evolve(voice.params, speed=2.0))
     text = "The quick brown fox jumps over the lazy dog."
@@ -254,7 +225,7 @@ async def test_http_refuses_nl_for_synthesis(server: LocalServer, path: str) -> 
 
 
 async def test_websocket_refuses_nl(server: LocalServer) -> None:
-    await expect_ws_init_error(server, init_message(language="nl-BE"), "INVALID_LANGUAGE")
+    await expect_init_error(server, init_message(language="nl-BE"), "INVALID_LANGUAGE")
 
 
 @pytest.mark.parametrize("model", [*KNOWN_MODELS, "future_v9"])
