@@ -153,10 +153,13 @@ class UtteranceFeed:
     nothing).
     """
 
-    __slots__ = ("_utterance",)
+    __slots__ = ("_utterance", "audio")
 
     def __init__(self, utterance: Utterance) -> None:
         self._utterance = utterance
+        #: Audio arrived: ``audio(data)``. Synchronous: never blocks the
+        #: transport. (The utterance's own method, bound: one call per chunk.)
+        self.audio: Callable[[bytes], None] = utterance._deliver
 
     @property
     def utterance(self) -> Utterance:
@@ -180,10 +183,6 @@ class UtteranceFeed:
     def said(self) -> list[Said]:
         """Everything the utterance was asked to say, in order: what a new connection must hear again."""
         return list(self._utterance._said)
-
-    def audio(self, data: bytes) -> None:
-        """Audio arrived. Synchronous: never blocks the transport."""
-        self._utterance._deliver(data)
 
     def complete(self) -> None:
         """All audio has arrived."""
