@@ -367,7 +367,7 @@ async def _pipecat(url: str, voice: str, *, http: bool) -> AsyncIterator[Speak]:
     current: list[Spoken] = []
     done = asyncio.Event()
 
-    class Sink(FrameProcessor):  # type: ignore[misc]
+    class Sink(FrameProcessor):  # type: ignore[misc,unused-ignore]  # pipecat: Any unless installed
         async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
             await super().process_frame(frame, direction)
             if isinstance(frame, TTSAudioRawFrame) and current:
