@@ -9,6 +9,9 @@ running the command line in ``cli_run.py``.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
@@ -23,6 +26,8 @@ from trio_asyncai.server import DEFAULT_VOICE_ID, LocalServer
 __all__ = [
     "TIMEOUT",
     "Peer",
+    "cut_then_forward",
+    "reset",
     "StreamedBody",
     "mock_client",
     "reader_caught_up",
@@ -120,3 +125,41 @@ class StreamedBody(httpx.AsyncByteStream):
         async with aclosing(self._parts()) as parts:
             async for part in parts:
                 yield part
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Make the stream's close a TCP reset (RST) instead of an orderly FIN."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def cut_then_forward(cuts: list[str], target_port: int) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A :func:`tcp_peer` answer: the first connections read the request, then close (``"fin"``) or
+    reset (``"rst"``), one per entry of ``cuts``; the rest are forwarded to ``target_port``, both ways.
+    """
+
+    async def answer(stream: trio.SocketStream) -> None:
+        if cuts:
+            how = cuts.pop(0)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = await stream.receive_some()
+                if not data:
+                    return
+                request += data
+            if how == "rst":
+                reset(stream)
+            return  # the peer closes the stream
+        async with await trio.open_tcp_stream("127.0.0.1", target_port) as upstream:
+
+            async def pump(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while data := await source.receive_some():
+                        await sink.send_all(data)
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await sink.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, stream, upstream)
+                nursery.start_soon(pump, upstream, stream)
+
+    return answer

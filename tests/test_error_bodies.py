@@ -17,7 +17,9 @@ from helpers import TIMEOUT
 
 from trio_asyncai import (
     AuthenticationError,
+    NoAudioError,
     NotFoundError,
+    ProtocolError,
     RateLimitError,
     ServerError,
     open_client,
@@ -155,3 +157,59 @@ async def test_http_synthesizer_retries_wait_the_retry_after_header(
     assert audio
     assert waited >= 6.0
     assert [r.status for r in server.log.http] == [503, 200]
+
+
+# ------------------------------------------- bodies nested too deep to read
+
+
+async def test_rest_answers_nested_too_deep_fail_the_one_request() -> None:
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        async with open_client(base_url=server.url) as client:
+            with trio.fail_after(TIMEOUT):
+                server.faults.nested_json = 5000
+                # An error answer: the status's own error.
+                with pytest.raises(NotFoundError):
+                    await client.voices.get("no-such-voice")
+                # A 200 answer that cannot be read: a protocol error, for this request alone.
+                with pytest.raises(ProtocolError, match="nested too deep"):
+                    await client.voices.get(DEFAULT_VOICE_ID)
+                # Nested, but within reach: read as usual.
+                server.faults.nested_json = 50
+                assert (await client.voices.get(DEFAULT_VOICE_ID)).voice_id == DEFAULT_VOICE_ID
+                server.faults.nested_json = 0
+                assert (await client.voices.get(DEFAULT_VOICE_ID)).voice_id == DEFAULT_VOICE_ID
+
+
+async def test_an_http_error_body_nested_too_deep_fails_the_utterance_not_the_block() -> None:
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        async with open_http_synthesizer(base_url=server.url, voice_id=DEFAULT_VOICE_ID) as synth:
+            with trio.fail_after(TIMEOUT):
+                server.faults.nested_json = 5000
+                server.faults.http_statuses = [404]
+                with pytest.raises(NotFoundError):
+                    async with synth.speak("Nested.") as utterance:
+                        await utterance.read_all()
+                server.faults.reset()
+                async with synth.speak("And the block goes on.") as utterance:
+                    assert await utterance.read_all()
+
+
+# ------------------------------------------------------ text and no audio
+
+
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+async def test_no_audio_for_text_with_speech_is_an_error_and_for_text_without_none(transport: str) -> None:
+    opener = open_synthesizer if transport == "websocket" else open_http_synthesizer
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        async with opener(base_url=server.url, voice_id=DEFAULT_VOICE_ID) as synth:
+            with trio.fail_after(TIMEOUT):
+                server.faults.no_audio = True
+                with pytest.raises(NoAudioError) as caught:
+                    async with synth.speak("Words with sound in them.") as utterance:
+                        await utterance.read_all()
+                assert caught.value.utterance is utterance
+                assert utterance.state == "failed"
+                # Nothing to say: silence is the right answer.
+                async with synth.speak('... <break time="0ms"/> !') as utterance:
+                    assert await utterance.read_all() == b""
+                assert utterance.state == "complete"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +34,13 @@ from trio_asyncai import (
     VoiceCloneLimitError,
 )
 from trio_asyncai._config import ApiKey, resolve_api_key
-from trio_asyncai._errors import MAX_RETRY_AFTER, error_from_body, error_from_code, retry_after_header
+from trio_asyncai._errors import (
+    MAX_RETRY_AFTER,
+    copy_error,
+    error_from_body,
+    error_from_code,
+    retry_after_header,
+)
 
 # Every error code in ASYNC_API.md, with the class, status and retryability we promise.
 DOCUMENTED_CODES: list[tuple[str, type[APIError], int, bool]] = [
@@ -388,3 +396,98 @@ def test_non_str_api_key_message_names_only_the_type() -> None:
         resolve_api_key(12345678, env={})  # type: ignore[arg-type]
     assert "12345678" not in str(info.value)
     assert "int" in str(info.value)
+
+
+# ----------------------------------------------------- bodies nested too deep
+
+
+def _nested(depth: int, inner: str = "0") -> str:
+    return '{"n":' * depth + inner + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [50, 990, 1000, 5000, 100_000])
+def test_an_error_body_nested_too_deep_maps_by_status(depth: int) -> None:
+    head = '{"detail":{"error_code":"VOICE_NOT_FOUND","message":"gone","extra":'
+    nested_body = head + _nested(depth) + "}}"
+    err = error_from_body(404, nested_body)
+    assert isinstance(err, NotFoundError)
+    assert err.status == 404
+    assert isinstance(error_from_body(503, _nested(depth)), ServerError)
+
+
+def test_a_deep_extra_is_cut_not_recursed_into() -> None:
+    extra: dict[str, Any] = {}
+    inner = extra
+    for _ in range(5000):  # deeper than any recursion would survive
+        inner["n"] = {}
+        inner = inner["n"]
+    err = error_from_code("RATE_LIMIT_EXCEEDED", "slow", extra={"limit": 5, "deep": extra})
+    assert err.extra["limit"] == 5
+    copy_error(err)  # copies its extra too
+
+
+nested_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(st.integers(min_value=1, max_value=3000), nested_json, st.integers(min_value=100, max_value=599))
+def test_error_from_body_survives_any_nesting(depth: int, leaf: Any, status: int) -> None:
+    body = _nested(depth, json.dumps(leaf))
+    err = error_from_body(status, body)
+    assert isinstance(err, APIError)
+    assert err.status == status
+
+
+# ------------------------------------------------ every code the contract names
+
+
+def _contract_table() -> list[tuple[int, list[str]]]:
+    contract = Path(__file__).resolve().parents[2] / "shared" / "ASYNC_API.md"
+    if not contract.is_file():
+        pytest.skip(f"the contract is not beside the checkout ({contract})")
+    text = contract.read_text("utf-8")
+    table = text[text.index("## Errors") :]
+    rows = []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            rows.append((int(cells[0]), re.findall(r"\b[A-Z][A-Z_]{3,}\b", cells[1])))
+    assert rows, "no rows found in the contract's error table"
+    return rows
+
+
+#: The class each status of the contract's table stands for (a subclass will do).
+_STATUS_CLASS: dict[int, type[APIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    429: RateLimitError,
+    500: ServerError,
+}
+
+
+def test_every_code_in_the_contract_has_its_own_class() -> None:
+    seen = 0
+    for status, codes in _contract_table():
+        for code in codes:
+            err = error_from_code(code, "m")
+            assert isinstance(err, _STATUS_CLASS[status]), (code, type(err))
+            assert err.status == status, code
+            assert type(err) is not APIError, code
+            seen += 1
+    assert seen >= 14
+
+
+def test_every_code_the_twin_sends_has_its_own_class() -> None:
+    from trio_asyncai.server._requests import ERROR_STATUS
+
+    for code, status in ERROR_STATUS.items():
+        err = error_from_code(code, "m")
+        assert type(err) is not APIError, code
+        assert err.status == status, code
+    assert isinstance(error_from_code("INVALID_REQUEST", "too long"), InvalidRequestError)

@@ -18,14 +18,16 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from helpers import reader_caught_up, tasks_named
+from helpers import cut_then_forward, reader_caught_up, tasks_named, tcp_peer
 
 import trio_asyncai
 from trio_asyncai import (
     AuthenticationError,
+    ConnectError,
     ConnectionLostError,
     ContextEndedError,
     InvalidRequestError,
+    NoAudioError,
     NotFoundError,
     ProtocolError,
     QuotaExceededError,
@@ -86,6 +88,17 @@ WEBSOCKET_CASES = [
     Case("handshake refused 401 on reconnect", _set(reject_handshake_status=401), AuthenticationError),
     Case("handshake refused 503 on reconnect", _set(reject_handshake_status=503), ServerError),
     Case("handshake refused 429 on reconnect", _set(reject_handshake_status=429), RateLimitError),
+    Case(
+        "handshake refused 503, nested JSON, on reconnect",
+        _set(reject_handshake_status=503, nested_json=5000),
+        ServerError,
+    ),
+    Case(
+        "handshake refused 404, nested JSON, on reconnect",
+        _set(reject_handshake_status=404, nested_json=5000),
+        NotFoundError,
+    ),
+    Case("no audio for text with speech", _set(no_audio=True), NoAudioError),
 ]
 
 HTTP_CASES = [
@@ -98,6 +111,9 @@ HTTP_CASES = [
     Case("404", _set(http_statuses=[404]), NotFoundError),
     Case("400", _set(http_statuses=[400]), InvalidRequestError),
     Case("flat error bodies", _set(http_statuses=[401], flat_error_bodies=True), AuthenticationError),
+    Case("400, nested JSON", _set(http_statuses=[400], nested_json=5000), InvalidRequestError),
+    Case("503 again and again, nested JSON", _set(http_statuses=[503] * 6, nested_json=5000), ServerError),
+    Case("empty 200 body", _set(no_audio=True), NoAudioError),
 ]
 
 
@@ -188,3 +204,62 @@ async def test_fault(transport: str, case: Case, jump_clock: trio.testing.MockCl
     # Whatever arrived before the error was delivered, all of it.
     assert delivered == counted
     assert fds_after == fds_before
+
+
+# ---------------------------------------------- the network under the WebSocket
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+@pytest.mark.parametrize("when", ["open", "reconnect"])
+async def test_a_handshake_cut_by_the_peer_is_retried_at_once(
+    server: LocalServer, how: str, when: str, jump_clock: trio.testing.MockClock
+) -> None:
+    """The peer reads the upgrade request, then closes or resets: a connect failure, retried at once."""
+    cuts: list[str] = []
+    with trio.fail_after(600):
+        async with tcp_peer(cut_then_forward(cuts, server.port)) as peer:
+            if when == "open":
+                cuts.append(how)
+            start = trio.current_time()
+            async with trio_asyncai.open_synthesizer(base_url=peer.url, voice_id=DEFAULT_VOICE_ID) as synth:
+                if when == "reconnect":
+                    cuts.append(how)
+                    _new_voice(synth)
+                    start = trio.current_time()
+                async with synth.speak("After the cut.") as utterance:
+                    assert await utterance.read_all()
+                took = trio.current_time() - start
+            assert tasks_named("trio_asyncai._") == []
+    assert cuts == []  # the cut happened
+    assert peer.accepted >= 2
+    # One backoff step (0.5 to 0.75 s) and no connect_timeout (10 s) spent waiting on a dead handshake.
+    assert took < 1.0
+
+
+async def test_every_handshake_cut_surfaces_as_a_connect_error(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    cuts = ["rst"] * 10
+    with trio.fail_after(600):
+        async with tcp_peer(cut_then_forward(cuts, server.port)) as peer:
+            start = trio.current_time()
+            with pytest.raises(ConnectError, match=r"handshake .* was cut"):
+                async with trio_asyncai.open_synthesizer(base_url=peer.url, voice_id=DEFAULT_VOICE_ID):
+                    pass  # pragma: no cover
+            took = trio.current_time() - start
+    assert peer.accepted == 4  # the first attempt and max_reconnect_attempts=3 more
+    assert took < 5.0  # the backoff's three waits (0.5 + 1 + 2, jittered), not connect_timeout
+
+
+async def test_https_to_a_plain_http_port_is_a_connect_error(
+    server: LocalServer, jump_clock: trio.testing.MockClock
+) -> None:
+    url = server.url.replace("http://", "https://")
+    with trio.fail_after(600):
+        start = trio.current_time()
+        with pytest.raises(ConnectError):
+            async with trio_asyncai.open_synthesizer(base_url=url, voice_id=DEFAULT_VOICE_ID):
+                pass  # pragma: no cover
+        took = trio.current_time() - start
+    assert took < 5.0  # not the 10 s of connect_timeout
+    assert tasks_named("trio_asyncai._") == []

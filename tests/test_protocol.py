@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from trio_asyncai import ConfigurationError, OutputFormat, ProtocolError, ProtocolStateError, Settings
+from trio_asyncai._markup import has_speech
 from trio_asyncai._protocol import (
     QUOTA_MARKER,
     AudioReceived,
@@ -1261,3 +1262,20 @@ def test_stream_scanner_marker_split_byte_by_byte() -> None:
 def test_stream_scanner_rejects_bad_frame_sizes() -> None:
     with pytest.raises(ConfigurationError, match="frame_size"):
         QuotaMarkerScanner(0)
+
+
+@pytest.mark.parametrize(
+    ("text", "speech"),
+    [
+        ("Hello.", True),
+        ("こんにちは", True),
+        ("<digits>42</digits>", True),
+        ("<phonemes>hə\u02c8lo\u028a</phonemes>", True),
+        ("   ", False),
+        ("... !?", False),
+        ('<break time="1s"/>', False),
+        ('<break time="1s"/> — ', False),
+    ],
+)
+def test_what_counts_as_text_with_speech(text: str, speech: bool) -> None:
+    assert has_speech(text) is speech

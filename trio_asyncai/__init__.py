@@ -29,6 +29,7 @@ from ._errors import ConnectError as ConnectError
 from ._errors import ConnectionLostError as ConnectionLostError
 from ._errors import ContextEndedError as ContextEndedError
 from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import NoAudioError as NoAudioError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError
 from ._errors import ProtocolError as ProtocolError

@@ -24,7 +24,8 @@ import enum
 import logging
 import math
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Final, Protocol, final
 from urllib.parse import quote, urlsplit
 
@@ -454,6 +455,70 @@ class Connection:
 
 
 @final
+class _HandshakeWatch(trio.abc.Stream):
+    """The stream under trio-websocket, watched while the handshake runs.
+
+    trio-websocket does not end its handshake when the peer closes or resets
+    the connection, or TLS fails, before the answer: it waits until our
+    deadline. This wrapper sees the stream end or break during
+    :meth:`watching` and cancels the handshake at once, saying why
+    (:attr:`cut`); after the handshake it only passes calls on.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._scope: trio.CancelScope | None = None
+        #: Why the handshake was cut short, if it was.
+        self.cut: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<_HandshakeWatch {self._stream!r}>"
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """The handshake: cancelled as soon as the stream ends or breaks."""
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                yield
+            finally:
+                self._scope = None
+
+    def _cut(self, why: str) -> None:
+        if self._scope is not None and self.cut is None:
+            self.cut = why
+            self._scope.cancel()
+
+    @staticmethod
+    def _why(exc: BaseException) -> str:
+        cause = exc.__cause__ or exc.__context__
+        return f"{type(cause).__name__}: {cause}" if cause is not None else "the stream broke"
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self._stream.send_all(data)
+        except trio.BrokenResourceError as exc:
+            self._cut(self._why(exc))
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            self._cut(self._why(exc))
+            raise
+        if not data:
+            self._cut("the service closed the connection before answering")
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@final
 class Connector:
     """Opens connections to one endpoint with one key: the handshake, and the errors it can end in."""
 
@@ -515,17 +580,21 @@ class Connector:
         except OSError as exc:
             raise ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}") from None
         up = False
+        failure: AsyncAIError | None = None
+        watch = _HandshakeWatch(stream)
         try:
             async with trio.open_nursery() as nursery:
-                with trio.fail_at(deadline):
+                with trio.fail_at(deadline), watch.watching():
                     ws = await trio_websocket.wrap_client_stream(
                         nursery,
-                        stream,
+                        watch,  # type: ignore[arg-type]  # any trio Stream works; the annotation names two
                         endpoint.host_header,
                         endpoint.resource(self._api_key),
                         max_message_size=self._max_message_size,
                         receive_buffer_size=_RECEIVE_BUFFER_SIZE,
                     )
+                if watch.cut is not None:
+                    raise ConnectError(f"the WebSocket handshake with {self.base_url} was cut: {watch.cut}")
                 conn = Connection(
                     owner,
                     settings,
@@ -546,14 +615,23 @@ class Connector:
                 raise  # not a connection failure: a bug, to be seen as it is
             # A failed handshake is raised both here and by trio-websocket's
             # reader task in the nursery: turn it into one exception of ours.
-            raise self._handshake_error(group) from None
+            failure = self._handshake_error(group)
+            del group
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+        if failure is not None:
+            # Raised here, not in the except clause: no __context__ then keeps
+            # the group, whose tracebacks hold trio-websocket's frames and in
+            # them the request target, key and all.
+            raise failure
 
     def _handshake_error(self, group: BaseExceptionGroup[BaseException]) -> AsyncAIError:
         """Our exception for what went wrong before the connection was up."""
         found = leaves(group)
+        for exc in found:
+            if isinstance(exc, AsyncAIError):
+                return exc  # ours already (a cut handshake)
         for exc in found:
             if isinstance(exc, trio_websocket.ConnectionRejected) and not 200 <= exc.status_code < 300:
                 retry_after = next(

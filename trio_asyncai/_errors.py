@@ -7,8 +7,10 @@
     ├── SynthesizerClosedError      the synthesizer (or utterance) was already closed
     ├── ProtocolStateError          trio-asyncai used the protocol out of order: a bug of ours
     ├── ProtocolError               the server sent something we cannot understand
-    │   └── ContextEndedError       the service ended an utterance's context before
-    │                               the client closed it (a final too early)
+    │   ├── ContextEndedError       the service ended an utterance's context before
+    │   │                           the client closed it (a final too early)
+    │   └── NoAudioError            the service ended an utterance with speech in its
+    │                               text without any audio
     ├── TransportError              the network failed us
     │   ├── ConnectError            could not open the connection (refused, DNS, TLS)
     │   ├── ConnectionLostError     an open connection dropped
@@ -18,7 +20,7 @@
     └── APIError                    the service answered with an error (``code``, ``status``)
         ├── AuthenticationError     401 INVALID_API_KEY
         ├── NotFoundError           404 VOICE_NOT_FOUND, VERSION_NOT_FOUND
-        ├── InvalidRequestError     400 INVALID_LANGUAGE, FORMAT_NOT_RECOGNIZED, ...
+        ├── InvalidRequestError     400 INVALID_REQUEST, INVALID_LANGUAGE, FORMAT_NOT_RECOGNIZED, ...
         ├── PayloadTooLargeError    413 FILE_TOO_LARGE
         ├── RateLimitError          429 TOO_MANY_CONCURRENT_REQUESTS, RATE_LIMIT_EXCEEDED,
         │   ├── QuotaExceededError  429 USAGE_LIMIT_EXCEEDED, or the quota marker in a stream
@@ -77,6 +79,7 @@ __all__ = [
     "ConnectionLostError",
     "ContextEndedError",
     "InvalidRequestError",
+    "NoAudioError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ProtocolError",
@@ -166,6 +169,16 @@ class ContextEndedError(ProtocolError):
     The service sent the context's ``final`` before the client closed it, so
     nothing more of it will come. The audio that did arrive was delivered
     before this is raised; the text sent after that point was not spoken.
+    """
+
+
+class NoAudioError(ProtocolError):
+    """The service ended an utterance whose text has speech in it without sending any audio.
+
+    The same on both transports: a WebSocket context whose final came with
+    no audio before it, or HTTP answers of 200 with empty bodies. Text with
+    nothing to say (white space, punctuation, a ``<break>`` alone) is no
+    such error.
     """
 
 
@@ -282,6 +295,8 @@ _BY_CODE: Final[dict[str, tuple[type[APIError], int]]] = {
     "VOICE_NOT_FOUND": (NotFoundError, 404),
     "VOICE_PREVIEW_NOT_FOUND": (NotFoundError, 404),
     "VERSION_NOT_FOUND": (NotFoundError, 404),
+    "NOT_FOUND": (NotFoundError, 404),
+    "INVALID_REQUEST": (InvalidRequestError, 400),
     "INVALID_LANGUAGE": (InvalidRequestError, 400),
     "FORMAT_NOT_RECOGNIZED": (InvalidRequestError, 400),
     "SHORT_SPEECH_DURATION": (InvalidRequestError, 400),
@@ -347,16 +362,22 @@ def error_from_code(
 MAX_RETRY_AFTER: Final = 60.0
 
 
-def _without_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+#: How deep ``extra`` is kept: the service's is one or two levels; deeper
+#: nesting (a broken or hostile peer) is cut here rather than recursed into.
+_MAX_EXTRA_DEPTH: Final = 8
+
+
+def _without_keys(data: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
     """A copy of ``data`` without any entry whose name contains "key", at any depth.
 
     The service echoes a prefix of the API key as ``extra.api_key``: it must
-    not reach an exception, a log line or a caller's ``extra``.
+    not reach an exception, a log line or a caller's ``extra``. Mappings
+    nested deeper than :data:`_MAX_EXTRA_DEPTH` are dropped.
     """
     return {
-        name: _without_keys(value) if isinstance(value, Mapping) else value
+        name: _without_keys(value, depth + 1) if isinstance(value, Mapping) else value
         for name, value in data.items()
-        if "key" not in str(name).lower()
+        if "key" not in str(name).lower() and not (isinstance(value, Mapping) and depth >= _MAX_EXTRA_DEPTH)
     }
 
 
@@ -408,7 +429,7 @@ def error_from_body(
     extra: Mapping[str, Any] = {}
     try:
         data = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the status says enough
         data = None
     if isinstance(data, dict):
         detail = data.get("detail")

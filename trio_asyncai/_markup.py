@@ -62,3 +62,12 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
 def inside(position: int, spans: list[tuple[int, int]]) -> bool:
     """Whether a cut at ``position`` would fall strictly inside one of ``spans``."""
     return any(start < position < end for start, end in spans)
+
+
+def has_speech(text: str) -> bool:
+    """Whether ``text`` has something to say: a letter or digit outside the markup tags.
+
+    White space, punctuation and a ``<break>`` alone have none; the text of
+    a ``<digits>`` or ``<phonemes>`` element has.
+    """
+    return any(char.isalnum() for char in _TAG.sub(" ", text))

@@ -301,9 +301,9 @@ class RestClient:
         response = await self.request(method, path, **kwargs)
         try:
             return response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep to read
             raise ProtocolError(
-                f"the service answered {method} {path} with something that is not JSON",
+                f"the service answered {method} {path} with something that is not JSON (or nested too deep)",
                 raw=response.content,
             ) from exc
 

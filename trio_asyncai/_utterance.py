@@ -36,12 +36,14 @@ import trio
 from ._errors import (
     AsyncAIError,
     ConfigurationError,
+    NoAudioError,
     ProtocolStateError,
     SlowConsumerError,
     SynthesisTimeout,
     SynthesizerClosedError,
     copy_error,
 )
+from ._markup import has_speech
 from ._types import AudioChunk, OutputFormat, UtteranceMetrics, check_text
 
 __all__ = [
@@ -185,8 +187,8 @@ class UtteranceFeed:
         return list(self._utterance._said)
 
     def complete(self) -> None:
-        """All audio has arrived."""
-        self._utterance._move_to(UtteranceState.COMPLETE)
+        """All audio has arrived (a :exc:`~trio_asyncai.NoAudioError` if none did for text with speech)."""
+        self._utterance._complete()
 
     def fail(self, error: AsyncAIError) -> None:
         """The utterance failed, after the audio already delivered."""
@@ -490,6 +492,16 @@ class Utterance(trio.abc.ReceiveChannel[AudioChunk]):
             self._t_end = trio.current_time()
         self._send_channel.close()
         return True
+
+    def _complete(self) -> None:
+        """All audio has arrived: complete, unless there was none for text with something to say."""
+        if self._state is UtteranceState.FINISHED and self._audio_bytes == 0:
+            said = "".join(piece.text for piece in self._said)
+            if has_speech(said):
+                silent = NoAudioError("the service sent no audio for text with speech in it", utterance=self)
+                self._fail(silent)
+                return
+        self._move_to(UtteranceState.COMPLETE)
 
     def _fail(self, error: AsyncAIError) -> None:
         if self._state in _LIVE:

@@ -62,7 +62,7 @@ from ._requests import (
     parse_synthesis_request,
     shown,
 )
-from ._state import HTTPRequestLog, ServerState
+from ._state import Faults, HTTPRequestLog, ServerState
 
 __all__ = [
     "QUOTA_MARKER",
@@ -85,6 +85,22 @@ logger = logging.getLogger("trio_asyncai.server")
 QUOTA_MARKER: Final = b"--ERROR:QUOTA_EXCEEDED--"
 
 
+def json_answer(
+    faults: Faults, data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON answer; with the ``nested_json`` fault an object carries a member nested that deep.
+
+    The nesting is written out by hand: the JSON encoder itself refuses to
+    nest as deep as a client's parser must survive.
+    """
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    depth = faults.nested_json
+    if depth > 0 and isinstance(data, dict):
+        nested = '{"n":' * depth + "0" + "}" * depth
+        text = (text[:-1] + "," if data else "{") + f'"nested":{nested}}}'
+    return Response(text, status_code=status, headers=dict(headers or {}), media_type="application/json")
+
+
 def error_response(
     state: ServerState,
     record: HTTPRequestLog,
@@ -93,16 +109,16 @@ def error_response(
     message: str,
     *,
     extra: Mapping[str, Any] | None = None,
-) -> JSONResponse:
+) -> Response:
     """An error answer shaped as the service shapes it (see :func:`error_answer`)."""
     record.status = status
     body, headers = error_answer(
         state.faults, status, code, message, extra=extra, method=record.method, path=record.path
     )
-    return JSONResponse(body, status_code=status, headers=headers)
+    return json_answer(state.faults, body, status=status, headers=headers)
 
 
-def refusal(state: ServerState, record: HTTPRequestLog, exc: RequestError) -> JSONResponse:
+def refusal(state: ServerState, record: HTTPRequestLog, exc: RequestError) -> Response:
     """The error answer for a :exc:`RequestError`."""
     return error_response(state, record, exc.status, exc.code, exc.message, extra=exc.extra)
 
@@ -459,6 +475,8 @@ class AudioStreamResponse(Response):
             )
         ) as chunks:
             async for chunk in chunks:
+                if self._faults_apply and faults.no_audio:
+                    continue
                 if faults.chunk_delay > 0:
                     await trio.sleep(faults.chunk_delay)
                 if quota is not None and sent + len(chunk) >= quota:

@@ -67,6 +67,15 @@ class Faults:
       in ``extra.retry_after_ms`` (0 by default, so that tests run fast).
     * ``retry_after_header``: send this ``Retry-After`` header with every 429
       and 5xx, and no ``retry_after_ms``, as other servers and proxies do.
+    * ``nested_json``: JSON answers (error bodies, a refused handshake's, and
+      the voice endpoints' 200 answers that are objects) carry a member
+      ``"nested"`` this many levels deep, as a broken proxy or a hostile
+      peer might (0: off).
+
+    Both:
+
+    * ``no_audio``: speak nothing: WebSocket contexts get their final with no
+      audio before it, and streamed HTTP bodies are empty (200, 0 bytes).
     """
 
     drop_after_audio_messages: int | None = None
@@ -84,6 +93,8 @@ class Faults:
     flat_error_bodies: bool = False
     retry_after_ms: int = 0
     retry_after_header: str | None = None
+    nested_json: int = 0
+    no_audio: bool = False
 
     def reset(self) -> None:
         """Switch every fault off."""

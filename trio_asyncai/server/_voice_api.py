@@ -47,10 +47,10 @@ import attrs
 import numpy as np
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ._audio import render_all, wav_file
-from ._http import admit, error_response, log_request, refusal
+from ._http import admit, error_response, json_answer, log_request, refusal
 from ._requests import VOICE_LANGUAGES, AudioFormat, RequestError, parse_language, shown
 from ._state import HTTPRequestLog, ServerState
 from ._voices import LibraryVoice
@@ -98,9 +98,9 @@ def _voice_or_404(state: ServerState, voice_id: str, code: str = "VOICE_NOT_FOUN
     return voice
 
 
-def _answer(record: HTTPRequestLog, data: Any) -> JSONResponse:
+def _answer(state: ServerState, record: HTTPRequestLog, data: Any) -> Response:
     record.status = 200
-    return JSONResponse(data)
+    return json_answer(state.faults, data)
 
 
 def _no_content(record: HTTPRequestLog) -> Response:
@@ -179,7 +179,7 @@ async def list_voices_endpoint(state: ServerState, request: Request) -> Response
     matching = [v for v in voices[start:] if _matches(v, filters)]
     page = matching[:limit]
     next_cursor = page[-1].voice_id if len(matching) > limit else ""
-    return _answer(record, {"voices": [v.to_json() for v in page], "next_cursor": next_cursor})
+    return _answer(state, record, {"voices": [v.to_json() for v in page], "next_cursor": next_cursor})
 
 
 async def batch_voices_endpoint(state: ServerState, request: Request) -> Response:
@@ -192,7 +192,7 @@ async def batch_voices_endpoint(state: ServerState, request: Request) -> Respons
         exc = RequestError("INVALID_REQUEST", "the body must be {'voice_ids': [strings]}")
         return refusal(state, record, exc)
     found = [state.voices.get(i) for i in ids]
-    return _answer(record, [v.to_json() for v in found if v is not None])
+    return _answer(state, record, [v.to_json() for v in found if v is not None])
 
 
 async def get_voice_endpoint(state: ServerState, request: Request) -> Response:
@@ -204,7 +204,7 @@ async def get_voice_endpoint(state: ServerState, request: Request) -> Response:
         voice = _voice_or_404(state, request.path_params["voice_id"])
     except RequestError as exc:
         return refusal(state, record, exc)
-    return _answer(record, voice.to_json())
+    return _answer(state, record, voice.to_json())
 
 
 async def update_voice_endpoint(state: ServerState, request: Request) -> Response:
@@ -276,7 +276,7 @@ async def preview_voice_endpoint(state: ServerState, request: Request) -> Respon
     expires = str(int(time.time()) + _SIGNED_FOR)
     query = urllib.parse.urlencode({"expires": expires, "signature": _signature(state, voice_id, expires)})
     path = SIGNED_PREVIEW_PATH.format(voice_id=urllib.parse.quote(voice_id, safe=""))
-    return _answer(record, {"signed_url": f"{str(request.base_url).rstrip('/')}{path}?{query}"})
+    return _answer(state, record, {"signed_url": f"{str(request.base_url).rstrip('/')}{path}?{query}"})
 
 
 def _access_denied(record: HTTPRequestLog, status: int, message: str) -> Response:
@@ -461,6 +461,7 @@ async def clone_voice_endpoint(state: ServerState, request: Request) -> Response
     )
     state.voices.add(voice)
     return _answer(
+        state,
         record,
         {"id": voice.voice_id, "name": voice.name, "description": voice.description, "language": "en"},
     )

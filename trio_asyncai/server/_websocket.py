@@ -82,7 +82,6 @@ from typing import Any, Final, TypeVar, final
 import attrs
 import numpy as np
 import trio
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._audio import (
@@ -93,6 +92,7 @@ from ._audio import (
     split_complete_sentences,
     stream_audio,
 )
+from ._http import json_answer
 from ._requests import (
     API_VERSION,
     CODE_FOR_STATUS,
@@ -152,7 +152,7 @@ async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> N
     key = websocket.query_params.get("api_key") or websocket.headers.get("x-api-key")
     extra = {"api_key": key[:4]} if code == "INVALID_API_KEY" and key else None
     body, headers = error_answer(state.faults, status, code, message, extra=extra, path=websocket.url.path)
-    await websocket.send_denial_response(JSONResponse(body, status_code=status, headers=headers))
+    await websocket.send_denial_response(json_answer(state.faults, body, status=status, headers=headers))
 
 
 async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
@@ -519,7 +519,7 @@ class _Connection:
         if record.stalled or (item.context is not None and item.context.closed):
             return
         if item.kind == "audio":
-            if self._audio_limit_reached():
+            if faults.no_audio or self._audio_limit_reached():
                 return
             if faults.chunk_delay > 0:
                 await trio.sleep(faults.chunk_delay)
