@@ -40,17 +40,26 @@ SERVICE_HOSTS: Final = ("api.async.com", "api.async.ai")
 
 @final
 class ApiKey:
-    """An API key that never shows itself in a repr, str or log line.
+    """An API key that never shows itself: not in a repr, a str, a log line, or an attribute.
 
-    A plain class, not an attrs one: :func:`attrs.asdict` of an object that
-    holds one (a TTS stage, an options object) then keeps it whole, masked,
-    instead of unpacking its value.
+    It is kept XOR-ed with a random pad of its own, so that an error
+    reporter that prints the attributes of a traceback's locals (Sentry,
+    ``rich``) finds no key in clear; :attr:`value` gives it back where it is
+    sent. A plain class, not an attrs one: :func:`attrs.asdict` of an object
+    that holds one (a TTS stage, an options object) keeps it whole, masked.
     """
 
-    __slots__ = ("value",)
+    __slots__ = ("_masked", "_pad")
 
     def __init__(self, value: str) -> None:
-        self.value = value
+        raw = value.encode("utf-8")
+        self._pad = os.urandom(len(raw))
+        self._masked = bytes(a ^ b for a, b in zip(raw, self._pad, strict=True))
+
+    @property
+    def value(self) -> str:
+        """The key, for the one place that sends it."""
+        return bytes(a ^ b for a, b in zip(self._masked, self._pad, strict=True)).decode("utf-8")
 
     def __repr__(self) -> str:
         return "ApiKey('***')"
@@ -62,6 +71,15 @@ class ApiKey:
 
     def __hash__(self) -> int:
         return hash((ApiKey, self.value))
+
+    def __copy__(self) -> ApiKey:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: object) -> ApiKey:
+        return self
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("an ApiKey is not pickled: it would be written out in clear")
 
 
 def mask_api_key(api_key: str | ApiKey | None) -> ApiKey | None:

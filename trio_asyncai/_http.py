@@ -223,12 +223,19 @@ class HttpSynthesizer(BaseSynthesizer[_HttpLink]):
                         # Backpressure: read no further while the reader is behind.
                         await feed.wait_for_room()
             except httpx.HTTPError as exc:
-                if scanner.quota_exceeded:
-                    # The marker said why the body ends; how it broke off after it does not matter.
-                    raise _quota_error() from None
-                # Audio that arrived before the failure is still the caller's.
-                feed.audio(scanner.end())
-                raise map_transport_error(exc, "streaming synthesis") from None
+                broke: AsyncAIError | None = map_transport_error(exc, "streaming synthesis")
+            else:
+                broke = None
+        del response  # its request's headers carry the key: not a local of a frame we raise through
+        # Raised outside the except clause, with no context: httpx's frames hold
+        # the request, and its headers the key.
+        if broke is not None:
+            if scanner.quota_exceeded:
+                # The marker said why the body ends; how it broke off after it does not matter.
+                raise _quota_error()
+            # Audio that arrived before the failure is still the caller's.
+            feed.audio(scanner.end())
+            raise broke
         if scanner.quota_exceeded:
             raise _quota_error()
         feed.audio(scanner.end())

@@ -33,7 +33,9 @@ the one list.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import traceback
 from collections.abc import Callable
 from typing import Any, Final, Literal, ParamSpec, TypeVar, final
 
@@ -73,6 +75,7 @@ __all__ = [
     "first_settings",
     "options_doc",
     "resolve_synthesis",
+    "checks_without_frames",
     "takes_options",
     "with_options_doc",
 ]
@@ -506,7 +509,16 @@ def takes_options(options: Callable[P, Opts], body: Callable[[Opts], R], *, name
     """
 
     def opener(*args: P.args, **kwargs: P.kwargs) -> R:
-        return body(options(*args, **kwargs))
+        try:
+            checked = options(*args, **kwargs)
+        except Exception as exc:
+            failure = exc
+        else:
+            return body(checked)
+        # The arguments (the key among them) are locals of this frame and of
+        # the checks': off the traceback of the error about them.
+        kwargs.clear()
+        raise _without_our_frames(failure)
 
     assert isinstance(options, type)
     returns = inspect.signature(body).return_annotation
@@ -519,6 +531,37 @@ def takes_options(options: Callable[P, Opts], body: Callable[[Opts], R], *, name
     # inspect.signature stops at ``__signature__``, before following it.
     opener.__wrapped__ = body  # type: ignore[attr-defined]
     return opener
+
+
+def _without_our_frames(error: Exception) -> Exception:
+    """``error`` with no traceback, and the locals of the frames it came through cleared.
+
+    An option check fails in a frame whose locals hold every argument, the
+    API key in clear among them; error reporters (Sentry, ``rich``) print
+    frame locals. The error is then raised afresh from the public function,
+    where only the caller's own frames follow.
+    """
+    for linked in (error, error.__context__, error.__cause__):
+        if linked is not None and linked.__traceback__ is not None:
+            traceback.clear_frames(linked.__traceback__)
+    return error.with_traceback(None)
+
+
+def checks_without_frames(init: Callable[P, None]) -> Callable[P, None]:
+    """An attrs ``__init__`` whose failed checks leave no argument in a traceback (as ``takes_options``)."""
+
+    @functools.wraps(init)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            init(*args, **kwargs)
+        except Exception as exc:
+            failure = exc
+        else:
+            return
+        kwargs.clear()
+        raise _without_our_frames(failure)
+
+    return checked
 
 
 def resolve_synthesis(options: WebSocketOptions | HttpOptions) -> tuple[Settings, ApiKey | None, str]:

@@ -249,30 +249,19 @@ class RestClient:
         attempt = 0
         timeouts = 0
         while True:
-            error: AsyncAIError
-            response: httpx.Response | None = None
-            try:
-                request = build()
-                with trio.move_on_after(math.inf if answer_timeout is None else answer_timeout):
-                    if foreign:  # no auth the caller's client may carry; a signed URL may redirect
-                        response = await self.client.send(
-                            request, auth=None, follow_redirects=True, stream=stream
-                        )
-                    else:
-                        response = await self.client.send(request, stream=stream)
-            except httpx.HTTPError as exc:
-                error = map_transport_error(exc, what)
-                retry = idempotent or isinstance(exc, _NEVER_SENT)
-            else:
-                if response is None:  # the answer's headers did not come within answer_timeout
-                    error = SynthesisTimeout(f"{what}: no answer within {answer_timeout} s")
-                    retry = idempotent
-                elif response.is_success and not (expect_audio and _not_audio(response)):
-                    self._backoff.succeeded()
-                    return response
-                else:
-                    error = await self._error_answer(response, what, stream=stream, foreign=foreign)
-                    retry = idempotent
+            outcome = await self._attempt(
+                build,
+                what=what,
+                idempotent=idempotent,
+                expect_audio=expect_audio,
+                foreign=foreign,
+                stream=stream,
+                answer_timeout=answer_timeout,
+            )
+            if isinstance(outcome, httpx.Response):
+                self._backoff.succeeded()
+                return outcome
+            error, retry = outcome
             if isinstance(error, SynthesisTimeout):
                 timeouts += 1
                 retry = retry and timeouts <= TIMEOUT_RETRIES
@@ -283,6 +272,40 @@ class RestClient:
             logger.debug("retrying after %s", error)
             await self._backoff.wait(error)
             attempt += 1
+
+    async def _attempt(
+        self,
+        build: Callable[[], httpx.Request],
+        *,
+        what: str,
+        idempotent: bool,
+        expect_audio: bool,
+        foreign: bool,
+        stream: bool,
+        answer_timeout: float | None,
+    ) -> httpx.Response | tuple[AsyncAIError, bool]:
+        """One attempt: the good answer, or the error and whether the rule allows retrying it.
+
+        A frame of its own, gone when it returns: the request (whose headers
+        carry the key) is never a local of a frame an error is raised through.
+        """
+        response: httpx.Response | None = None
+        try:
+            request = build()
+            with trio.move_on_after(math.inf if answer_timeout is None else answer_timeout):
+                if foreign:  # no auth the caller's client may carry; a signed URL may redirect
+                    response = await self.client.send(
+                        request, auth=None, follow_redirects=True, stream=stream
+                    )
+                else:
+                    response = await self.client.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            return map_transport_error(exc, what), idempotent or isinstance(exc, _NEVER_SENT)
+        if response is None:  # the answer's headers did not come within answer_timeout
+            return SynthesisTimeout(f"{what}: no answer within {answer_timeout} s"), idempotent
+        if response.is_success and not (expect_audio and _not_audio(response)):
+            return response
+        return await self._error_answer(response, what, stream=stream, foreign=foreign), idempotent
 
     @staticmethod
     async def _error_answer(
@@ -301,11 +324,13 @@ class RestClient:
         response = await self.request(method, path, **kwargs)
         try:
             return response.json()
-        except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep to read
-            raise ProtocolError(
-                f"the service answered {method} {path} with something that is not JSON (or nested too deep)",
-                raw=response.content,
-            ) from exc
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+            pass
+        # Raised here, with no context: the parser's frames hold the response, and it its request's key.
+        raise ProtocolError(
+            f"the service answered {method} {path} with something that is not JSON (or nested too deep)",
+            raw=response.content,
+        )
 
 
 @asynccontextmanager

@@ -24,6 +24,7 @@ from ._options import (
     VoiceOptions,
     WebSocketOptions,
     WebSocketTransportOptions,
+    checks_without_frames,
     with_options_doc,
 )
 from ._pipeline import current_params
@@ -123,6 +124,8 @@ class HttpTTS(_TTSStage, StageOwnOptions, HttpTransportOptions, VoiceOptions, Se
 
 for _stage in (WebSocketTTS, HttpTTS):
     _stage.__doc__ = with_options_doc(_stage.__doc__, _stage)
+    # A failed check must not leave the key in a traceback's frames (attrs' __init__ holds it).
+    setattr(_stage, "__init__", checks_without_frames(_stage.__init__))  # noqa: B010
 
 #: The name pipecat gives the WebSocket service: the same class as :class:`WebSocketTTS`.
 AsyncAITTSService = WebSocketTTS
