@@ -54,7 +54,10 @@ service's nested ``{"detail": {"error_code", "message", "extra"}}``, the flat
 ``extra`` (the service echoes a key prefix as ``extra.api_key``) is dropped.
 
 Exceptions raised for an utterance carry it as ``utterance`` (or ``None``);
-nothing in any message, ``repr`` or attribute holds the API key.
+nothing in any message, ``repr`` or attribute holds the API key, and nor does
+the traceback of one: no frame local we raise through, and no chained
+context, holds it in clear (an error reporter that prints frame locals and
+their attributes finds none; ``tests/test_key_in_tracebacks.py`` walks them).
 """
 
 from __future__ import annotations
