@@ -72,20 +72,16 @@ def test_the_extension_chooses_the_format(tmp_path: Path, cli: Cli) -> None:
     assert "--encoding applies to wav and raw output, not mp3" in run.err
 
 
-def test_standard_output_streams_raw_or_mp3(tmp_path: Path, cli: Cli) -> None:
+def test_standard_output_streams_audio(tmp_path: Path, cli: Cli) -> None:
     run = cli("speak", TEXT, "-o", "-", "--format", "raw", *SIGNAL, cwd=tmp_path)
     assert run.code == 0, run.err
     assert len(run.stdout) == 2 * SignalEngine().samples_for(TEXT)
     # The audio has standard output to itself: the summary goes to standard error.
     assert run.err.startswith("wrote standard output: ")
     assert names(tmp_path) == []
-    for extra, message in (
-        ((), "say what with --format raw or --format mp3"),
-        (("--format", "wav"), "use --format raw"),
-    ):
-        run = cli("speak", TEXT, "-o", "-", *extra, *SIGNAL, cwd=tmp_path)
-        assert run.code == 2
-        assert message in run.err
+    run = cli("speak", TEXT, "-o", "-", *SIGNAL, cwd=tmp_path)
+    assert run.code == 2
+    assert "say what with --format wav, raw or mp3" in run.err
 
 
 def test_mulaw_raw_and_wav_agree(tmp_path: Path, cli: Cli) -> None:

@@ -43,6 +43,10 @@ def mulaw_to_pcm16(data: bytes) -> bytes:
     return b"".join(map(_MULAW_TO_PCM16.__getitem__, data))
 
 
+#: A RIFF size that says "unknown": the header of a WAV streamed before its length is known.
+_UNKNOWN_SIZE: Final = 0xFFFFFFFF
+
+
 @final
 class WavWriter:
     """Write mono audio of one raw encoding into a seekable binary file as WAV.
@@ -50,16 +54,21 @@ class WavWriter:
     ``pcm_s16le`` becomes a plain 16-bit PCM WAV, ``pcm_f32le`` an IEEE
     float WAV and ``pcm_mulaw`` a mu-law WAV (format 7, 8 bits a sample),
     as telephony tools read them. The header is written first with zero
-    sizes; :meth:`close` writes the real ones.
+    sizes; :meth:`close` writes the real ones. With ``streaming`` (a pipe,
+    a device: a file that cannot seek) the sizes are written once, as
+    0xFFFFFFFF, "unknown", the convention of WAV streamed to a player.
     """
 
-    def __init__(self, file: BinaryIO, *, sample_rate: int, encoding: Encoding) -> None:
+    def __init__(
+        self, file: BinaryIO, *, sample_rate: int, encoding: Encoding, streaming: bool = False
+    ) -> None:
         self._file = file
         self._tag, self._bits = _FORMATS[encoding]
         self._sample_rate = sample_rate
         self._width = self._bits // 8
+        self._streaming = streaming
         self._data_bytes = 0
-        self._start = file.tell()
+        self._start = 0 if streaming else file.tell()
         file.write(self._header())
 
     def _header(self) -> bytes:
@@ -80,13 +89,11 @@ class WavWriter:
             chunks += b"fact" + struct.pack("<II", 4, self._data_bytes // self._width)
         pad = self._data_bytes % 2  # a RIFF chunk's data is padded to an even length
         riff_size = 4 + len(chunks) + 8 + self._data_bytes + pad
+        data_size = self._data_bytes
+        if self._streaming:
+            riff_size = data_size = _UNKNOWN_SIZE
         return (
-            b"RIFF"
-            + struct.pack("<I", riff_size)
-            + b"WAVE"
-            + chunks
-            + b"data"
-            + struct.pack("<I", self._data_bytes)
+            b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + chunks + b"data" + struct.pack("<I", data_size)
         )
 
     def write(self, audio: bytes) -> None:
@@ -95,7 +102,9 @@ class WavWriter:
         self._data_bytes += len(audio)
 
     def close(self) -> None:
-        """Pad the data to an even length and write the real sizes into the header."""
+        """Pad the data to an even length and write the real sizes into the header (unless streaming)."""
+        if self._streaming:
+            return
         if self._data_bytes % 2:
             self._file.write(b"\0")
         end = self._file.tell()

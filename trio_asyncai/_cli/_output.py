@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from .._types import Encoding
 from .._wav import WavWriter
 from ._common import CommandError
 
-__all__ = ["FileFormat", "Player", "Progress", "atomic_output", "format_of", "open_player"]
+__all__ = ["FileFormat", "Player", "Progress", "format_of", "open_output", "open_player"]
 
 FileFormat = Literal["wav", "raw", "mp3"]
 #: The formats ``speak`` tells by a file's extension.
@@ -40,19 +42,52 @@ def _mode_for(path: str) -> int:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """A temporary file beside ``path`` that replaces it when the block succeeds.
+def open_output(path: str) -> Iterator[BinaryIO]:
+    """The file ``-o PATH`` names, opened for writing as a user expects of it.
 
-    If the block fails, the temporary file is removed and whatever ``path``
-    held before is untouched: no half-written file is ever left under its name.
+    - A regular file (or a new one) is written atomically: a temporary file
+      beside it replaces it when the block succeeds. If the block fails, or
+      the command is interrupted, the temporary file is removed and whatever
+      the path held before is untouched: no half-written file is ever left.
+    - A symbolic link to a regular file: its target is written that way,
+      and the link stays a link.
+    - Anything else that exists (``/dev/null``, ``/dev/stdout``, a FIFO, a
+      terminal, ``>(command)``) is written into as it is, never replaced.
+    - A file we may not write, or one that no one may write (mode
+      ``r--r--r--``, even for root), is refused, as the shell's ``>``
+      refuses it; so is a directory.
     """
-    if os.path.isdir(path):
+    try:
+        status = os.stat(path)  # follows links: what a write would reach
+    except FileNotFoundError:
+        status = None
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if status is not None and stat.S_ISDIR(status.st_mode):
         raise CommandError(f"cannot write {path}: it is a directory")
-    directory, name = os.path.split(os.path.abspath(path))
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        try:
+            special = open(path, "wb")  # noqa: SIM115 - closed below, whatever happens
+        except OSError as exc:
+            raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+        with special:
+            yield special
+        return
+    # No write bit is refused even for root, whom every access check lets through.
+    if status is not None and (not status.st_mode & 0o222 or not os.access(path, os.W_OK)):
+        raise CommandError(f"cannot write {path}: permission denied (the file is read-only)")
+    with _replacing(os.path.realpath(path), shown=path) as file:
+        yield file
+
+
+@contextlib.contextmanager
+def _replacing(path: str, *, shown: str) -> Iterator[BinaryIO]:
+    """A temporary file beside ``path`` that replaces it when the block succeeds."""
+    directory, name = os.path.split(path)
     try:
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
     except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot write {shown}: {exc.strerror or exc}") from None
     file = cast("BinaryIO", os.fdopen(fd, "wb"))
     try:
         yield file
@@ -67,12 +102,29 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
 
 
 class AudioFile:
-    """Audio into an open file: as a WAV file (header sizes at the end) or bytes as they come."""
+    """Audio into an open file: as a WAV file or bytes as they come.
 
-    def __init__(self, file: BinaryIO, *, file_format: FileFormat, sample_rate: int, encoding: Encoding):
+    A WAV file's header gets its real sizes at the end when the file is a
+    regular one; standard output, a pipe or a device gets a header whose
+    sizes say "unknown" (the streaming convention players read), and the
+    audio as it comes.
+    """
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        *,
+        file_format: FileFormat,
+        sample_rate: int,
+        encoding: Encoding,
+        streaming: bool,
+    ) -> None:
         self._file = file
+        streaming = streaming or not _regular(file)
         self._wav = (
-            WavWriter(file, sample_rate=sample_rate, encoding=encoding) if file_format == "wav" else None
+            WavWriter(file, sample_rate=sample_rate, encoding=encoding, streaming=streaming)
+            if file_format == "wav"
+            else None
         )
 
     def write(self, audio: bytes) -> None:
@@ -86,13 +138,25 @@ class AudioFile:
             self._wav.close()
 
 
+def _regular(file: BinaryIO) -> bool:
+    """Whether ``file`` is a regular file on disk, where a header can be rewritten."""
+    try:
+        return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
 def _import_sounddevice() -> ModuleType:
     try:
         import sounddevice as module
     except ImportError:
         raise CommandError(f"--play needs the [play] extra: {PLAY_EXTRA}") from None
     except OSError as exc:  # sounddevice is there, the PortAudio library is not
-        raise CommandError(f"--play cannot load the PortAudio library: {exc}") from None
+        raise CommandError(
+            f"--play cannot load the PortAudio library ({exc}): install it "
+            "(Debian, Ubuntu: apt install libportaudio2; Fedora: dnf install portaudio; "
+            "macOS: brew install portaudio)"
+        ) from None
     loaded: ModuleType = module
     return loaded
 

@@ -13,7 +13,7 @@ from .._utterance import buffer_limit
 from .._wav import mulaw_to_pcm16
 from .._websocket import open_synthesizer
 from ._common import CommandError, Target, add_target_options, open_target
-from ._output import EXTENSIONS, AudioFile, FileFormat, Progress, atomic_output, format_of, open_player
+from ._output import EXTENSIONS, AudioFile, FileFormat, Progress, format_of, open_output, open_player
 
 if TYPE_CHECKING:
     from .._synthesizer import BaseSynthesizer
@@ -103,7 +103,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.format is not None:
         file_format = args.format
     elif args.output == "-":
-        parser.error("-o - writes to standard output: say what with --format raw or --format mp3")
+        parser.error("-o - writes to standard output: say what with --format wav, raw or mp3")
     elif args.output is not None:
         told = format_of(args.output)
         if told is None:
@@ -111,8 +111,6 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"cannot tell the format of {args.output!r} (known: {known}): use --format")
         file_format = told
     args.file_format = file_format
-    if args.output == "-" and file_format == "wav":
-        parser.error("-o - streams raw or mp3 audio (a WAV file's header needs its length): use --format raw")
     if file_format == "mp3":
         for flag, given in (("--encoding", args.encoding), ("--pcm16", args.pcm16 or None)):
             if given is not None:
@@ -185,11 +183,16 @@ async def run(args: argparse.Namespace) -> int:
                 file_format=args.file_format,
                 sample_rate=fmt.sample_rate,
                 encoding=written,
+                streaming=True,  # standard output may be a pipe, or a file opened to append
             )
         elif args.output is not None:
-            file = stack.enter_context(atomic_output(args.output))
+            file = stack.enter_context(open_output(args.output))
             sink = AudioFile(
-                file, file_format=args.file_format, sample_rate=fmt.sample_rate, encoding=written
+                file,
+                file_format=args.file_format,
+                sample_rate=fmt.sample_rate,
+                encoding=written,
+                streaming=False,
             )
         player = open_player(fmt.sample_rate, "pcm_s16le" if mulaw else fmt.encoding) if args.play else None
         if player is not None:
