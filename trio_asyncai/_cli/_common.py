@@ -3,21 +3,82 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
-from .._config import resolve_api_key
+from .._config import resolve_api_key, resolve_voice_id
 
-__all__ = ["CommandError", "Target", "add_target_options", "open_target"]
+if TYPE_CHECKING:
+    from ..server import Engine
+
+__all__ = [
+    "STOP_SIGNALS",
+    "CommandError",
+    "Stopped",
+    "Target",
+    "add_target_options",
+    "load_local_engine",
+    "open_target",
+    "positive_int",
+    "positive_seconds",
+]
 
 ENGINES = ("auto", "piper", "signal")
+
+#: The signals that stop a command as Ctrl+C does: cancelled, files left as they were.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 
 
 class CommandError(Exception):
     """A failure the command reports as one line on standard error, exit code 1."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The command was stopped by a signal (Ctrl+C, ``kill``, a closed terminal)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signal.Signals(signum)
+
+    @property
+    def word(self) -> str:
+        """What happened, as the one line says it: ``interrupted``, ``terminated``, ``hung up``."""
+        return _STOP_WORDS.get(self.signum, f"stopped by {self.signum.name}")
+
+    @property
+    def exit_code(self) -> int:
+        """128 plus the signal's number, as shells report a process a signal ended (130 for Ctrl+C)."""
+        return 128 + self.signum
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
 
 
 @attrs.frozen
@@ -31,6 +92,13 @@ class Target:
     default_voice: str | None
     #: For messages: "the local server (piper voice)", a URL, or "the Async API".
     where: str
+
+    def voice(self, given: str | None) -> str:
+        """The voice: ``--voice``, else ``ASYNCAI_VOICE_ID``, else the local server's default."""
+        voice = given if given is not None else resolve_voice_id(None) or self.default_voice
+        if voice is None:
+            raise CommandError("no voice: pass --voice or set ASYNCAI_VOICE_ID")
+        return voice
 
 
 def add_target_options(parser: argparse.ArgumentParser, *, engine: bool) -> None:
@@ -58,6 +126,25 @@ def _use_local(args: argparse.Namespace) -> bool:
     return resolve_api_key(None) is None and args.base_url is None and not os.environ.get("ASYNCAI_BASE_URL")
 
 
+async def load_local_engine(name: str) -> Engine:
+    """The local server's voice engine, loaded now: a missing or broken voice is one line, at once.
+
+    Loaded before the server starts, so that ``--engine piper`` without the
+    voice fails here, instead of in the first request (a 500 from the server,
+    and its traceback in the log).
+    """
+    from ..server import EngineError, load_engine
+
+    try:
+        engine = load_engine(name)
+        preload = getattr(engine, "preload", None)
+        if callable(preload):
+            await trio.to_thread.run_sync(preload)
+    except EngineError as exc:
+        raise CommandError(f"the local server's {name} voice: {exc}") from None
+    return engine
+
+
 @asynccontextmanager
 async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
     """The service (with ``ASYNCAI_API_KEY`` or ``--base-url``), else a local server for the block."""
@@ -67,7 +154,8 @@ async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
         return
     from ..server import DEFAULT_VOICE_ID, open_local_server
 
-    async with open_local_server(engine=getattr(args, "engine", "signal")) as server:
+    engine = await load_local_engine(getattr(args, "engine", "signal"))
+    async with open_local_server(engine=engine) as server:
         yield Target(
             base_url=server.url,
             api_key="local",

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._common import ENGINES
+from ._common import ENGINES, STOP_SIGNALS, Stopped, load_local_engine, positive_seconds
 
 if TYPE_CHECKING:
     from ..server import LocalServer
 
-__all__ = ["DESCRIPTION", "EXIT_INTERRUPTED", "HELP", "add_arguments", "prepare", "run"]
-
-#: The exit code of a command stopped by Ctrl+C (SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "port", "prepare", "run"]
 
 
 HELP = "run the local Async-compatible server"
 DESCRIPTION = (
-    "Run the local Async-compatible server until interrupted. Ctrl+C stops it gracefully: "
-    "no new connection is accepted, and requests in flight get a second to finish."
+    "Run the local Async-compatible server until interrupted. Ctrl+C (or SIGTERM, SIGHUP) stops it "
+    "gracefully: no new connection is accepted, and requests in flight get a second to finish."
 )
 #: The options handed to :func:`trio_asyncai.server.serve` as they are.
 _SERVE_OPTIONS = ("host", "port", "api_key", "engine", "idle_timeout")
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: the system picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535, not {value}")
+    return value
 
 
 def add_arguments(serve: argparse.ArgumentParser) -> None:
@@ -34,7 +41,7 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)"
     )
     serve.add_argument(
-        "--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)"
+        "--port", type=port, default=8765, help="port (default: %(default)s; 0 picks a free one)"
     )
     serve.add_argument("--api-key", help="refuse every other key with 401 (default: accept any key)")
     serve.add_argument(
@@ -42,7 +49,7 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--idle-timeout",
-        type=float,
+        type=positive_seconds,
         default=60.0,
         help="close connections silent for this many seconds (default: %(default)s)",
     )
@@ -56,21 +63,25 @@ async def run(args: argparse.Namespace) -> int:
     from ..server import serve
 
     stop = trio.Event()
-    # Installed before the server starts: from here on Ctrl+C asks for a graceful
+    stopped: Stopped | None = None
+    # Installed before the server starts: from here on a stop signal asks for a graceful
     # stop instead of raising KeyboardInterrupt wherever the server happens to be.
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
-                async for _ in signals:
-                    if stop.is_set():  # a second Ctrl+C: stop now
+                nonlocal stopped
+                async for signum in signals:
+                    if stop.is_set():  # a second signal: stop now
                         nursery.cancel_scope.cancel()
+                    stopped = stopped or Stopped(signum)
                     stop.set()
 
             async def run_server(
                 task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
             ) -> None:
                 options = {name: getattr(args, name) for name in _SERVE_OPTIONS}
+                options["engine"] = await load_local_engine(args.engine)
                 await serve(**options, shutdown_trigger=stop.wait, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
@@ -80,7 +91,7 @@ async def run(args: argparse.Namespace) -> int:
                 f"serving the Async API on {server.url} (engine: {server.engine.name}); Ctrl+C stops",
                 flush=True,
             )
-    if stop.is_set():
-        print("trio-asyncai: interrupted: the server has stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if stopped is not None:
+        print(f"trio-asyncai: {stopped.word}: the server has stopped", file=sys.stderr)
+        return stopped.exit_code
     return 0

@@ -144,7 +144,7 @@ def _synthesizer(
 ) -> contextlib.AbstractAsyncContextManager[BaseSynthesizer[Any]]:
     opener = open_http_synthesizer if args.http else open_synthesizer
     return opener(
-        voice_id=args.voice or target.default_voice,
+        voice_id=target.voice(args.voice),
         model=args.model,
         language=args.language,
         output_format=fmt,
