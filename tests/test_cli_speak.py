@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 from cli_run import ROOT, Cli, names, one_line_error
 
+from trio_asyncai._aggregator import split_text
+from trio_asyncai._cli import _speak
 from trio_asyncai.server import SignalEngine
+from trio_asyncai.server import _requests as server_requests
+from trio_asyncai.server import _websocket as server_websocket
 
 TEXT = "Hello from the command line."
 SIGNAL = ("--engine", "signal")
@@ -222,3 +226,22 @@ def test_play_without_the_extra_or_a_device(tmp_path: Path, cli: Cli) -> None:
 def test_the_console_script_is_declared() -> None:
     # The installed `trio-asyncai` runs the same main as `python -m trio_asyncai`.
     assert 'trio-asyncai = "trio_asyncai._cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("transport", [[], ["--http"]])
+def test_a_text_over_the_servers_limit_is_spoken_in_pieces(
+    transport: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
+    # The local server's limit (100,000 characters an utterance) and the command's
+    # pieces, scaled down: what matters is a text over the one, cut by the other.
+    for module in (server_requests, server_websocket):
+        monkeypatch.setattr(module, "MAX_TRANSCRIPT_CHARS", 1000)
+    monkeypatch.setattr(_speak, "_PIECE_CHARS", 600)
+    text = "This sentence is spoken again and again. " * 60  # 2460 characters
+    run = cli("speak", text, "-o", "long.raw", "--sample-rate", "8000", *transport, *SIGNAL, cwd=tmp_path)
+    assert run.code == 0, run.err
+    assert run.out.endswith(f"; {len(text)} characters\n")
+    pieces = split_text(text, 600)
+    assert len(pieces) == 5
+    per_char = SignalEngine(sample_rate=8000).samples_for
+    assert len((tmp_path / "long.raw").read_bytes()) == 2 * sum(per_char(p) for p in pieces)

@@ -14,6 +14,7 @@ Speech over a persistent WebSocket::
     trio.run(main)
 """
 
+from ._aggregator import split_text as split_text
 from ._client import AsyncAIClient as AsyncAIClient
 from ._client import TimestampedAudio as TimestampedAudio
 from ._client import Voice as Voice

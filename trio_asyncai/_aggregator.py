@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from typing import Final, final
 
 import sentencex  # type: ignore[import-untyped]  # no type information shipped
@@ -38,10 +39,13 @@ import sentencex  # type: ignore[import-untyped]  # no type information shipped
 from ._markup import inside, protected_spans
 from ._types import normalize_language
 
-__all__ = ["SentenceAggregator"]
+__all__ = ["SentenceAggregator", "pack", "split_text"]
 
 #: A list item's number (``1.``, ``2)``) at the end of a piece of text.
 _LIST_NUMBER_AT_END: Final = re.compile(r"(?:^|\n)[ \t]*\d{1,3}[.)]\s*$")
+#: How far back from a boundary a list number is looked for: searching from the
+#: text's start at every boundary would make a long text quadratic.
+_LIST_NUMBER_REACH: Final = 80
 
 #: Quotation marks and brackets: closing character for each opening one.
 _PAIRS: Final = {
@@ -83,14 +87,17 @@ _CLAUSE_MARK: Final = re.compile(
 _WORD_BREAK: Final = re.compile(f"\\s+|(?<=[{_UNSPACED}])(?=[{_UNSPACED}])(?![{_NOT_FIRST}])")
 
 
-def _first_word_complete(text: str) -> bool:
-    """Whether ``text`` holds a whole word: letters or digits, then white space.
+def _first_word_complete(text: str, start: int = 0) -> bool:
+    """Whether ``text[start:]`` holds a whole word: letters or digits, then white space.
 
     In languages written without spaces (Japanese, Chinese) a word never
     ends that way; there two characters of the next sentence are enough.
+    (Read from ``start`` in place: a slice per boundary would make a long
+    text quadratic.)
     """
     seen = 0
-    for char in text:
+    for index in range(start, len(text)):
+        char = text[index]
         if char.isalnum():
             seen += 1
             if seen >= 2 and _unspaced(char):
@@ -203,7 +210,7 @@ class SentenceAggregator:
             opened = _unclosed_since(full)
             if opened is not None and len(full) - opened <= _MAX_HOLD:
                 return []  # a sentence is there, only held back by an open quotation: wait
-            if not _first_word_complete(buffer[held[-1] :]):
+            if not _first_word_complete(buffer, held[-1]):
                 return []  # a sentence ends, once the next word shows it does: wait for that word
         cut = _run_on_cut(buffer, spans)
         if cut is None:
@@ -236,10 +243,10 @@ class SentenceAggregator:
             end
             for end in boundaries
             if start < end < len(full)
-            and _first_word_complete(full[end:])
+            and _first_word_complete(full, end)
             # "...tips:\n1. " looks like a sentence ending in "1." until the
             # item's text has come: a list number opens a sentence, it never ends one.
-            and not _LIST_NUMBER_AT_END.search(full, 0, end)
+            and not _LIST_NUMBER_AT_END.search(full, max(0, end - _LIST_NUMBER_REACH), end)
         ]
         if not confirmed:
             return []
@@ -316,9 +323,78 @@ def _starts_grapheme(text: str, index: int) -> bool:
     return not (before == "\r" and char == "\n")
 
 
+def _next_grapheme(text: str, index: int) -> int:
+    """The first place at or after ``index`` where a cut leaves every character whole."""
+    return next((i for i in range(max(index, 1), len(text)) if _starts_grapheme(text, i)), len(text))
+
+
 def _tail(text: str, boundaries: list[int]) -> str:
     """The end of ``text``, cut at a sentence boundary, at most about :data:`_CONTEXT` long."""
     for boundary in boundaries:
         if len(text) - boundary <= _CONTEXT:
             return text[boundary:]
     return ""
+
+
+def pack(pieces: Iterable[str], max_chars: int) -> Iterator[str]:
+    """Consecutive ``pieces`` joined into runs of at most ``max_chars`` characters, in order.
+
+    A piece longer than ``max_chars`` goes alone. Joining what comes out gives
+    back the pieces joined: nothing is added or dropped.
+    """
+    run = ""
+    for piece in pieces:
+        if run and len(run) + len(piece) > max_chars:
+            yield run
+            run = ""
+        run += piece
+    if run:
+        yield run
+
+
+def split_text(text: str, max_chars: int, *, language: str = "en") -> list[str]:
+    """Cut ``text`` into pieces of at most ``max_chars`` characters, at sentence ends where it can.
+
+    For a text too long for one utterance: speak the pieces one after
+    another, each as an utterance of its own, into the same output::
+
+        for piece in trio_asyncai.split_text(book, 50_000, language="en"):
+            async with synth.speak(piece) as utterance:
+                async for chunk in utterance:
+                    sink.write(chunk.audio)
+
+    Sentences are found as the synthesizers find them (sentencex, for
+    ``language``) and packed whole into each piece. A sentence longer than
+    ``max_chars`` is cut where a run-on would be: at its last clause mark,
+    else its last word break, within the limit. Markup (``<break .../>``,
+    ``<digits>...</digits>``) is never cut, nor a character from its
+    combining marks: an element (or a character with its marks) longer than
+    ``max_chars`` is the one piece that may be longer. Joining the pieces
+    gives back ``text`` exactly.
+
+    :raises ValueError: ``max_chars`` below 1.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be 1 or more, not {max_chars}")
+    aggregator = SentenceAggregator(language, max_pending=None)
+    sentences = [*aggregator.push(text), *aggregator.flush()]
+    return list(pack(itertools.chain.from_iterable(_within(s, max_chars) for s in sentences), max_chars))
+
+
+def _within(sentence: str, max_chars: int) -> Iterator[str]:
+    """``sentence`` in pieces of at most ``max_chars``, cut as a run-on is (see :func:`_run_on_cut`)."""
+    rest = sentence
+    while len(rest) > max_chars:
+        spans = protected_spans(rest)
+        cut = _run_on_cut(rest[: max_chars + 1], [span for span in spans if span[0] < max_chars])
+        if cut is None:
+            # The limit falls inside markup (cut after its outermost element), or
+            # inside one character (a base and its marks: cut after it).
+            enclosing = [end for start, end in spans if start < max_chars < end]
+            cut = max(enclosing) if enclosing else _next_grapheme(rest, max_chars)
+            if cut >= len(rest):
+                break
+        yield rest[:cut]
+        rest = rest[cut:]
+    if rest:
+        yield rest

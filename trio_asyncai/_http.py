@@ -12,7 +12,7 @@ import attrs
 import httpx
 import trio
 
-from ._aggregator import SentenceAggregator
+from ._aggregator import SentenceAggregator, pack
 from ._backend import require_trio
 from ._errors import AsyncAIError, QuotaExceededError, SynthesizerClosedError
 from ._groups import single_exception
@@ -74,15 +74,7 @@ class _HttpLink:
         the same moment (a whole text, a flush) go as one request, since
         splitting them gains no time and costs a request each.
         """
-        batch = ""
-        for sentence in sentences:
-            if not sentence.strip():
-                continue
-            if batch and len(batch) + len(sentence) > MAX_REQUEST_CHARS:
-                self.segments_send.send_nowait(batch)
-                batch = ""
-            batch += sentence
-        if batch:
+        for batch in pack((s for s in sentences if s.strip()), MAX_REQUEST_CHARS):
             self.segments_send.send_nowait(batch)
 
     def send_text(self, text: str, *, force: bool) -> None:
@@ -149,9 +141,7 @@ class HttpSynthesizer(BaseSynthesizer[_HttpLink]):
 
     def statistics(self) -> HttpSynthesizerStatistics:
         """Counters for monitoring and tests."""
-        return HttpSynthesizerStatistics(
-            requests_sent=self._requests_sent, open_utterances=len(self._links)
-        )
+        return HttpSynthesizerStatistics(requests_sent=self._requests_sent, open_utterances=len(self._links))
 
     # ---------------------------------------------------------- utterances
 

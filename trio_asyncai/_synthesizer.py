@@ -132,6 +132,13 @@ class BaseSynthesizer(Generic[L]):
             async with synth.speak("Hello from trio.") as utterance:
                 async for chunk in utterance:
                     sink.write(chunk.audio)
+
+        One utterance holds a bounded amount of text: the local server
+        refuses more than 100,000 characters with
+        :exc:`~trio_asyncai.InvalidRequestError` (the service documents no
+        figure). Cut a longer text with :func:`~trio_asyncai.split_text`
+        and speak the pieces one after another, as ``trio-asyncai speak``
+        does.
         """
         check_text(text)
         async with self.open_utterance() as utterance:

@@ -7,6 +7,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .._aggregator import split_text
 from .._http import open_http_synthesizer
 from .._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, Encoding, OutputFormat
 from .._utterance import buffer_limit
@@ -23,6 +24,10 @@ __all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]
 #: The one model the service applies speed_control and stability to.
 _VOICE_CONTROL_MODEL = "async_flash_v1.0"
 _DEFAULT_OUTPUT = "speech.wav"
+#: The most text one utterance carries: a longer text is spoken in pieces, cut at
+#: sentence ends, one after another into the same output. The service documents no
+#: limit; the local server holds at most 100,000 characters an utterance.
+_PIECE_CHARS = 50_000
 
 
 HELP = "speak text into an audio file, or on the speakers"
@@ -199,27 +204,34 @@ async def run(args: argparse.Namespace) -> int:
             stack.push_async_callback(player.close)
         target = await stack.enter_async_context(open_target(args))
         synth = await stack.enter_async_context(_synthesizer(args, fmt, target))
+        decode = mulaw and (args.pcm16 or args.play)
+        received = characters = 0
+        ttfb: float | None = None
         try:
-            async with synth.speak(args.text) as utterance:
-                async for chunk in utterance:
-                    pcm = mulaw_to_pcm16(chunk.audio) if mulaw and (args.pcm16 or args.play) else chunk.audio
-                    if sink is not None:
-                        sink.write(pcm if written != fmt.encoding else chunk.audio)
-                        if args.output == "-":
-                            sys.stdout.buffer.flush()  # for a player at the other end of a pipe
-                    if player is not None:
-                        await player.play(pcm)
-                    progress.update(utterance.metrics.audio_bytes)
+            for piece in split_text(args.text, _PIECE_CHARS, language=args.language or "en"):
+                async with synth.speak(piece) as utterance:
+                    async for chunk in utterance:
+                        pcm = mulaw_to_pcm16(chunk.audio) if decode else chunk.audio
+                        if sink is not None:
+                            sink.write(pcm if written != fmt.encoding else chunk.audio)
+                            if args.output == "-":
+                                sys.stdout.buffer.flush()  # for a player at the other end of a pipe
+                        if player is not None:
+                            await player.play(pcm)
+                        progress.update(received + utterance.metrics.audio_bytes)
+                metrics = utterance.metrics
+                received += metrics.audio_bytes
+                characters += metrics.characters
+                ttfb = metrics.ttfb if ttfb is None else ttfb
         finally:
             progress.clear()
-        metrics = utterance.metrics
-        if metrics.audio_bytes == 0:
+        if received == 0:
             raise CommandError(f"{target.where} returned no audio for this text; nothing written")
         if sink is not None:
             sink.close()
     if not args.quiet:
-        seconds = metrics.audio_bytes / per_second
-        ttfb = f"{metrics.ttfb * 1000:.0f} ms" if metrics.ttfb is not None else "n/a"
+        seconds = received / per_second
+        shown_ttfb = f"{ttfb * 1000:.0f} ms" if ttfb is not None else "n/a"
         done = (
             "played"
             if args.output is None
@@ -228,13 +240,9 @@ async def run(args: argparse.Namespace) -> int:
             else f"wrote {args.output}"
         )
         # mp3's length is known to its decoder only: its size says what came.
-        amount = (
-            f"{metrics.audio_bytes} bytes of mp3"
-            if fmt.container == "mp3"
-            else f"{seconds:.2f} s of {written}"
-        )
+        amount = f"{received} bytes of mp3" if fmt.container == "mp3" else f"{seconds:.2f} s of {written}"
         # With the audio on standard output, the summary goes to standard error.
         report = sys.stderr if args.output == "-" else sys.stdout
         print(f"{done}: {amount} audio at {fmt.sample_rate} Hz from {target.where}", file=report)
-        print(f"time to first audio: {ttfb}; {metrics.characters} characters", file=report)
+        print(f"time to first audio: {shown_ttfb}; {characters} characters", file=report)
     return 0
