@@ -45,6 +45,7 @@ from ._errors import (
     error_from_body,
     error_from_close_reason,
     error_from_code,
+    os_reason,
     refuses_settings,
 )
 from ._groups import leaves
@@ -578,7 +579,7 @@ class Connector:
         except trio.TooSlowError:
             raise self.timeout_error() from None
         except OSError as exc:
-            raise ConnectError(f"could not connect to {self.base_url}: {exc.strerror or exc}") from None
+            raise ConnectError(f"could not connect to {self.base_url}: {os_reason(exc)}") from None
         up = False
         failure: AsyncAIError | None = None
         watch = _HandshakeWatch(stream)

@@ -66,6 +66,8 @@ import datetime
 import email.utils
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIError",
+    "os_reason",
     "AsyncAIError",
     "AuthenticationError",
     "ConfigurationError",
@@ -531,3 +534,31 @@ def is_fatal(error: BaseException) -> bool:
     with ``fatal=True``; end the pipeline when you see one.
     """
     return isinstance(error, AuthenticationError | QuotaExceededError)
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why a connection failed, in the system's words: ``Connection refused``, ``Name or service not known``.
+
+    The first OS error with a reason in ``exc``'s causes (and in the groups
+    among them, where trio puts the failure of each address it tried); else
+    ``exc``'s own message. Used where transport errors become ours, for the
+    WebSocket's socket and httpx alike.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            # trio words a refused address as "Error connecting to (...): Connection refused":
+            # the system's own words for the number are shorter, and the address is said already.
+            number = current.errno
+            if isinstance(number, int) and number > 0 and not isinstance(current, socket.gaierror):
+                return os.strerror(number)
+            return current.strerror
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return str(exc) or type(exc).__name__

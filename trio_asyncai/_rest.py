@@ -34,6 +34,7 @@ from ._errors import (
     ServerError,
     SynthesisTimeout,
     error_from_body,
+    os_reason,
 )
 from ._retry import Backoff
 
@@ -55,8 +56,17 @@ def map_transport_error(exc: httpx.HTTPError, what: str) -> AsyncAIError:
     if isinstance(exc, httpx.TimeoutException):
         return SynthesisTimeout(f"{what}: the service went silent ({type(exc).__name__})")
     if isinstance(exc, httpx.ConnectError):
-        return ConnectError(f"{what}: could not connect")
+        return ConnectError(f"{what}: could not connect to {_origin(exc)}: {os_reason(exc)}")
     return ConnectionLostError(f"{what}: {type(exc).__name__}")
+
+
+def _origin(exc: httpx.HTTPError) -> str:
+    """The scheme, host and port ``exc``'s request went to: never its path or query (a signed URL's)."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error raised without its request
+        return "the service"
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
 
 
 def _error_of(response: httpx.Response, body: bytes) -> APIError:
