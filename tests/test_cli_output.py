@@ -11,13 +11,17 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import threading
 import wave
 from pathlib import Path
 
+import pytest
 from cli_run import Cli, names, one_line_error
 from helpers import TIMEOUT
 
+from trio_asyncai._cli._common import CommandError
+from trio_asyncai._cli._output import open_player
 from trio_asyncai._wav import WavWriter
 from trio_asyncai.server import SignalEngine
 
@@ -116,3 +120,15 @@ def test_a_streamed_wav_header_reads_as_unknown_length() -> None:
     with wave.open(io.BytesIO(data)) as wav:  # players read it; the frames are what came
         assert wav.getframerate() == 16000
         assert wav.readframes(100) == b"\x01\x00" * 10
+
+
+def test_play_without_portaudio_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # sounddevice installed, its PortAudio library not: importing it raises OSError.
+    (tmp_path / "sounddevice.py").write_text('raise OSError("PortAudio library not found")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    with pytest.raises(CommandError) as caught:
+        open_player(24000, "pcm_s16le")
+    message = str(caught.value)
+    assert message.startswith("--play cannot load the PortAudio library (PortAudio library not found)")
+    assert "apt install libportaudio2" in message and "brew install portaudio" in message

@@ -174,3 +174,23 @@ async def test_serve_stops_gracefully_on_a_stop_signal(
     assert got == whole.content  # the request in flight finished, whole
     assert got_code == code
     assert err.decode() == f"trio-asyncai: {word}: the server has stopped\n"
+
+
+async def test_a_closed_pipe_ends_speak_quietly(tmp_path: Path) -> None:
+    # `trio-asyncai speak ... -o - | head -c 1000`: no "Broken pipe", no "Exception ignored".
+    text = "A text long enough to fill the pipe. " * 40
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            command("speak", text, "-o", "-", "--format", "raw", *SIGNAL),
+            stdout=-1, stderr=-1, stdin=-3, cwd=tmp_path, env=cli_env(),
+        )  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        got = b""
+        while len(got) < 1000:
+            got += await process.stdout.receive_some(1000 - len(got))
+        await process.stdout.aclose()  # head has what it wanted
+        err = b""
+        async for data in process.stderr:
+            err += data
+        code = await process.wait()
+    assert (code, err.decode()) == (141, "")

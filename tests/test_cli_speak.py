@@ -6,6 +6,7 @@ Its exit status, Ctrl+C and a real terminal are in test_cli_process.py.
 from __future__ import annotations
 
 import io
+import sys
 import types
 import wave
 from pathlib import Path
@@ -245,3 +246,21 @@ def test_a_text_over_the_servers_limit_is_spoken_in_pieces(
     assert len(pieces) == 5
     per_char = SignalEngine(sample_rate=8000).samples_for
     assert len((tmp_path / "long.raw").read_bytes()) == 2 * sum(per_char(p) for p in pieces)
+
+
+class _ClosedPipe(io.RawIOBase):
+    """Standard output whose reader has gone (``| head -c 0``)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BufferedWriter(_ClosedPipe())))
+    run = cli("speak", TEXT, "-o", "-", "--format", "raw", *SIGNAL, cwd=tmp_path)
+    assert (run.code, run.err) == (141, "")  # 128 + SIGPIPE, as cat's

@@ -91,3 +91,48 @@ def test_clone_list_delete_against_a_server(tmp_path: Path, cli: Cli) -> None:
             cli("voices", "clone", "nothing.wav", "--name", "X", *at, cwd=tmp_path),
             "No such file or directory",
         )
+
+
+def test_clone_shows_what_was_stored(tmp_path: Path, cli: Cli) -> None:
+    # The service answers a clone with id, name, description and language only.
+    sample = tmp_path / "me.wav"
+    write_sample(sample)
+    with server_in_thread(engine="signal") as server:
+        cloned = cli(
+            "voices", "clone", str(sample), "--name", "Me", "--gender", "female", "--accent", "british",
+            "--style", "calm,narration", "--json", "--base-url", server.url,
+        )  # fmt: skip
+    assert cloned.code == 0, cloned.err
+    voice = json.loads(cloned.out)
+    assert (voice["gender"], voice["accent"], voice["style"]) == ("Female", "british", "calm,narration")
+    assert cloned.err == ""  # a server that keeps it: no note
+
+
+def test_clone_in_a_server_of_its_own_says_the_voice_is_gone(tmp_path: Path, cli: Cli) -> None:
+    sample = tmp_path / "me.wav"
+    write_sample(sample)
+    cloned = cli("voices", "clone", str(sample), "--name", "Me")
+    assert cloned.code == 0, cloned.err
+    assert "name:" in cloned.out
+    assert cloned.err.startswith("trio-asyncai: note: this voice lives in a local server started for this")
+    assert "clone against 'trio-asyncai serve' (--base-url) to keep it" in cloned.err
+
+
+def test_clone_of_a_missing_file_is_one_line(cli: Cli) -> None:
+    one_line_error(
+        cli("voices", "clone", "/nowhere.wav", "--name", "X"),
+        "error: cannot read /nowhere.wav: No such file or directory",
+    )
+
+
+def test_an_unknown_action_lists_the_actions(cli: Cli) -> None:
+    run = cli("voices", "shw", DEFAULT_VOICE_ID)
+    assert run.code == 2
+    assert "invalid choice: 'shw' (choose from 'list', 'show', 'clone', 'delete')" in run.err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "x"])
+def test_a_limit_below_one_is_a_usage_error(limit: str, cli: Cli) -> None:
+    run = cli("voices", "list", "--limit", limit)
+    assert run.code == 2
+    assert "argument --limit:" in run.err

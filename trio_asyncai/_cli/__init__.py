@@ -9,6 +9,8 @@ with exit code 1; bad arguments are argparse's usage message with exit code
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -25,6 +27,8 @@ from ._common import STOP_SIGNALS, CommandError, Stopped
 __all__ = ["main"]
 
 _EXIT_ERROR = 1
+#: A process that SIGPIPE ended, as shells report it.
+_EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 _COMMANDS = {"speak": _speak, "voices": _voices, "serve": _serve}
@@ -92,6 +96,17 @@ async def _run_until_interrupted(module: ModuleType, args: argparse.Namespace) -
     return code
 
 
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush finds no broken pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file of the process: nothing to flush at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-asyncai`` command; returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -109,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ours (the others are what it caused: a local server torn down, say); a
         # bug among them is shown whole.
         stops: list[BaseException] = [e for e in found if isinstance(e, KeyboardInterrupt)]
+        if not stops and any(isinstance(e, BrokenPipeError) for e in found):
+            # The reader of our output is gone (``| head``): nothing more to say, to
+            # anyone. Quiet, with the status of a process SIGPIPE ended, as cat's.
+            _silence_stdout()
+            return _EXIT_BROKEN_PIPE
         found = stops or [e for e in found if not isinstance(e, trio.Cancelled)] or found
         lines = [_one_line(e) for e in found]
         if any(line is None for line in lines):

@@ -92,6 +92,8 @@ class Target:
     default_voice: str | None
     #: For messages: "the local server (piper voice)", a URL, or "the Async API".
     where: str
+    #: A local server started for this command alone: what it stores is gone when the command ends.
+    in_process: bool = False
 
     def voice(self, given: str | None) -> str:
         """The voice: ``--voice``, else ``ASYNCAI_VOICE_ID``, else the local server's default."""
@@ -161,4 +163,5 @@ async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
             api_key="local",
             default_voice=DEFAULT_VOICE_ID,
             where=f"the local server ({server.engine.name} voice)",
+            in_process=True,
         )

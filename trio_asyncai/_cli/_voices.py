@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import sys
 
 import attrs
 
 from .._client import AsyncAIClient, Voice, open_client
-from ._common import add_target_options, open_target
+from .._errors import AsyncAIError
+from ._common import CommandError, add_target_options, open_target, positive_int
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]
 
@@ -60,7 +63,7 @@ def add_arguments(voices: argparse.ArgumentParser) -> None:
     mine.add_argument(
         "--predefined", dest="my_voice", action="store_const", const=False, help="the service's voices only"
     )
-    listing.add_argument("--limit", type=int, help="show at most this many voices")
+    listing.add_argument("--limit", type=positive_int, help="show at most this many voices (1 or more)")
 
     show = action("show", "Show one voice.")
     show.add_argument("voice_id", metavar="VOICE_ID")
@@ -81,14 +84,16 @@ def add_arguments(voices: argparse.ArgumentParser) -> None:
 
 
 def default_action(words: list[str]) -> list[str]:
-    """The words after ``voices``, with ``list`` put first when no action is named.
+    """The words after ``voices``, with ``list`` put first when they start with an option, or are none.
 
     ``trio-asyncai voices --json --language en`` is then ``voices list --json
-    --language en``: the bare command takes every option of ``list``.
+    --language en``: the bare command takes every option of ``list``. A first
+    word that is no option is left for argparse to check as an action
+    (``voices shw`` is an invalid choice, and the actions are listed).
     """
-    if words and (words[0] in _ACTIONS or words[0] in ("-h", "--help")):
-        return words
-    return ["list", *words]
+    if not words or (words[0].startswith("-") and words[0] not in ("-h", "--help")):
+        return ["list", *words]
+    return words
 
 
 def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -114,8 +119,6 @@ def _show(voice: Voice) -> str:
 
 async def _list(client: AsyncAIClient, args: argparse.Namespace) -> list[Voice]:
     found: list[Voice] = []
-    if args.limit is not None and args.limit < 1:
-        return found
     pages = client.voices.list(page_size=100, **{name: getattr(args, name) for name in _FILTERS})
     async with contextlib.aclosing(pages):  # type: ignore[type-var]
         async for voice in pages:
@@ -123,6 +126,27 @@ async def _list(client: AsyncAIClient, args: argparse.Namespace) -> list[Voice]:
             if len(found) == args.limit:
                 break
     return found
+
+
+async def _clone(client: AsyncAIClient, args: argparse.Namespace) -> Voice:
+    """Clone, then read the voice back as it was stored.
+
+    The service answers a clone with the new voice's id, name, description
+    and language only; what it stored of the gender, accent and style is
+    read back with ``voices.get``. Should that read fail, the clone has
+    happened all the same: its answer is shown, as it came.
+    """
+    try:
+        with open(args.audio, "rb") as file:  # noqa: ASYNC230 - a small local file, read once
+            sample = file.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.audio}: {exc.strerror or exc}") from None
+    options = {name: getattr(args, name) for name in _CLONE_OPTIONS}
+    cloned = await client.voices.clone(sample, filename=os.path.basename(args.audio), **options)
+    try:
+        return await client.voices.get(cloned.voice_id)
+    except AsyncAIError:
+        return cloned
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -140,9 +164,14 @@ async def run(args: argparse.Namespace) -> int:
             voice = await client.voices.get(args.voice_id)
             print(json.dumps(attrs.asdict(voice), indent=2) if args.json else _show(voice))
         elif args.action == "clone":
-            options = {name: getattr(args, name) for name in _CLONE_OPTIONS}
-            voice = await client.voices.clone(args.audio, **options)
+            voice = await _clone(client, args)
             print(json.dumps(attrs.asdict(voice), indent=2) if args.json else _show(voice))
+            if target.in_process:
+                print(
+                    "trio-asyncai: note: this voice lives in a local server started for this command "
+                    "alone, and is gone now; clone against 'trio-asyncai serve' (--base-url) to keep it",
+                    file=sys.stderr,
+                )
         else:
             await client.voices.delete(args.voice_id)
             print(json.dumps({"deleted": args.voice_id}) if args.json else f"deleted {args.voice_id}")
