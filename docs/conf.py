@@ -29,7 +29,7 @@ extensions = [
 ]
 
 root_doc = "index"
-exclude_patterns = ["_build", "examples"]
+exclude_patterns = ["_build"]
 nitpicky = False
 default_role = "obj"
 pygments_style = "default"

@@ -19,9 +19,17 @@ from helpers import TIMEOUT
 
 from trio_asyncai.server import Engine, load_engine, piper_available
 
-EXAMPLES = sorted([*(ROOT / "docs" / "examples").glob("*.py"), *(ROOT / "examples").glob("*.py")])
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 #: The one run in an interpreter of its own: the first one a reader meets.
-IN_A_PROCESS = ROOT / "docs" / "examples" / "hello_wav.py"
+IN_A_PROCESS = ROOT / "examples" / "hello_wav.py"
+
+
+def test_the_examples_have_one_home() -> None:
+    # Every example is in examples/, and every one is shown in the docs.
+    assert len(EXAMPLES) == 8
+    assert not (ROOT / "docs" / "examples").exists()
+    docs = "".join(page.read_text() for page in (ROOT / "docs").glob("*.rst"))
+    assert [e.name for e in EXAMPLES if f"literalinclude:: ../examples/{e.name}" not in docs] == []
 
 
 @pytest.fixture
