@@ -2,7 +2,9 @@
 
 Every check raises :exc:`RequestError` with the service's error code and the
 HTTP status that goes with it; the endpoints turn it into a JSON error body
-(HTTP, :func:`error_answer`) or an error message (WebSocket, :func:`error_body`).
+(HTTP, :func:`~._admission.error_answer`) or an error message (WebSocket,
+``ws_error``). What every request passes first (key, version, fault
+statuses) is :mod:`._admission`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any, Final, Literal, final
 import attrs
 
 from ._mp3 import MP3_UNAVAILABLE, load_lameenc, mp3_bit_rate
-from ._state import Faults
 from ._voices import LibraryVoice, VoiceLibrary
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "AudioFormat",
     "RequestError",
     "SynthesisRequest",
-    "error_answer",
-    "error_body",
     "parse_connection_settings",
     "parse_language",
     "parse_output_format",
@@ -63,20 +62,6 @@ ERROR_STATUS: Final[Mapping[str, int]] = {
     "SERVICE_UNAVAILABLE": 503,
 }
 
-#: The error code the server gives an HTTP status it is told to answer with.
-CODE_FOR_STATUS: Final[Mapping[int, str]] = {
-    400: "INVALID_REQUEST",
-    401: "INVALID_API_KEY",
-    403: "INVALID_API_KEY",
-    404: "VERSION_NOT_FOUND",
-    413: "FILE_TOO_LARGE",
-    429: "RATE_LIMIT_EXCEEDED",
-    500: "INTERNAL_SERVER_ERROR",
-    502: "SERVICE_UNAVAILABLE",
-    503: "SERVICE_UNAVAILABLE",
-    504: "SERVICE_UNAVAILABLE",
-}
-
 #: Language codes the service synthesizes (ISO 639-1): the 15 TTS languages.
 #: A regional tag (``en-US``) falls back to its base code. Not ``nl``.
 SUPPORTED_LANGUAGES: Final = frozenset(
@@ -94,8 +79,6 @@ KNOWN_MODELS: Final = ("async_flash_v1.5", "async_pro_v1.0", "async_flash_v1.0")
 VOICE_CONTROL_MODEL: Final = "async_flash_v1.0"
 MIN_SPEED: Final = 0.7
 MAX_SPEED: Final = 2.0
-
-API_VERSION: Final = "v1"
 
 #: The longest transcript an HTTP synthesis request may carry, and the most
 #: text a WebSocket context may hold unsynthesized, in characters (*our
@@ -154,65 +137,6 @@ class RequestError(Exception):
         self.message = message
         self.status = status if status is not None else ERROR_STATUS.get(code, 400)
         self.extra = dict(extra) if extra is not None else None
-
-
-def error_body(code: str, message: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The flat JSON error object ``{"error_code", "message", "extra"?}``.
-
-    What a WebSocket error message carries; over HTTP the service nests it
-    as ``{"detail": {...}}`` (:func:`error_answer`).
-    """
-    body: dict[str, Any] = {"error_code": code, "message": message}
-    if extra:
-        body["extra"] = dict(extra)
-    return body
-
-
-_REASONS: Final[Mapping[int, str]] = {
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-def error_answer(
-    faults: Faults,
-    status: int,
-    code: str,
-    message: str,
-    *,
-    extra: Mapping[str, Any] | None = None,
-    method: str = "GET",
-    path: str = "/",
-) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """The JSON body and extra headers of an HTTP error answer, as the service shapes them.
-
-    * A 5xx is the service's code-less ``{"message", "method", "url",
-      "detail": message}``.
-    * Anything else is ``{"detail": {"error_code", "message", "extra"?}}``,
-      or the flat ``{"error_code", "message", "extra"?}`` with the
-      ``flat_error_bodies`` fault.
-    * ``RATE_LIMIT_EXCEEDED`` carries ``extra.limit`` and
-      ``extra.retry_after_ms`` (``faults.retry_after_ms``), and no
-      ``Retry-After`` header: the service sends none.
-    * With ``faults.retry_after_header`` set, every 429 and 5xx carries that
-      ``Retry-After`` header instead of ``retry_after_ms``.
-    """
-    headers: dict[str, str] | None = None
-    header = faults.retry_after_header
-    if header is not None and (status == 429 or status >= 500):
-        headers = {"Retry-After": header}
-    if status >= 500:
-        reason = _REASONS.get(status, "Server Error")
-        return {"message": reason, "method": method, "url": path, "detail": message}, headers
-    details = dict(extra or {})
-    if code == "RATE_LIMIT_EXCEEDED":
-        details.setdefault("limit", 60)
-        if header is None:
-            details.setdefault("retry_after_ms", faults.retry_after_ms)
-    flat = error_body(code, message, details or None)
-    return (flat if faults.flat_error_bodies else {"detail": flat}), headers
 
 
 @final
