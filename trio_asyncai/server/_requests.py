@@ -10,7 +10,7 @@ statuses) is :mod:`._admission`'s.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Literal, TypeVar, final
 
 import attrs
 
@@ -331,13 +331,12 @@ def _model_id(body: Mapping[str, Any]) -> str:
     return model_id
 
 
-@final
 @attrs.frozen
-class ConnectionSettings:
-    """What a WebSocket's initializeConnection fixes for the whole connection.
+class _VoiceSettings:
+    """What a synthesis request and an initializeConnection both fix (see their parsers).
 
-    ``voice`` is the voice as rendered on this connection: its
-    ``params.speed`` is ``speed_control`` when the model honours it.
+    ``voice`` is the voice as rendered: its ``params.speed`` and
+    ``params.stability`` are the request's when the model honours them.
     """
 
     model_id: str
@@ -346,6 +345,53 @@ class ConnectionSettings:
     language: str | None
     speed_control: float | None = None
     stability: int | None = None
+
+
+@final
+@attrs.frozen
+class ConnectionSettings(_VoiceSettings):
+    """What a WebSocket's initializeConnection fixes for the whole connection."""
+
+
+@final
+@attrs.frozen
+class SynthesisRequest(_VoiceSettings):
+    """A validated HTTP synthesis request body: the settings and the transcript."""
+
+    transcript: str = attrs.field(kw_only=True)
+
+
+_Settings = TypeVar("_Settings", bound=_VoiceSettings)
+
+
+def _parse_voice_settings(
+    kind: type[_Settings],
+    body: Mapping[str, Any],
+    voices: VoiceLibrary,
+    model_id: str,
+    *,
+    streaming: bool,
+    **more: Any,
+) -> _Settings:
+    """The validation both parsers share, in this order: voice, format, language, voice controls.
+
+    Builds a ``kind`` with them, ``model_id`` and ``more`` (the transcript).
+    """
+    if "voice" not in body:
+        raise RequestError("INVALID_REQUEST", "voice is required")
+    voice = parse_voice(body["voice"], voices)
+    output_format = parse_output_format(body.get("output_format"), streaming=streaming)
+    language = parse_language(body.get("language"))
+    speed, stability = parse_voice_controls(body)
+    return kind(
+        model_id=model_id,
+        voice=_voice_for(voice, model_id, speed, stability),
+        output_format=output_format,
+        language=language,
+        speed_control=speed,
+        stability=stability,
+        **more,
+    )
 
 
 def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionSettings:
@@ -358,34 +404,7 @@ def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionS
             "the first message must be initializeConnection: {model_id, voice, output_format}",
         )
     model_id = _model_id(body)
-    if "voice" not in body:
-        raise RequestError("INVALID_REQUEST", "voice is required")
-    voice = parse_voice(body["voice"], voices)
-    output_format = parse_output_format(body.get("output_format"), streaming=True)
-    language = parse_language(body.get("language"))
-    speed, stability = parse_voice_controls(body)
-    return ConnectionSettings(
-        model_id=model_id,
-        voice=_voice_for(voice, model_id, speed, stability),
-        output_format=output_format,
-        language=language,
-        speed_control=speed,
-        stability=stability,
-    )
-
-
-@final
-@attrs.frozen
-class SynthesisRequest:
-    """A validated HTTP synthesis request body (``voice`` as in :class:`ConnectionSettings`)."""
-
-    model_id: str
-    transcript: str
-    voice: LibraryVoice
-    output_format: AudioFormat
-    language: str | None
-    speed_control: float | None = None
-    stability: int | None = None
+    return _parse_voice_settings(ConnectionSettings, body, voices, model_id, streaming=True)
 
 
 def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bool) -> SynthesisRequest:
@@ -400,18 +419,6 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
         raise RequestError("INVALID_REQUEST", "transcript is empty")
     if len(transcript) > MAX_TRANSCRIPT_CHARS:
         raise transcript_too_long(len(transcript))
-    if "voice" not in body:
-        raise RequestError("INVALID_REQUEST", "voice is required")
-    voice = parse_voice(body["voice"], voices)
-    output_format = parse_output_format(body.get("output_format"), streaming=streaming)
-    language = parse_language(body.get("language"))
-    speed, stability = parse_voice_controls(body)
-    return SynthesisRequest(
-        model_id=model_id,
-        transcript=transcript,
-        voice=_voice_for(voice, model_id, speed, stability),
-        output_format=output_format,
-        language=language,
-        speed_control=speed,
-        stability=stability,
+    return _parse_voice_settings(
+        SynthesisRequest, body, voices, model_id, streaming=streaming, transcript=transcript
     )
