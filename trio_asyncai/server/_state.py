@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from collections.abc import Callable
 from typing import Any, final
@@ -11,6 +12,7 @@ import attrs
 import trio
 
 from ._engines import Engine
+from ._store import VoiceStore
 from ._voices import VoiceLibrary
 
 __all__ = ["ConnectionLog", "Faults", "HTTPRequestLog", "ServerLog", "ServerState"]
@@ -273,6 +275,13 @@ class ServerState:
     ``api_key`` is never shown in a repr. ``limiter`` bounds how many synthesis
     steps run in worker threads at once. ``signing_key`` signs the preview
     URLs the server hands out (random per server).
+
+    ``state_dir``: where cloned voices and their samples are kept across
+    restarts (created if missing); ``None`` keeps them in memory only. Its
+    voices are read when the state is made, which raises
+    :exc:`~trio_asyncai.server.StateDirError` (naming the file, changing
+    nothing) for a directory that is damaged or not the server's. ``store``
+    (:class:`VoiceStore`) makes every change to cloned voices.
     """
 
     engine: Engine
@@ -283,8 +292,11 @@ class ServerState:
     log: ServerLog = attrs.field(factory=ServerLog)
     limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
     signing_key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
+    state_dir: str | os.PathLike[str] | None = None
+    store: VoiceStore = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self.store = VoiceStore(self.voices, self.state_dir)
         if self.idle_timeout is not None and not (
             self.idle_timeout > 0 and not math.isinf(self.idle_timeout)
         ):
