@@ -188,6 +188,13 @@ def test_a_file_is_not_a_state_directory(tmp_path: Path) -> None:
     assert path.read_text() == "mine"
 
 
+def test_a_directory_that_cannot_be_made_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(StateDirError, match="cannot be used") as refused:
+        ServerState(engine=SignalEngine(), state_dir=tmp_path / "file" / "below")
+    assert "file" in str(refused.value.path)
+
+
 def _good_index(directory: Path) -> None:
     """A state directory with one cloned voice, as a server leaves it."""
     (directory / "samples").mkdir()
@@ -240,6 +247,7 @@ def _edit(**changes: Any) -> Any:
         (_edit(entry={"sample": "../../etc/passwd"}), "voices.json", "is not in samples/"),
         (lambda d: (d / "samples" / "v1.wav").unlink(), "samples/v1.wav", "is missing"),
         (lambda d: (d / "samples" / "v1.wav").write_bytes(b"RIFF"), "samples/v1.wav", "has 4 bytes"),
+        (_edit(entry={"voice_id": DEFAULT_VOICE_ID}), "voices.json", "the id of a predefined voice"),
     ],
     ids=[
         "torn",
@@ -252,6 +260,7 @@ def _edit(**changes: Any) -> Any:
         "sample-outside",
         "sample-missing",
         "sample-changed",
+        "predefined-id",
     ],
 )
 async def test_a_damaged_state_is_a_clear_error_and_nothing_is_changed(

@@ -89,7 +89,12 @@ def _is_temporary(name: str) -> bool:
 
 
 def _fsync_dir(directory: Path) -> None:
-    """Flush a directory's entries (a rename or a new file in it) to the disk."""
+    """Flush a directory's entries (a rename or a new file in it) to the disk.
+
+    Not on Windows, where a directory cannot be opened (and a rename is flushed with its file).
+    """
+    if os.name == "nt":
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -228,12 +233,28 @@ def _read_index(directory: Path) -> list[_Entry]:
 
 def _open_directory(directory: Path) -> list[_Entry]:
     """Check (or create) a state directory and read its voices; see the module docstring."""
-    if directory.exists() and not directory.is_dir():
-        raise StateDirError(directory, f"the state directory {directory} is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    names = os.listdir(directory)
-    if INDEX_NAME in names:
-        return _read_index(directory)
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise StateDirError(directory, f"the state directory {directory} is not a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        names = os.listdir(directory)
+        if INDEX_NAME in names:
+            return _read_index(directory)
+        _check_empty(directory, names)
+        write_atomically(directory / INDEX_NAME, _index_bytes([]))
+    except StateDirError:
+        raise
+    except OSError as exc:
+        where = Path(exc.filename) if isinstance(exc.filename, str) else directory
+        reason = exc.strerror or str(exc)
+        raise StateDirError(
+            where, f"the state directory {directory} cannot be used: {where}: {reason}"
+        ) from None
+    return []
+
+
+def _check_empty(directory: Path, names: list[str]) -> None:
+    """Refuse a directory without an index that holds anything but our temporary files."""
     others = sorted(n for n in names if not _is_temporary(n))
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
@@ -242,8 +263,6 @@ def _open_directory(directory: Path) -> list[_Entry]:
             f"the state directory {directory} holds files that are not a trio-asyncai state "
             f"({shown}) and no {INDEX_NAME}: use an empty or new directory",
         )
-    write_atomically(directory / INDEX_NAME, _index_bytes([]))
-    return []
 
 
 @final
@@ -265,7 +284,14 @@ class VoiceStore:
         self._entries: dict[str, _Entry] = {}
         self._lock = trio.Lock()
         if self.directory is not None:
-            for entry in _open_directory(self.directory):
+            entries = _open_directory(self.directory)
+            for entry in entries:
+                if entry.voice.voice_id in library:
+                    index = self.directory / INDEX_NAME
+                    raise _damaged(
+                        index, f"the voice {entry.voice.voice_id} has the id of a predefined voice"
+                    )
+            for entry in entries:
                 self._entries[entry.voice.voice_id] = entry
                 library.add(entry.voice)
             logger.debug("state directory %s: %d cloned voices", self.directory, len(self._entries))
