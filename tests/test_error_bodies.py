@@ -96,7 +96,8 @@ async def test_a_refused_handshake_reads_both_shapes(keyed_server: LocalServer) 
 async def test_a_refused_handshake_carries_retry_after(flat: bool) -> None:
     async with open_local_server(engine="signal", idle_timeout=None) as server:
         server.faults.flat_error_bodies = flat
-        server.faults.reject_handshake_status = 429
+        # One refusal for each of the three attempts (no retries).
+        server.faults.handshake_statuses = [429, 429, 500]
         server.faults.retry_after_ms = 2500
         with trio.fail_after(TIMEOUT), pytest.raises(RateLimitError) as limited:
             async with open_synthesizer(
@@ -109,7 +110,6 @@ async def test_a_refused_handshake_carries_retry_after(flat: bool) -> None:
                 base_url=server.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0
             ):
                 pass  # pragma: no cover
-        server.faults.reject_handshake_status = 500
         with trio.fail_after(TIMEOUT), pytest.raises(ServerError) as failed:
             async with open_synthesizer(
                 base_url=server.url, voice_id=DEFAULT_VOICE_ID, max_reconnect_attempts=0
@@ -121,7 +121,33 @@ async def test_a_refused_handshake_carries_retry_after(flat: bool) -> None:
     assert headed.value.retry_after == 7.0
     # The 500 shape: no code, the detail in the message, and retryable.
     assert (failed.value.code, failed.value.status, failed.value.retryable) == (None, 500, True)
-    assert "fault injected" in failed.value.message
+    assert "injected by the local server's faults" in failed.value.message
+
+
+@pytest.mark.parametrize("header", [None, "7"])
+async def test_a_rate_limit_message_tells_its_wait_unless_the_header_fault_is_on(
+    header: str | None,
+) -> None:
+    """A WebSocket error message follows the HTTP rule: no ``retry_after_ms`` with the header fault.
+
+    A message has no header to carry the wait instead: the client then knows no wait.
+    """
+    async with open_local_server(engine="signal", idle_timeout=None) as server:
+        server.faults.retry_after_ms = 2500
+        server.faults.retry_after_header = header
+        server.faults.error_on_text = "RATE_LIMIT_EXCEEDED"
+        with trio.fail_after(TIMEOUT):
+            async with open_synthesizer(base_url=server.url, voice_id=DEFAULT_VOICE_ID) as synth:
+                with pytest.raises(RateLimitError) as limited:
+                    async with synth.speak("Slow down.") as utterance:
+                        await utterance.read_all()
+    extra = {k: v for k, v in limited.value.extra.items() if k != "request_id"}
+    if header is None:
+        assert extra == {"limit": 60, "retry_after_ms": 2500}
+        assert limited.value.retry_after == 2.5
+    else:
+        assert extra == {"limit": 60}
+        assert limited.value.retry_after is None
 
 
 @pytest.mark.parametrize("flat", [False, True])

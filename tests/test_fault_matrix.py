@@ -85,17 +85,20 @@ WEBSOCKET_CASES = [
     Case("error RATE_LIMIT_EXCEEDED", _set(error_on_text="RATE_LIMIT_EXCEEDED"), RateLimitError),
     Case("error USAGE_LIMIT_EXCEEDED", _set(error_on_text="USAGE_LIMIT_EXCEEDED"), QuotaExceededError),
     Case("error INTERNAL_SERVER_ERROR", _set(error_on_text="INTERNAL_SERVER_ERROR"), ServerError),
-    Case("handshake refused 401 on reconnect", _set(reject_handshake_status=401), AuthenticationError),
-    Case("handshake refused 503 on reconnect", _set(reject_handshake_status=503), ServerError),
-    Case("handshake refused 429 on reconnect", _set(reject_handshake_status=429), RateLimitError),
+    # Each status refuses one handshake: four are the first attempt and the
+    # three retries of max_reconnect_attempts.
+    Case("handshake refused 401 on reconnect", _set(handshake_statuses=[401]), AuthenticationError),
+    Case("handshake refused 503 on reconnect", _set(handshake_statuses=[503] * 4), ServerError),
+    Case("handshake refused 429 on reconnect", _set(handshake_statuses=[429] * 4), RateLimitError),
+    Case("handshake refused 503 once, then fine, on reconnect", _set(handshake_statuses=[503]), None),
     Case(
         "handshake refused 503, nested JSON, on reconnect",
-        _set(reject_handshake_status=503, nested_json=5000),
+        _set(handshake_statuses=[503] * 4, nested_json=5000),
         ServerError,
     ),
     Case(
         "handshake refused 404, nested JSON, on reconnect",
-        _set(reject_handshake_status=404, nested_json=5000),
+        _set(handshake_statuses=[404], nested_json=5000),
         NotFoundError,
     ),
     Case("no audio for text with speech", _set(no_audio=True), NoAudioError),

@@ -397,12 +397,13 @@ async def test_connection_refused_is_a_connect_error(jump_clock: trio.testing.Mo
 async def test_rejected_handshake_is_retried_then_raised(
     server: LocalServer, jump_clock: trio.testing.MockClock
 ) -> None:
-    server.faults.reject_handshake_status = 503
+    server.faults.handshake_statuses = [503] * 3  # the first attempt and two more
     with trio.fail_after(600), pytest.raises(ServerError) as info:
         async with synth_for(server, max_reconnect_attempts=2):
             pass  # pragma: no cover
     assert info.value.status == 503
     assert server.log.connections_opened == 0
+    assert server.faults.handshake_statuses == []
 
 
 async def test_errors_in_the_block_are_not_wrapped_in_a_group(server: LocalServer) -> None:
@@ -529,7 +530,7 @@ async def test_connect_synthesizer_runs_in_the_callers_nursery(server: LocalServ
 
 
 async def test_connect_synthesizer_reports_connection_errors(server: LocalServer) -> None:
-    server.faults.reject_handshake_status = 401
+    server.faults.handshake_statuses = [401]
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             with pytest.raises(AuthenticationError):

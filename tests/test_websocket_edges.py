@@ -126,11 +126,11 @@ async def test_a_refused_handshake_that_will_not_pass_does_not_grow_the_backoff(
 ) -> None:
     with trio.fail_after(600):
         async with synth_for(server, reconnect_backoff=5.0) as synth:
-            server.faults.reject_handshake_status = 404  # VERSION_NOT_FOUND: no retry helps
+            server.faults.handshake_statuses = [404]  # VERSION_NOT_FOUND: no retry helps
             synth.update_settings(voice_id=PREDEFINED_VOICES[1].voice_id)
             with pytest.raises(NotFoundError):
                 await _speak_timed(synth)
-            server.faults.reject_handshake_status = None
+            assert server.faults.handshake_statuses == []  # one attempt, not retried
             synth.update_settings(voice_id=PREDEFINED_VOICES[2].voice_id)
             took = await _speak_timed(synth)
     assert took < 1.0  # no 5 s wait for a refusal that was not worth a retry
@@ -141,11 +141,11 @@ async def test_a_good_connect_resets_the_backoff_of_failed_ones(
 ) -> None:
     with trio.fail_after(600):
         async with synth_for(server, reconnect_backoff=1.0, connect_timeout=60) as synth:
-            server.faults.reject_handshake_status = 503
+            server.faults.handshake_statuses = [503] * 4
             synth.update_settings(voice_id=PREDEFINED_VOICES[1].voice_id)
             with pytest.raises(ServerError):
                 await _speak_timed(synth)  # four failed attempts: the backoff is at 8 s
-            server.faults.reject_handshake_status = None
+            assert server.faults.handshake_statuses == []
             await _speak_timed(synth)  # waits its turn once, then connects
             server.faults.drop_after_audio_messages = 1
             with pytest.raises(ConnectionLostError):

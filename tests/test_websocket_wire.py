@@ -242,7 +242,7 @@ async def test_bad_max_message_size_is_refused(server: LocalServer, bad: Any) ->
 async def test_a_refused_handshake_waits_as_long_as_the_service_asks(
     server: LocalServer, jump_clock: trio.testing.MockClock
 ) -> None:
-    server.faults.reject_handshake_status = 429
+    server.faults.handshake_statuses = [429] * 3  # the first attempt and two more
     server.faults.retry_after_ms = 7000
     with trio.fail_after(600):
         start = trio.current_time()

@@ -22,7 +22,7 @@ DESCRIPTION = (
     "gracefully: no new connection is accepted, and requests in flight get a second to finish."
 )
 #: The options handed to :func:`trio_asyncai.server.serve` as they are.
-_SERVE_OPTIONS = ("host", "port", "api_key", "engine", "idle_timeout")
+_SERVE_OPTIONS = ("host", "port", "api_key", "engine", "idle_timeout", "state_dir")
 
 
 def port(text: str) -> int:
@@ -52,6 +52,12 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         type=positive_seconds,
         default=60.0,
         help="close connections silent for this many seconds (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep cloned voices and their samples in DIR across restarts, creating it if missing "
+        "(default: in memory, gone when the server stops)",
     )
 
 

@@ -34,6 +34,10 @@ whole files are sent as they are made (wav through a temporary file). The
 log keeps what clients sent only when asked (:func:`open_local_server` does,
 :func:`serve` keeps counters only). docs/server.rst lists the limits.
 
+Cloned voices live in memory, or with ``state_dir`` in a directory that
+keeps them across restarts (:class:`VoiceStore`; a damaged one is a
+:exc:`StateDirError` at start).
+
 Needs the ``[server]`` extra (``lameenc`` is imported only for mp3; without
 it mp3 is refused with 400 ``FORMAT_NOT_RECOGNIZED``); the voice extra is
 optional and imported only when the piper engine first speaks.
@@ -62,6 +66,8 @@ from ._state import Faults as Faults
 from ._state import HTTPRequestLog as HTTPRequestLog
 from ._state import ServerLog as ServerLog
 from ._state import ServerState as ServerState
+from ._store import StateDirError as StateDirError
+from ._store import VoiceStore as VoiceStore
 from ._voices import DEFAULT_VOICE_ID as DEFAULT_VOICE_ID
 from ._voices import PREDEFINED_VOICES as PREDEFINED_VOICES
 from ._voices import LibraryVoice as LibraryVoice
@@ -87,6 +93,8 @@ __all__ = [
     "ServerLog",
     "ServerState",
     "SignalEngine",
+    "StateDirError",
+    "VoiceStore",
     "LibraryVoice",
     "VoiceLibrary",
     "VoiceParams",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, cast, final
@@ -139,11 +140,20 @@ class LocalServer:
 
 
 def _make_state(
-    *, api_key: str | None, engine: Engine | str, idle_timeout: float | None, log_details: bool
+    *,
+    api_key: str | None,
+    engine: Engine | str,
+    idle_timeout: float | None,
+    log_details: bool,
+    state_dir: str | os.PathLike[str] | None,
 ) -> ServerState:
     engine_obj = load_engine(engine) if isinstance(engine, str) else engine
     return ServerState(
-        engine=engine_obj, api_key=api_key, idle_timeout=idle_timeout, log=ServerLog(details=log_details)
+        engine=engine_obj,
+        api_key=api_key,
+        idle_timeout=idle_timeout,
+        log=ServerLog(details=log_details),
+        state_dir=state_dir,
     )
 
 
@@ -219,6 +229,7 @@ async def open_local_server(
     engine: Engine | str = "auto",
     idle_timeout: float | None = 60.0,
     log_details: bool = True,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[LocalServer]:
     """Run an Async-compatible server in the background for the duration of the block.
 
@@ -231,13 +242,24 @@ async def open_local_server(
     ``log_details`` keeps every message and request body in ``server.log``
     for the block's length, as tests want (:class:`ServerLog`); pass False
     for a long-lived server, whose log then keeps counters only.
+    ``state_dir`` keeps cloned voices and their samples in that directory,
+    across restarts (created if missing; ``None``: in memory only, gone when
+    the server stops); a directory that is damaged or holds something else
+    raises :exc:`~trio_asyncai.server.StateDirError` before the server
+    starts, and nothing in it is changed. docs/server.rst describes it.
 
     Exceptions from the block come out as they are, never wrapped in an
     exception group: the block's exception is held while the server task is
     cancelled, then re-raised.
     """
     _require_trio()
-    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
+    state = _make_state(
+        api_key=api_key,
+        engine=engine,
+        idle_timeout=idle_timeout,
+        log_details=log_details,
+        state_dir=state_dir,
+    )
     error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -297,6 +319,7 @@ async def serve(
     engine: Engine | str = "auto",
     idle_timeout: float | None = 60.0,
     log_details: bool = False,
+    state_dir: str | os.PathLike[str] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[LocalServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -304,7 +327,9 @@ async def serve(
 
     Same options as :func:`open_local_server`, except that ``log_details``
     is off by default: a server that runs for days keeps only the log's
-    counters, so that its memory does not grow with what clients send. A
+    counters, so that its memory does not grow with what clients send. With
+    ``state_dir`` (``trio-asyncai serve --state-dir DIR``) cloned voices
+    outlive the server. A
     piper model is verified and
     loaded (in a worker thread) before the server starts listening, so the
     first request is not slow. ``task_status.started()`` gets the
@@ -315,7 +340,13 @@ async def serve(
     finish for up to a second, then returns.
     """
     _require_trio()
-    state = _make_state(api_key=api_key, engine=engine, idle_timeout=idle_timeout, log_details=log_details)
+    state = _make_state(
+        api_key=api_key,
+        engine=engine,
+        idle_timeout=idle_timeout,
+        log_details=log_details,
+        state_dir=state_dir,
+    )
     preload = getattr(state.engine, "preload", None)
     if callable(preload):
         await trio.to_thread.run_sync(preload)

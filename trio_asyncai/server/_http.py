@@ -12,8 +12,8 @@ for a sample rate or bit rate LAME cannot make, the answer is 400
 ``FORMAT_NOT_RECOGNIZED``.
 
 Every endpoint starts with :func:`admit` (log the request, apply the
-``http_statuses`` fault, check the key and the version, and only then read
-the body, bounded) and answers errors with :func:`error_response`, so all
+admission rule of server/_admission.py: the ``http_statuses`` fault, the key
+and the version, and only then read the body, bounded) and answers errors with :func:`error_response`, so all
 of them behave alike. A request refused before its body was read is
 answered at once; the body is then read and dropped (:class:`UnreadBodyResponse`).
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hmac
 import json
 import logging
 import tempfile
@@ -43,6 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ._admission import API_VERSION, admission_refusal, error_answer
 from ._audio import (
     WAV_HEADER_BYTES,
     WordTiming,
@@ -53,14 +53,10 @@ from ._audio import (
     wav_header,
 )
 from ._requests import (
-    API_VERSION,
-    CODE_FOR_STATUS,
     MAX_JSON_BODY_BYTES,
     RequestError,
     SynthesisRequest,
-    error_answer,
     parse_synthesis_request,
-    shown,
 )
 from ._state import Faults, HTTPRequestLog, ServerState
 
@@ -218,14 +214,14 @@ async def admit(
 
     Returns the log record, the body and, if the request is refused, the
     response to send. The checks come before the body is read, so that a
-    refused request costs no memory: the next ``http_statuses`` fault, 401
-    ``INVALID_API_KEY`` (unless ``need_key`` is false; ``extra.api_key`` is
-    the first 4 characters of the key sent, as the service echoes them), 404
-    ``VERSION_NOT_FOUND`` for a ``version`` header other than ``v1`` (none
-    means v1). Then the body is read: over ``max_body`` bytes it is 413
-    ``FILE_TOO_LARGE`` (*our choice* of code and limit: the service documents
-    none for JSON bodies). With ``parse_json`` the body is parsed (``None``
-    when empty; not JSON is 400 ``INVALID_REQUEST``), else it is the raw bytes.
+    refused request costs no memory: the admission rule
+    (:func:`~._admission.admission_refusal`, the one the WebSocket handshake
+    passes too) with the ``x-api-key`` and ``version`` headers and the
+    ``http_statuses`` fault; ``need_key=False`` skips the key. Then the body
+    is read: over ``max_body`` bytes it is 413 ``FILE_TOO_LARGE`` (*our
+    choice* of code and limit: the service documents none for JSON bodies).
+    With ``parse_json`` the body is parsed (``None`` when empty; not JSON is
+    400 ``INVALID_REQUEST``), else it is the raw bytes.
     """
     record = log_request(state, request)
     refused = _check_headers(state, request, record, need_key=need_key)
@@ -249,24 +245,15 @@ async def admit(
 def _check_headers(
     state: ServerState, request: Request, record: HTTPRequestLog, *, need_key: bool
 ) -> Response | None:
-    """:func:`admit`'s checks that need no body: faults, key, version."""
-    faults = state.faults
-    if faults.http_statuses:
-        status = faults.http_statuses.pop(0)
-        fallback = "INTERNAL_SERVER_ERROR" if status >= 500 else "INVALID_REQUEST"
-        code = CODE_FOR_STATUS.get(status, fallback)
-        return error_response(state, record, status, code, "error injected by the local server's faults")
-    if state.api_key is not None and need_key:
-        key = request.headers.get("x-api-key")
-        if key is None or not hmac.compare_digest(key.encode(), state.api_key.encode()):
-            extra = {"api_key": key[:4]} if key else None
-            message = "the API key is missing or invalid"
-            return error_response(state, record, 401, "INVALID_API_KEY", message, extra=extra)
-    version = request.headers.get("version")
-    if version is not None and version != API_VERSION:
-        message = f"API version {shown(version)} not found; use v1"
-        return error_response(state, record, 404, "VERSION_NOT_FOUND", message)
-    return None
+    """:func:`admit`'s checks that need no body: the admission rule, with the headers' key and version."""
+    refused = admission_refusal(
+        state,
+        state.faults.http_statuses,
+        key=request.headers.get("x-api-key"),
+        version=request.headers.get("version"),
+        need_key=need_key,
+    )
+    return None if refused is None else refusal(state, record, refused)
 
 
 async def _synthesis_request(

@@ -2,18 +2,19 @@
 
 Every check raises :exc:`RequestError` with the service's error code and the
 HTTP status that goes with it; the endpoints turn it into a JSON error body
-(HTTP, :func:`error_answer`) or an error message (WebSocket, :func:`error_body`).
+(HTTP, :func:`~._admission.error_answer`) or an error message (WebSocket,
+``ws_error``). What every request passes first (key, version, fault
+statuses) is :mod:`._admission`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Literal, TypeVar, final
 
 import attrs
 
 from ._mp3 import MP3_UNAVAILABLE, load_lameenc, mp3_bit_rate
-from ._state import Faults
 from ._voices import LibraryVoice, VoiceLibrary
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "AudioFormat",
     "RequestError",
     "SynthesisRequest",
-    "error_answer",
-    "error_body",
     "parse_connection_settings",
     "parse_language",
     "parse_output_format",
@@ -63,20 +62,6 @@ ERROR_STATUS: Final[Mapping[str, int]] = {
     "SERVICE_UNAVAILABLE": 503,
 }
 
-#: The error code the server gives an HTTP status it is told to answer with.
-CODE_FOR_STATUS: Final[Mapping[int, str]] = {
-    400: "INVALID_REQUEST",
-    401: "INVALID_API_KEY",
-    403: "INVALID_API_KEY",
-    404: "VERSION_NOT_FOUND",
-    413: "FILE_TOO_LARGE",
-    429: "RATE_LIMIT_EXCEEDED",
-    500: "INTERNAL_SERVER_ERROR",
-    502: "SERVICE_UNAVAILABLE",
-    503: "SERVICE_UNAVAILABLE",
-    504: "SERVICE_UNAVAILABLE",
-}
-
 #: Language codes the service synthesizes (ISO 639-1): the 15 TTS languages.
 #: A regional tag (``en-US``) falls back to its base code. Not ``nl``.
 SUPPORTED_LANGUAGES: Final = frozenset(
@@ -94,8 +79,6 @@ KNOWN_MODELS: Final = ("async_flash_v1.5", "async_pro_v1.0", "async_flash_v1.0")
 VOICE_CONTROL_MODEL: Final = "async_flash_v1.0"
 MIN_SPEED: Final = 0.7
 MAX_SPEED: Final = 2.0
-
-API_VERSION: Final = "v1"
 
 #: The longest transcript an HTTP synthesis request may carry, and the most
 #: text a WebSocket context may hold unsynthesized, in characters (*our
@@ -154,65 +137,6 @@ class RequestError(Exception):
         self.message = message
         self.status = status if status is not None else ERROR_STATUS.get(code, 400)
         self.extra = dict(extra) if extra is not None else None
-
-
-def error_body(code: str, message: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The flat JSON error object ``{"error_code", "message", "extra"?}``.
-
-    What a WebSocket error message carries; over HTTP the service nests it
-    as ``{"detail": {...}}`` (:func:`error_answer`).
-    """
-    body: dict[str, Any] = {"error_code": code, "message": message}
-    if extra:
-        body["extra"] = dict(extra)
-    return body
-
-
-_REASONS: Final[Mapping[int, str]] = {
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-def error_answer(
-    faults: Faults,
-    status: int,
-    code: str,
-    message: str,
-    *,
-    extra: Mapping[str, Any] | None = None,
-    method: str = "GET",
-    path: str = "/",
-) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """The JSON body and extra headers of an HTTP error answer, as the service shapes them.
-
-    * A 5xx is the service's code-less ``{"message", "method", "url",
-      "detail": message}``.
-    * Anything else is ``{"detail": {"error_code", "message", "extra"?}}``,
-      or the flat ``{"error_code", "message", "extra"?}`` with the
-      ``flat_error_bodies`` fault.
-    * ``RATE_LIMIT_EXCEEDED`` carries ``extra.limit`` and
-      ``extra.retry_after_ms`` (``faults.retry_after_ms``), and no
-      ``Retry-After`` header: the service sends none.
-    * With ``faults.retry_after_header`` set, every 429 and 5xx carries that
-      ``Retry-After`` header instead of ``retry_after_ms``.
-    """
-    headers: dict[str, str] | None = None
-    header = faults.retry_after_header
-    if header is not None and (status == 429 or status >= 500):
-        headers = {"Retry-After": header}
-    if status >= 500:
-        reason = _REASONS.get(status, "Server Error")
-        return {"message": reason, "method": method, "url": path, "detail": message}, headers
-    details = dict(extra or {})
-    if code == "RATE_LIMIT_EXCEEDED":
-        details.setdefault("limit", 60)
-        if header is None:
-            details.setdefault("retry_after_ms", faults.retry_after_ms)
-    flat = error_body(code, message, details or None)
-    return (flat if faults.flat_error_bodies else {"detail": flat}), headers
 
 
 @final
@@ -407,13 +331,12 @@ def _model_id(body: Mapping[str, Any]) -> str:
     return model_id
 
 
-@final
 @attrs.frozen
-class ConnectionSettings:
-    """What a WebSocket's initializeConnection fixes for the whole connection.
+class _VoiceSettings:
+    """What a synthesis request and an initializeConnection both fix (see their parsers).
 
-    ``voice`` is the voice as rendered on this connection: its
-    ``params.speed`` is ``speed_control`` when the model honours it.
+    ``voice`` is the voice as rendered: its ``params.speed`` and
+    ``params.stability`` are the request's when the model honours them.
     """
 
     model_id: str
@@ -422,6 +345,53 @@ class ConnectionSettings:
     language: str | None
     speed_control: float | None = None
     stability: int | None = None
+
+
+@final
+@attrs.frozen
+class ConnectionSettings(_VoiceSettings):
+    """What a WebSocket's initializeConnection fixes for the whole connection."""
+
+
+@final
+@attrs.frozen
+class SynthesisRequest(_VoiceSettings):
+    """A validated HTTP synthesis request body: the settings and the transcript."""
+
+    transcript: str = attrs.field(kw_only=True)
+
+
+_Settings = TypeVar("_Settings", bound=_VoiceSettings)
+
+
+def _parse_voice_settings(
+    kind: type[_Settings],
+    body: Mapping[str, Any],
+    voices: VoiceLibrary,
+    model_id: str,
+    *,
+    streaming: bool,
+    **more: Any,
+) -> _Settings:
+    """The validation both parsers share, in this order: voice, format, language, voice controls.
+
+    Builds a ``kind`` with them, ``model_id`` and ``more`` (the transcript).
+    """
+    if "voice" not in body:
+        raise RequestError("INVALID_REQUEST", "voice is required")
+    voice = parse_voice(body["voice"], voices)
+    output_format = parse_output_format(body.get("output_format"), streaming=streaming)
+    language = parse_language(body.get("language"))
+    speed, stability = parse_voice_controls(body)
+    return kind(
+        model_id=model_id,
+        voice=_voice_for(voice, model_id, speed, stability),
+        output_format=output_format,
+        language=language,
+        speed_control=speed,
+        stability=stability,
+        **more,
+    )
 
 
 def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionSettings:
@@ -434,34 +404,7 @@ def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionS
             "the first message must be initializeConnection: {model_id, voice, output_format}",
         )
     model_id = _model_id(body)
-    if "voice" not in body:
-        raise RequestError("INVALID_REQUEST", "voice is required")
-    voice = parse_voice(body["voice"], voices)
-    output_format = parse_output_format(body.get("output_format"), streaming=True)
-    language = parse_language(body.get("language"))
-    speed, stability = parse_voice_controls(body)
-    return ConnectionSettings(
-        model_id=model_id,
-        voice=_voice_for(voice, model_id, speed, stability),
-        output_format=output_format,
-        language=language,
-        speed_control=speed,
-        stability=stability,
-    )
-
-
-@final
-@attrs.frozen
-class SynthesisRequest:
-    """A validated HTTP synthesis request body (``voice`` as in :class:`ConnectionSettings`)."""
-
-    model_id: str
-    transcript: str
-    voice: LibraryVoice
-    output_format: AudioFormat
-    language: str | None
-    speed_control: float | None = None
-    stability: int | None = None
+    return _parse_voice_settings(ConnectionSettings, body, voices, model_id, streaming=True)
 
 
 def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bool) -> SynthesisRequest:
@@ -476,18 +419,6 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
         raise RequestError("INVALID_REQUEST", "transcript is empty")
     if len(transcript) > MAX_TRANSCRIPT_CHARS:
         raise transcript_too_long(len(transcript))
-    if "voice" not in body:
-        raise RequestError("INVALID_REQUEST", "voice is required")
-    voice = parse_voice(body["voice"], voices)
-    output_format = parse_output_format(body.get("output_format"), streaming=streaming)
-    language = parse_language(body.get("language"))
-    speed, stability = parse_voice_controls(body)
-    return SynthesisRequest(
-        model_id=model_id,
-        transcript=transcript,
-        voice=_voice_for(voice, model_id, speed, stability),
-        output_format=output_format,
-        language=language,
-        speed_control=speed,
-        stability=stability,
+    return _parse_voice_settings(
+        SynthesisRequest, body, voices, model_id, streaming=streaming, transcript=transcript
     )

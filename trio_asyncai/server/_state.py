@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from collections.abc import Callable
 from typing import Any, final
@@ -11,6 +12,7 @@ import attrs
 import trio
 
 from ._engines import Engine
+from ._store import VoiceStore
 from ._voices import VoiceLibrary
 
 __all__ = ["ConnectionLog", "Faults", "HTTPRequestLog", "ServerLog", "ServerState"]
@@ -44,17 +46,23 @@ class Faults:
       the connection open.
     * ``chunk_delay``: seconds (trio's clock) to wait before each audio message
       and each HTTP audio chunk.
-    * ``reject_handshake_status``: refuse every WebSocket handshake with this
-      HTTP status and a JSON error body.
     * ``error_on_text``: answer the next sendText with an error message of
       this code (with its ``context_id``) instead of audio; then switches off.
 
+    Admission (server/_admission.py has the rule and its reasons):
+
+    * ``http_statuses``: the next HTTP requests are answered with these
+      statuses, in order, one request each (each is popped), with the error
+      body the service sends for each (429 is ``RATE_LIMIT_EXCEEDED`` with
+      ``extra.retry_after_ms``; a 5xx has the code-less 500 shape).
+    * ``handshake_statuses``: the same for the next WebSocket handshakes,
+      refused as HTTP answers with that body: ``[503]`` refuses one
+      handshake, ``[503] * 6`` six in a row.
+    * ``version_required``: refuse a request (or handshake) that carries no
+      ``version`` with 404 ``VERSION_NOT_FOUND``, instead of taking it as v1.
+
     HTTP:
 
-    * ``http_statuses``: the next requests are answered with these statuses,
-      in order (each is popped), with the error body the service sends for
-      each (429 is ``RATE_LIMIT_EXCEEDED`` with ``extra.retry_after_ms``; a
-      5xx has the code-less 500 shape).
     * ``http_quota_after_bytes``: streamed bodies stop after this many audio
       bytes with ``--ERROR:QUOTA_EXCEEDED--``, split over two body chunks.
 
@@ -66,7 +74,9 @@ class Faults:
     * ``retry_after_ms``: the wait a ``RATE_LIMIT_EXCEEDED`` answer asks for,
       in ``extra.retry_after_ms`` (0 by default, so that tests run fast).
     * ``retry_after_header``: send this ``Retry-After`` header with every 429
-      and 5xx, and no ``retry_after_ms``, as other servers and proxies do.
+      and 5xx, and no ``retry_after_ms``, as other servers and proxies do;
+      a ``RATE_LIMIT_EXCEEDED`` error message on the WebSocket then carries
+      no ``retry_after_ms`` either.
     * ``nested_json``: JSON answers (error bodies, a refused handshake's, and
       the voice endpoints' 200 answers that are objects) carry a member
       ``"nested"`` this many levels deep, as a broken proxy or a hostile
@@ -86,9 +96,10 @@ class Faults:
     no_final_on_close: bool = False
     stall_after_audio_messages: int | None = None
     chunk_delay: float = 0.0
-    reject_handshake_status: int | None = None
     error_on_text: str | None = None
     http_statuses: list[int] = attrs.field(factory=list)
+    handshake_statuses: list[int] = attrs.field(factory=list)
+    version_required: bool = False
     http_quota_after_bytes: int | None = None
     flat_error_bodies: bool = False
     retry_after_ms: int = 0
@@ -264,6 +275,13 @@ class ServerState:
     ``api_key`` is never shown in a repr. ``limiter`` bounds how many synthesis
     steps run in worker threads at once. ``signing_key`` signs the preview
     URLs the server hands out (random per server).
+
+    ``state_dir``: where cloned voices and their samples are kept across
+    restarts (created if missing); ``None`` keeps them in memory only. Its
+    voices are read when the state is made, which raises
+    :exc:`~trio_asyncai.server.StateDirError` (naming the file, changing
+    nothing) for a directory that is damaged or not the server's. ``store``
+    (:class:`VoiceStore`) makes every change to cloned voices.
     """
 
     engine: Engine
@@ -274,8 +292,11 @@ class ServerState:
     log: ServerLog = attrs.field(factory=ServerLog)
     limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2))
     signing_key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
+    state_dir: str | os.PathLike[str] | None = None
+    store: VoiceStore = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self.store = VoiceStore(self.voices, self.state_dir)
         if self.idle_timeout is not None and not (
             self.idle_timeout > 0 and not math.isinf(self.idle_timeout)
         ):

@@ -35,6 +35,7 @@ import functools
 import hashlib
 import hmac
 import io
+import logging
 import struct
 import time
 import urllib.parse
@@ -70,6 +71,8 @@ __all__ = [
     "update_voice_endpoint",
 ]
 
+logger = logging.getLogger("trio_asyncai.server")
+
 #: A clone sample shorter than this is refused with ``SHORT_SPEECH_DURATION``.
 MIN_CLONE_SECONDS: Final = 3.0
 #: A clone sample larger than this is refused with 413 ``FILE_TOO_LARGE``.
@@ -91,11 +94,23 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _voice_gone(voice_id: str, code: str = "VOICE_NOT_FOUND") -> RequestError:
+    return RequestError(code, f"voice {shown(voice_id)} not found", extra={"voice_id": voice_id})
+
+
 def _voice_or_404(state: ServerState, voice_id: str, code: str = "VOICE_NOT_FOUND") -> LibraryVoice:
     voice = state.voices.get(voice_id)
     if voice is None:
-        raise RequestError(code, f"voice {shown(voice_id)} not found", extra={"voice_id": voice_id})
+        raise _voice_gone(voice_id, code)
     return voice
+
+
+def _not_saved(state: ServerState, record: HTTPRequestLog, exc: OSError) -> Response:
+    """The answer to a change of the voices that the state directory could not keep (not made)."""
+    logger.debug("the state directory could not be written", exc_info=exc)
+    reason = exc.strerror or type(exc).__name__
+    message = f"the change could not be saved ({reason}); nothing was changed"
+    return error_response(state, record, 500, "INTERNAL_SERVER_ERROR", message)
 
 
 def _answer(state: ServerState, record: HTTPRequestLog, data: Any) -> Response:
@@ -239,7 +254,12 @@ async def update_voice_endpoint(state: ServerState, request: Request) -> Respons
             raise RequestError("INVALID_REQUEST", f"nothing to change: send one of {_EDITABLE}")
     except RequestError as exc:
         return refusal(state, record, exc)
-    state.voices.add(attrs.evolve(voice, updated_at=_now(), **changes))
+    try:
+        kept = await state.store.replace(attrs.evolve(voice, updated_at=_now(), **changes))
+    except OSError as exc:
+        return _not_saved(state, record, exc)
+    if not kept:  # deleted meanwhile
+        return refusal(state, record, _voice_gone(voice.voice_id))
     return _no_content(record)
 
 
@@ -254,7 +274,12 @@ async def delete_voice_endpoint(state: ServerState, request: Request) -> Respons
             raise RequestError("INVALID_REQUEST", "predefined voices cannot be deleted")
     except RequestError as exc:
         return refusal(state, record, exc)
-    state.voices.remove(voice.voice_id)
+    try:
+        removed = await state.store.remove(voice.voice_id)
+    except OSError as exc:
+        return _not_saved(state, record, exc)
+    if not removed:  # deleted meanwhile
+        return refusal(state, record, _voice_gone(voice.voice_id))
     return _no_content(record)
 
 
@@ -379,12 +404,13 @@ def _aiff_seconds(data: bytes) -> float:
     raise RequestError("FORMAT_NOT_RECOGNIZED", "the AIFF sample could not be read")
 
 
-def check_sample(data: bytes) -> float | None:
-    """Check a clone sample (WAV, MP3, FLAC or AIFF); return its length in seconds when known.
+def check_sample(data: bytes) -> tuple[str, float | None]:
+    """Check a clone sample (WAV, MP3, FLAC or AIFF): its format and its length in seconds when known.
 
-    WAV, FLAC and AIFF lengths are read from their headers; an MP3 must be
-    at least about 3 s long at 64 kbit/s (:data:`_MIN_MP3_BYTES`). A silent
-    16-bit WAV is ``BAD_SPEECH_QUALITY``.
+    The format is the file extension (``"wav"``, ``"mp3"``, ``"flac"`` or
+    ``"aiff"``). WAV, FLAC and AIFF lengths are read from their headers; an
+    MP3 must be at least about 3 s long at 64 kbit/s (:data:`_MIN_MP3_BYTES`).
+    A silent 16-bit WAV is ``BAD_SPEECH_QUALITY``.
     """
     if len(data) > MAX_CLONE_BYTES:
         raise RequestError("FILE_TOO_LARGE", f"the sample is larger than {MAX_CLONE_BYTES} bytes")
@@ -403,20 +429,20 @@ def check_sample(data: bytes) -> float | None:
             level = float(np.sqrt(np.mean(np.frombuffer(pcm, dtype="<i2").astype(np.float64) ** 2)))
             if level < 30.0:
                 raise RequestError("BAD_SPEECH_QUALITY", "the sample is (nearly) silent")
-        return seconds
+        return "wav", seconds
     if data[:4] == b"fLaC":
-        seconds = _flac_seconds(data)
+        kind, seconds = "flac", _flac_seconds(data)
     elif data[:4] == b"FORM" and data[8:12] in (b"AIFF", b"AIFC"):
-        seconds = _aiff_seconds(data)
+        kind, seconds = "aiff", _aiff_seconds(data)
     elif data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
         if len(data) < _MIN_MP3_BYTES:
             raise RequestError("SHORT_SPEECH_DURATION", "the MP3 sample is too short")
-        return None
+        return "mp3", None
     else:
         raise RequestError("FORMAT_NOT_RECOGNIZED", "the sample must be a WAV, MP3, FLAC or AIFF file")
     if seconds < MIN_CLONE_SECONDS:
         raise _too_short(seconds)
-    return seconds
+    return kind, seconds
 
 
 _TRUE_FALSE: Final = {"true": True, "false": False}
@@ -443,7 +469,7 @@ async def clone_voice_endpoint(state: ServerState, request: Request) -> Response
         gender = _gender(fields.get("gender"))
         if fields.get("enhance", "false").lower() not in _TRUE_FALSE:
             raise RequestError("INVALID_REQUEST", "enhance must be true or false")
-        check_sample(files["audio"][1])
+        kind, _ = check_sample(files["audio"][1])
     except RequestError as exc:
         return refusal(state, record, exc)
     now = _now()
@@ -459,7 +485,10 @@ async def clone_voice_endpoint(state: ServerState, request: Request) -> Response
         updated_at=now,
         voice_type="CUSTOM",
     )
-    state.voices.add(voice)
+    try:
+        await state.store.add(voice, files["audio"][1], kind)
+    except OSError as exc:
+        return _not_saved(state, record, exc)
     return _answer(
         state,
         record,

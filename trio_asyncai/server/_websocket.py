@@ -27,9 +27,10 @@ reference is silent (marked *our choice*):
   back the last frame or two of each sentence until more text comes; a
   ``force`` or the close flushes it.
 * ``{"text": "..."}`` (older docs) is read as a sendText.
-* Handshake refusals (bad key 401, unknown version 404, the
-  ``reject_handshake_status`` fault) are HTTP responses with a JSON error body,
-  sent through the ASGI denial-response extension.
+* The handshake passes the admission rule every HTTP request passes
+  (server/_admission.py: the ``handshake_statuses`` fault, the key, the
+  version); a refusal (401, 404, a fault's status) is an HTTP response with
+  the same JSON error body, sent through the ASGI denial-response extension.
 * Error messages are ``{"error_code", "message", "extra", "request_id"}``
   (``extra`` is ``null`` when there is nothing to add), as the service sends them.
 * Errors in the initializeConnection (unknown voice, bad format or language,
@@ -72,7 +73,6 @@ the context's audio at once and sends no final).
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 import uuid
@@ -84,6 +84,7 @@ import numpy as np
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ._admission import admission_refusal, error_answer, error_extra
 from ._audio import (
     AudioEncoder,
     encode_all,
@@ -94,14 +95,10 @@ from ._audio import (
 )
 from ._http import json_answer
 from ._requests import (
-    API_VERSION,
-    CODE_FOR_STATUS,
     MAX_TRANSCRIPT_CHARS,
     ConnectionSettings,
     RequestError,
-    error_answer,
     parse_connection_settings,
-    shown,
     transcript_too_long,
 )
 from ._state import ConnectionLog, ServerState
@@ -146,38 +143,35 @@ def redact_query(params: dict[str, str]) -> dict[str, str]:
     return {k: ("***" if k.lower() == "api_key" else v) for k, v in params.items()}
 
 
-async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+async def _deny(websocket: WebSocket, refused: RequestError) -> None:
     """Refuse the handshake with the error answer the service's HTTP endpoints give."""
-    state: ServerState = websocket.app.state.server
-    key = websocket.query_params.get("api_key") or websocket.headers.get("x-api-key")
-    extra = {"api_key": key[:4]} if code == "INVALID_API_KEY" and key else None
-    body, headers = error_answer(state.faults, status, code, message, extra=extra, path=websocket.url.path)
-    await websocket.send_denial_response(json_answer(state.faults, body, status=status, headers=headers))
+    faults = websocket.app.state.server.faults
+    status, code, path = refused.status, refused.code, websocket.url.path
+    body, headers = error_answer(faults, status, code, refused.message, extra=refused.extra, path=path)
+    await websocket.send_denial_response(json_answer(faults, body, status=status, headers=headers))
 
 
 async def handle_websocket(state: ServerState, websocket: WebSocket) -> None:
-    """Serve one WebSocket connection: handshake checks, then the protocol."""
+    """Serve one WebSocket connection: the admission rule, then the protocol.
+
+    The key and the version come from the query string (ASYNC_API.md:
+    "``api_key`` and ``version`` as query parameters"); an ``x-api-key``
+    header is taken when the query has no key. The rule itself, the one
+    every HTTP request passes, is :func:`~._admission.admission_refusal`.
+    """
     log = state.log
-    faults = state.faults
-    status = faults.reject_handshake_status
     params = dict(websocket.query_params)
-    refusal: tuple[int, str, str] | None = None
-    if status is not None:
-        code = CODE_FOR_STATUS.get(status, "INTERNAL_SERVER_ERROR" if status >= 500 else "INVALID_REQUEST")
-        refusal = (status, code, "the handshake was refused (fault injected)")
-    elif state.api_key is not None:
-        key = params.get("api_key") or websocket.headers.get("x-api-key")
-        if key is None or not hmac.compare_digest(key.encode(), state.api_key.encode()):
-            refusal = (401, "INVALID_API_KEY", "the API key is missing or invalid")
-    if refusal is None:
-        version = params.get("version")
-        if version not in (None, "", API_VERSION):
-            refusal = (404, "VERSION_NOT_FOUND", f"API version {shown(version)} not found; use v1")
-    if refusal is not None:
+    refused = admission_refusal(
+        state,
+        state.faults.handshake_statuses,
+        key=params.get("api_key") or websocket.headers.get("x-api-key"),
+        version=params.get("version"),
+    )
+    if refused is not None:
         log.handshakes_rejected += 1
         log.notify()
-        logger.debug("refused a WebSocket handshake: %s %s", refusal[0], refusal[1])
-        await _deny(websocket, *refusal)
+        logger.debug("refused a WebSocket handshake: %s %s", refused.status, refused.code)
+        await _deny(websocket, refused)
         return
 
     await websocket.accept()
@@ -459,9 +453,7 @@ class _Connection:
             await self._queue(_final_message(key), kind="final")
 
     async def _error(self, code: str, message: str, context_id: str | None = None) -> None:
-        extra = None
-        if code == "RATE_LIMIT_EXCEEDED":  # the same details as over HTTP
-            extra = {"limit": 60, "retry_after_ms": self.state.faults.retry_after_ms}
+        extra = error_extra(self.state.faults, code)  # the same details as over HTTP
         await self._queue(_with_context(ws_error(code, message, extra), context_id), kind="error")
 
     # ------------------------------------------------------------------ synthesis
