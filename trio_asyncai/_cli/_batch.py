@@ -57,7 +57,7 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 import attrs
 import trio
@@ -468,25 +468,30 @@ class Manifest:
         """A function that records one finished row, for the block; then the manifest, rewritten.
 
         ``order`` is the files of this input, in its order: the order of the
-        rewritten manifest (other files' entries follow).
+        rewritten manifest (other files' entries follow). Nothing is written
+        until the first row is recorded: a batch stopped before any row
+        finished (a refused key) leaves the manifest as it was, or none.
         """
-        if not self._tidy:
-            self._rewrite(order)
-        try:
-            log = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise CommandError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        logs: list[TextIO] = []
 
         def record(entry: Entry) -> None:
+            if not logs:
+                if not self._tidy:
+                    # A torn line or repeated entries left by an earlier run:
+                    # tidied first, so that lines are appended to whole ones.
+                    self._rewrite(order)
+                logs.append(open(self.path, "a", encoding="utf-8"))  # noqa: SIM115 - closed below
             self.entries[entry.file] = entry
-            log.write(entry.line())
-            log.flush()
+            logs[0].write(entry.line())
+            logs[0].flush()
 
         try:
             yield record
         finally:
-            log.close()
-            self._rewrite(order)
+            for log in logs:
+                log.close()
+            if logs:
+                self._rewrite(order)
 
     def _rewrite(self, order: list[str]) -> None:
         """Replace the manifest, atomically, with one line for each file."""
@@ -702,7 +707,16 @@ class _Bar:
         if shown:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="row", desc="batch", leave=False, file=sys.stderr)
+            # Redrawn at every row: a row takes long enough that no throttling is needed.
+            self._bar = tqdm(
+                total=total,
+                unit="row",
+                desc="batch",
+                leave=False,
+                file=sys.stderr,
+                mininterval=0,
+                miniters=1,
+            )
 
     def finished(self, failed: int) -> None:
         if self._bar is not None:
