@@ -188,6 +188,14 @@ def test_raw_and_mp3_files(tmp_path: Path, cli: Cli) -> None:
     entries = {e["file"]: e for e in manifest(tmp_path / "out")}
     assert len(entries) == 6  # the raw files' entries are kept
     assert entries["a.mp3"]["seconds"] is None and entries["a.mp3"]["bytes"] == len(mp3)
+    # Telephony: mu-law asked for, written decoded to 16-bit PCM with --pcm16.
+    telephony = ("--encoding", "pcm_mulaw", "--sample-rate", "8000", "--pcm16")
+    run = cli("batch", "rows.csv", "-o", "tel", *telephony, *SIGNAL, cwd=tmp_path)
+    assert run.code == 0, run.err
+    assert " s of pcm_s16le audio at 8000 Hz into tel " in run.out
+    with wave.open(str(tmp_path / "tel" / "a.wav"), "rb") as wav:
+        assert (wav.getsampwidth(), wav.getframerate()) == (2, 8000)
+        assert wav.getnframes() == SignalEngine().samples_for(TEXTS[0]) // 3
     run = cli("batch", "rows.csv", "-o", "out", "--format", "mp3", "--encoding", "pcm_mulaw", cwd=tmp_path)
     assert run.code == 2
     assert "--encoding applies to wav and raw output, not mp3" in run.err
@@ -223,6 +231,11 @@ def test_a_failing_row_fails_alone(tmp_path: Path, cli: Cli) -> None:
         ("rows.csv", "id,text\na,Hello.\nb,\n", "rows.csv line 3: no text"),
         ("rows.csv", "id,words\na,Hello.\n", "rows.csv line 1: the header has no text column (id, words)"),
         ("rows.csv", "text,speed\nHello.,fast\n", "rows.csv line 2: bad speed 'fast': not a number"),
+        (
+            "rows.csv",
+            "text,speed\nHello.,3\n",
+            "rows.csv line 2: bad speed '3': speed_control must be from 0.7 to 2.0, not 3.0",
+        ),
         (
             "rows.jsonl",
             '{"text": "Hi.", "speed": 3}\n',

@@ -251,17 +251,17 @@ def _row(where: str, line: int, fields: dict[str, object]) -> Row:
     language = fields.get("language")
     if language is not None:
         language = normalize_language(_string(where, line, "language", language)) or None
-    speed = fields.get("speed")
-    if speed is not None:
-        if isinstance(speed, str):
-            try:
-                speed = float(speed)
-            except ValueError:
-                raise CommandError(f"{where} line {line}: bad speed {speed!r}: not a number") from None
+    raw_speed = fields.get("speed")
+    speed: float | None = None
+    if raw_speed is not None:
         try:
-            speed = check_speed_control(speed)
+            number = float(raw_speed) if isinstance(raw_speed, str) else raw_speed
+        except ValueError:
+            raise CommandError(f"{where} line {line}: bad speed {raw_speed!r}: not a number") from None
+        try:
+            speed = check_speed_control(number)
         except ConfigurationError as exc:
-            raise CommandError(f"{where} line {line}: bad speed {speed!r}: {exc.message}") from None
+            raise CommandError(f"{where} line {line}: bad speed {raw_speed!r}: {exc.message}") from None
     return Row(line=line, id=row_id, text=text, voice=voice, language=language, speed=speed)
 
 
@@ -935,7 +935,7 @@ async def run(args: argparse.Namespace) -> int:
             amount = (
                 f"{batch.audio_bytes} bytes of mp3"
                 if fmt.container == "mp3"
-                else f"{batch.audio_bytes / (buffer_limit(fmt, 1.0) or 1):.2f} s of {fmt.encoding}"
+                else f"{batch.audio_bytes / (buffer_limit(fmt, 1.0) or 1):.2f} s of {written}"
             )
             print(f"{counts}: {amount} audio at {fmt.sample_rate} Hz into {directory} from {where}")
         else:
