@@ -438,8 +438,15 @@ async def test_retries_wait_what_the_service_asks(jump_clock: trio.testing.MockC
         assert len(times) == 1
 
 
-async def test_ctrl_c_keeps_the_finished_rows_and_a_rerun_completes(
-    server: LocalServer, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [
+        (signal.SIGINT, 130, "trio-asyncai: interrupted\n"),
+        (signal.SIGTERM, 143, "trio-asyncai: terminated\n"),
+    ],
+)
+async def test_ctrl_c_or_kill_keeps_the_finished_rows_and_a_rerun_completes(
+    signum: int, code: int, line: str, server: LocalServer, tmp_path: Path
 ) -> None:
     # Row 1 is a few audio messages, row 2 a few hundred: the server goes silent in the middle of
     # row 2, which (with one job) is only sent once row 1's file and manifest line are written.
@@ -465,12 +472,12 @@ async def test_ctrl_c_keeps_the_finished_rows_and_a_rerun_completes(
             command(*args), stdout=-1, stderr=-1, stdin=-3, cwd=tmp_path, env=cli_env()
         )
         await server.log.wait_for(lambda log: any(c.stalled for c in log.connections))
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         assert process.stdout is not None and process.stderr is not None
         out = b"".join([data async for data in process.stdout])
         err = b"".join([data async for data in process.stderr])
-        code = await process.wait()
-    assert (code, out, err.decode()) == (130, b"", "trio-asyncai: interrupted\n")
+        got = await process.wait()
+    assert (got, out, err.decode()) == (code, b"", line)
     directory = tmp_path / "out"
     assert names(directory) == ["0001.wav", "manifest.jsonl"]  # no .part file
     [entry] = manifest(directory)

@@ -17,7 +17,7 @@ each finished row (done or failed) gets an entry in ``DIR/manifest.jsonl``.
   order, then the entries of earlier runs for other files;
 - read back, the last entry for a file wins, and a torn last line (a
   process killed in the middle of a write) is ignored: a run killed
-  outright (SIGKILL, power loss) leaves a manifest that reads right too.
+  outright (SIGKILL) leaves a manifest that reads right too.
 
 **Resuming**: a row is skipped when the manifest's entry for its file says
 it succeeded, with the same text and settings (its ``hash``), and the file
@@ -831,6 +831,7 @@ class _Batch:
             if metrics.audio_bytes == 0:
                 raise CommandError("no audio for this text; nothing written")
             sink.close()
+        size = os.stat(path).st_size
         self.audio_bytes += metrics.audio_bytes
         seconds = None
         if self.fmt.container != "mp3":
@@ -842,7 +843,7 @@ class _Batch:
             seconds=seconds,
             ttfb=None if metrics.ttfb is None else round(metrics.ttfb, 3),
             characters=metrics.characters,
-            bytes=os.stat(path).st_size,
+            bytes=size,
         )
 
 
