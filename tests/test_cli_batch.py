@@ -133,6 +133,14 @@ def test_a_changed_setting_redoes_the_row(tmp_path: Path, cli: Cli) -> None:
     assert run.out.startswith("1 done, 0 skipped, 0 failed: ")
     run = cli("batch", "rows.csv", "-o", "out", "--voice", CALM, *SIGNAL, cwd=tmp_path)
     assert run.out.startswith("0 done, 1 skipped, 0 failed")
+    # A speed of 1.0 is the service's default: the same audio, nothing to redo. (The model
+    # honours no speed: the command says so.)
+    run = cli("batch", "rows.csv", "-o", "out", "--voice", CALM, "--speed", "1.0", *SIGNAL, cwd=tmp_path)
+    assert run.out.startswith("0 done, 1 skipped, 0 failed")
+    assert run.err == (
+        "trio-asyncai: note: the service honours speeds and --stability with async_flash_v1.0 only, "
+        "not async_flash_v1.5\n"
+    )
     run = cli(
         "batch", "rows.csv", "-o", "out", "--voice", CALM, "--sample-rate", "16000", *SIGNAL, cwd=tmp_path
     )

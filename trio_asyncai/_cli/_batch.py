@@ -536,6 +536,7 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], *, retries: int, bac
 def add_arguments(batch: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "input",
+        metavar="INPUT",
         help="the rows: a .txt file (a line each), .csv (a header row) or .jsonl; - for standard input",
     )
     batch.add_argument(
@@ -561,12 +562,14 @@ def add_arguments(batch: argparse.ArgumentParser) -> None:
         "--jobs",
         type=positive_int,
         default=DEFAULT_JOBS,
+        metavar="N",
         help="rows spoken at once, on one connection (default: %(default)s)",
     )
     batch.add_argument(
         "--retries",
         type=_count,
         default=DEFAULT_RETRIES,
+        metavar="N",
         help="tries more for a row that fails with a 429, a 5xx or a lost connection (default: %(default)s)",
     )
     batch.add_argument(
