@@ -500,3 +500,18 @@ async def test_ctrl_c_or_kill_keeps_the_finished_rows_and_a_rerun_completes(
     assert run.out.startswith("2 done, 1 skipped, 0 failed: ")
     assert [e["id"] for e in manifest(directory)] == ["0001", "0002", "0003"]
     assert names(directory) == ["0001.wav", "0002.wav", "0003.wav", "manifest.jsonl"]
+
+
+def test_rows_are_taken_grouped_by_their_settings(tmp_path: Path, cli: Cli) -> None:
+    voices = [CALM, BRIGHT, CALM, BRIGHT, DEFAULT_VOICE_ID]
+    rows = "".join(json.dumps({"text": f"Row {n}.", "voice": v}) + "\n" for n, v in enumerate(voices))
+    (tmp_path / "rows.jsonl").write_text(rows, encoding="utf-8")
+    with server_in_thread(engine="signal", idle_timeout=None) as server:
+        at = ("--base-url", server.url, "--voice", DEFAULT_VOICE_ID, "--jobs", "1")
+        run = cli("batch", "rows.jsonl", "-o", "out", *at, cwd=tmp_path)
+        assert run.code == 0, run.err
+        # The WebSocket's settings are per connection: one for each voice, not one a row.
+        # (The first message of each is its initializeConnection.)
+        opened = [c.messages[0]["voice"]["id"] for c in server.log.connections]
+        assert sorted(opened) == sorted([DEFAULT_VOICE_ID, CALM, BRIGHT])
+    assert [e["file"] for e in manifest(tmp_path / "out")] == [f"000{n}.wav" for n in range(1, 6)]
