@@ -21,7 +21,7 @@ import trio
 from .._errors import AsyncAIError
 from .._groups import leaves
 from .._version import __version__
-from . import _serve, _speak, _voices
+from . import _batch, _serve, _speak, _voices
 from ._common import STOP_SIGNALS, CommandError, Stopped
 
 __all__ = ["main"]
@@ -31,7 +31,7 @@ _EXIT_ERROR = 1
 _EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
-_COMMANDS = {"speak": _speak, "voices": _voices, "serve": _serve}
+_COMMANDS = {"speak": _speak, "voices": _voices, "serve": _serve, "batch": _batch}
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,9 @@
-"""Where ``speak`` puts audio: a file written atomically, the speakers, a progress line."""
+"""Where ``speak`` and ``batch`` put audio: its format, a file written atomically, the speakers, a
+progress line."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -14,11 +16,22 @@ from typing import IO, Any, BinaryIO, Literal, cast
 
 import trio
 
-from .._types import Encoding
+from .._types import DEFAULT_SAMPLE_RATE, Encoding, OutputFormat
 from .._wav import WavWriter
 from ._common import CommandError
 
-__all__ = ["FileFormat", "Player", "Progress", "format_of", "open_output", "open_player"]
+__all__ = [
+    "AudioFile",
+    "FileFormat",
+    "Player",
+    "Progress",
+    "add_format_options",
+    "check_format_options",
+    "format_of",
+    "open_output",
+    "open_player",
+    "output_format",
+]
 
 FileFormat = Literal["wav", "raw", "mp3"]
 #: The formats ``speak`` tells by a file's extension.
@@ -29,6 +42,58 @@ PLAY_EXTRA = "pip install 'trio-asyncai[play]'"
 def format_of(path: str) -> FileFormat | None:
     """The format a file name asks for by its extension (``None``: not one we know)."""
     return EXTENSIONS.get(os.path.splitext(path)[1].lower())
+
+
+def add_format_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the audio asked for: ``--sample-rate``, ``--encoding``, ``--pcm16``, ``--bit-rate``."""
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        default=DEFAULT_SAMPLE_RATE,
+        help="Hz, 8000 to 48000 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--encoding",
+        choices=("pcm_s16le", "pcm_f32le", "pcm_mulaw"),
+        help=(
+            "sample format of wav and raw output (default: pcm_s16le; pcm_mulaw at 8000 Hz is the "
+            "telephony format, a mu-law WAV)"
+        ),
+    )
+    parser.add_argument(
+        "--pcm16",
+        action="store_true",
+        help="with --encoding pcm_mulaw: decode the audio and write 16-bit PCM instead",
+    )
+    parser.add_argument("--bit-rate", type=int, help="mp3 only: bits per second (default: the service's)")
+
+
+def check_format_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, file_format: FileFormat
+) -> None:
+    """Refuse (usage error, exit 2) the options of :func:`add_format_options` ``file_format`` cannot take."""
+    if file_format == "mp3":
+        for flag, given in (("--encoding", args.encoding), ("--pcm16", args.pcm16 or None)):
+            if given is not None:
+                parser.error(f"{flag} applies to wav and raw output, not mp3")
+    elif args.bit_rate is not None:
+        parser.error("--bit-rate applies to mp3 output only")
+    if args.pcm16 and args.encoding != "pcm_mulaw":
+        parser.error("--pcm16 converts mu-law audio: use it with --encoding pcm_mulaw")
+
+
+def output_format(args: argparse.Namespace, file_format: FileFormat) -> tuple[OutputFormat, Encoding]:
+    """The format to ask the service for, and the encoding of the samples written to a wav or raw file.
+
+    The two differ only for mu-law with ``--pcm16``: the audio comes as
+    mu-law and is written decoded (:func:`~trio_asyncai._wav.mulaw_to_pcm16`).
+    """
+    if file_format == "mp3":
+        fmt = OutputFormat(container="mp3", sample_rate=args.sample_rate, bit_rate=args.bit_rate)
+    else:
+        fmt = OutputFormat(sample_rate=args.sample_rate, encoding=args.encoding or "pcm_s16le")
+    written: Encoding = "pcm_s16le" if fmt.encoding == "pcm_mulaw" and args.pcm16 else fmt.encoding
+    return fmt, written
 
 
 def _mode_for(path: str) -> int:

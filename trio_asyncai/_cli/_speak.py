@@ -9,12 +9,23 @@ from typing import TYPE_CHECKING, Any
 
 from .._aggregator import split_text
 from .._http import open_http_synthesizer
-from .._types import DEFAULT_MODEL, DEFAULT_SAMPLE_RATE, Encoding, OutputFormat
+from .._types import DEFAULT_MODEL, OutputFormat
 from .._utterance import buffer_limit
 from .._wav import mulaw_to_pcm16
 from .._websocket import open_synthesizer
 from ._common import CommandError, Target, add_target_options, open_target
-from ._output import EXTENSIONS, AudioFile, FileFormat, Progress, format_of, open_output, open_player
+from ._output import (
+    EXTENSIONS,
+    AudioFile,
+    FileFormat,
+    Progress,
+    add_format_options,
+    check_format_options,
+    format_of,
+    open_output,
+    open_player,
+    output_format,
+)
 
 if TYPE_CHECKING:
     from .._synthesizer import BaseSynthesizer
@@ -64,26 +75,7 @@ def add_arguments(speak: argparse.ArgumentParser) -> None:
     )
     speak.add_argument("--model", default=DEFAULT_MODEL, help="model id (default: %(default)s)")
     speak.add_argument("--language", help="ISO 639-1 language code, e.g. en")
-    speak.add_argument(
-        "--sample-rate",
-        type=int,
-        default=DEFAULT_SAMPLE_RATE,
-        help="Hz, 8000 to 48000 (default: %(default)s)",
-    )
-    speak.add_argument(
-        "--encoding",
-        choices=("pcm_s16le", "pcm_f32le", "pcm_mulaw"),
-        help=(
-            "sample format of wav and raw output (default: pcm_s16le; pcm_mulaw at 8000 Hz is the "
-            "telephony format, a mu-law WAV)"
-        ),
-    )
-    speak.add_argument(
-        "--pcm16",
-        action="store_true",
-        help="with --encoding pcm_mulaw: decode the audio and write 16-bit PCM instead",
-    )
-    speak.add_argument("--bit-rate", type=int, help="mp3 only: bits per second (default: the service's)")
+    add_format_options(speak)
     speak.add_argument(
         "--speed", type=float, help="speaking rate, 0.7 to 2.0 (honoured by async_flash_v1.0 only)"
     )
@@ -116,16 +108,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"cannot tell the format of {args.output!r} (known: {known}): use --format")
         file_format = told
     args.file_format = file_format
-    if file_format == "mp3":
-        for flag, given in (("--encoding", args.encoding), ("--pcm16", args.pcm16 or None)):
-            if given is not None:
-                parser.error(f"{flag} applies to wav and raw output, not mp3")
-        if args.play:
-            parser.error("--play plays wav or raw audio, not mp3")
-    elif args.bit_rate is not None:
-        parser.error("--bit-rate applies to mp3 output only")
-    if args.pcm16 and args.encoding != "pcm_mulaw":
-        parser.error("--pcm16 converts mu-law audio: use it with --encoding pcm_mulaw")
+    check_format_options(parser, args, file_format)
+    if file_format == "mp3" and args.play:
+        parser.error("--play plays wav or raw audio, not mp3")
 
 
 def _read_text(args: argparse.Namespace) -> str:
@@ -169,13 +154,9 @@ async def run(args: argparse.Namespace) -> int:
             f"{_VOICE_CONTROL_MODEL} only, not {args.model}",
             file=sys.stderr,
         )
-    if args.file_format == "mp3":
-        fmt = OutputFormat(container="mp3", sample_rate=args.sample_rate, bit_rate=args.bit_rate)
-    else:
-        fmt = OutputFormat(sample_rate=args.sample_rate, encoding=args.encoding or "pcm_s16le")
-    mulaw = fmt.encoding == "pcm_mulaw"
     # Mu-law is written as it is (a mu-law WAV) unless --pcm16; the speakers get it decoded.
-    written: Encoding = "pcm_s16le" if mulaw and args.pcm16 else fmt.encoding
+    fmt, written = output_format(args, args.file_format)
+    mulaw = fmt.encoding == "pcm_mulaw"
     per_second = buffer_limit(fmt, 1.0) or 1
     quiet = args.quiet or not sys.stderr.isatty()
     progress = Progress(None if quiet else sys.stderr, per_second)
