@@ -265,13 +265,21 @@ def test_piper_scales_its_noise_by_stability() -> None:
             self.config = SimpleNamespace(length_scale=1.0, noise_scale=0.6, noise_w_scale=0.8)
             self.configs: list[Any] = []
 
-        def synthesize(self, text: str, syn_config: Any) -> list[Any]:
+        def phonemes_to_ids(self, phonemes: list[str]) -> list[int]:
+            return [1] * len(phonemes)
+
+        def phoneme_ids_to_audio(self, ids: list[int], syn_config: Any) -> np.ndarray[Any, Any]:
             self.configs.append(syn_config)
-            return []
+            return np.zeros(10, dtype=np.float32)
+
+    class FakePhonemizer:
+        def phonemize(self, text: str, language: str) -> list[list[str]]:
+            return [list("hi.")]
 
     engine = PiperEngine()
     fake = FakePiperVoice()
     engine._voice = fake  # type: ignore[assignment]
+    engine._phonemizer = FakePhonemizer()  # type: ignore[assignment]
     voice = PREDEFINED_VOICES[0]
     for stability in (None, 100, 0):
         params = attrs.evolve(voice.params, stability=stability, noise_scale=None, noise_w_scale=None)

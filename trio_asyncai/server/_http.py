@@ -265,7 +265,9 @@ async def _synthesis_request(
     if body is None:
         return record, error_response(state, record, 400, "INVALID_REQUEST", "the body must be JSON")
     try:
-        return record, parse_synthesis_request(body, state.voices, streaming=streaming)
+        return record, parse_synthesis_request(
+            body, state.voices, streaming=streaming, language_from_voice=state.faults.language_from_voice
+        )
     except RequestError as exc:
         return record, refusal(state, record, exc)
 

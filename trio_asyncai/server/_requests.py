@@ -294,17 +294,31 @@ def parse_voice_controls(body: Mapping[str, Any]) -> tuple[float | None, int | N
 
 
 def _voice_for(
-    voice: LibraryVoice, model_id: str, speed: float | None, stability: int | None
+    voice: LibraryVoice,
+    model_id: str,
+    speed: float | None,
+    stability: int | None,
+    language: str | None,
+    language_from_voice: bool,
 ) -> LibraryVoice:
-    """The voice as this request renders it: with its voice controls when the model honours them."""
-    if model_id != VOICE_CONTROL_MODEL or (speed is None and stability is None):
-        return voice
+    """The voice as this request renders it: in its language, with its voice controls if the model takes them.
+
+    Without a ``language`` the voice's ``params.language`` stays ``None``
+    (the server reads the text in the language of its script), or, with
+    ``language_from_voice``, is the voice's own (the first of its codes).
+    """
     params = voice.params
-    if speed is not None:
-        params = attrs.evolve(params, speed=speed)
-    if stability is not None:
-        params = attrs.evolve(params, stability=stability)
-    return attrs.evolve(voice, params=params)
+    if model_id == VOICE_CONTROL_MODEL:
+        if speed is not None:
+            params = attrs.evolve(params, speed=speed)
+        if stability is not None:
+            params = attrs.evolve(params, stability=stability)
+    if language is None and language_from_voice:
+        own = voice.language.split(",", 1)[0].strip().lower()
+        language = own if own in SUPPORTED_LANGUAGES else None
+    if language != params.language:
+        params = attrs.evolve(params, language=language)
+    return voice if params is voice.params else attrs.evolve(voice, params=params)
 
 
 def parse_voice(value: object, voices: VoiceLibrary) -> LibraryVoice:
@@ -336,7 +350,9 @@ class _VoiceSettings:
     """What a synthesis request and an initializeConnection both fix (see their parsers).
 
     ``voice`` is the voice as rendered: its ``params.speed`` and
-    ``params.stability`` are the request's when the model honours them.
+    ``params.stability`` are the request's when the model honours them, its
+    ``params.language`` the request's language (or, without one and with the
+    ``language_from_voice`` switch, the voice's own; else ``None``).
     """
 
     model_id: str
@@ -371,11 +387,15 @@ def _parse_voice_settings(
     model_id: str,
     *,
     streaming: bool,
+    language_from_voice: bool,
     **more: Any,
 ) -> _Settings:
     """The validation both parsers share, in this order: voice, format, language, voice controls.
 
     Builds a ``kind`` with them, ``model_id`` and ``more`` (the transcript).
+    ``language_from_voice`` is the behaviour switch of that name
+    (:class:`~trio_asyncai.server.Faults`): without a ``language``, speak the
+    voice's own.
     """
     if "voice" not in body:
         raise RequestError("INVALID_REQUEST", "voice is required")
@@ -385,7 +405,7 @@ def _parse_voice_settings(
     speed, stability = parse_voice_controls(body)
     return kind(
         model_id=model_id,
-        voice=_voice_for(voice, model_id, speed, stability),
+        voice=_voice_for(voice, model_id, speed, stability, language, language_from_voice),
         output_format=output_format,
         language=language,
         speed_control=speed,
@@ -394,8 +414,10 @@ def _parse_voice_settings(
     )
 
 
-def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionSettings:
-    """Validate an initializeConnection message (streaming formats only)."""
+def parse_connection_settings(
+    body: object, voices: VoiceLibrary, *, language_from_voice: bool = False
+) -> ConnectionSettings:
+    """Validate an initializeConnection message (streaming formats; ``language_from_voice``: as above)."""
     if not isinstance(body, Mapping):
         raise RequestError("INVALID_REQUEST", "the message must be a JSON object")
     if "model_id" not in body and "voice" not in body:
@@ -404,11 +426,15 @@ def parse_connection_settings(body: object, voices: VoiceLibrary) -> ConnectionS
             "the first message must be initializeConnection: {model_id, voice, output_format}",
         )
     model_id = _model_id(body)
-    return _parse_voice_settings(ConnectionSettings, body, voices, model_id, streaming=True)
+    return _parse_voice_settings(
+        ConnectionSettings, body, voices, model_id, streaming=True, language_from_voice=language_from_voice
+    )
 
 
-def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bool) -> SynthesisRequest:
-    """Validate the JSON body of the HTTP synthesis endpoints."""
+def parse_synthesis_request(
+    body: object, voices: VoiceLibrary, *, streaming: bool, language_from_voice: bool = False
+) -> SynthesisRequest:
+    """Validate the JSON body of the HTTP synthesis endpoints (``language_from_voice``: as above)."""
     if not isinstance(body, Mapping):
         raise RequestError("INVALID_REQUEST", "the body must be a JSON object")
     model_id = _model_id(body)
@@ -420,5 +446,11 @@ def parse_synthesis_request(body: object, voices: VoiceLibrary, *, streaming: bo
     if len(transcript) > MAX_TRANSCRIPT_CHARS:
         raise transcript_too_long(len(transcript))
     return _parse_voice_settings(
-        SynthesisRequest, body, voices, model_id, streaming=streaming, transcript=transcript
+        SynthesisRequest,
+        body,
+        voices,
+        model_id,
+        streaming=streaming,
+        language_from_voice=language_from_voice,
+        transcript=transcript,
     )

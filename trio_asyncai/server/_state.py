@@ -86,6 +86,14 @@ class Faults:
 
     * ``no_audio``: speak nothing: WebSocket contexts get their final with no
       audio before it, and streamed HTTP bodies are empty (200, 0 bytes).
+    * ``language_from_voice``: a request without ``language`` is spoken in
+      the voice's own language (the first of its codes: English for the
+      predefined voices), whatever the text's script. Off, the server reads
+      such text in the language of its script (*our choice*: the reference
+      only says that ``language`` forces a language regardless of the text).
+      A behaviour switch rather than a fault: the reference does not say
+      which of the two the service does, so that a client can be tested
+      against both. Read when a request or a connection starts.
     """
 
     drop_after_audio_messages: int | None = None
@@ -106,6 +114,7 @@ class Faults:
     retry_after_header: str | None = None
     nested_json: int = 0
     no_audio: bool = False
+    language_from_voice: bool = False
 
     def reset(self) -> None:
         """Switch every fault off."""

@@ -7,6 +7,8 @@ from typing import Any, Final, Literal, final
 
 import attrs
 
+from ._languages import LANGUAGE_CODES
+
 __all__ = [
     "DEFAULT_VOICE_ID",
     "PREDEFINED_VOICES",
@@ -34,6 +36,9 @@ class VoiceParams:
     request's ``stability``: piper scales its noise by it (see
     :class:`~trio_asyncai.server.PiperEngine`), from half as much variation
     at 100 to half as much again at 0; the signal engine has none to scale.
+    ``language`` is the language to speak (one of the 15 codes): the
+    request's, or the one the server chose for its text; ``None`` lets the
+    server choose by the text's script (see ``_languages``).
     """
 
     length_scale: float | None = None
@@ -43,6 +48,7 @@ class VoiceParams:
     volume: float = 0.9
     speed: float = 1.0
     stability: int | None = None
+    language: str | None = None
 
 
 @final
@@ -88,13 +94,17 @@ _CREATED: Final = "2025-01-01T00:00:00Z"
 #: UUIDv5 values of fixed names, so they never change between releases.
 DEFAULT_VOICE_ID: Final = "8c073dae-43c8-5e05-821f-02afb21cf2ec"
 
+#: What the predefined voices speak: every TTS language, comma separated (the
+#: one piper model reads each in that language, with its American accent).
+_EVERY_LANGUAGE: Final = ",".join(LANGUAGE_CODES)
+
 #: The voices every local server knows: one piper model, rendered three ways.
 PREDEFINED_VOICES: Final[tuple[LibraryVoice, ...]] = (
     LibraryVoice(
         voice_id=DEFAULT_VOICE_ID,
         name="Joe",
-        description="A clear, neutral American English male voice (piper 'joe').",
-        language="en",
+        description="A clear, neutral American male voice (piper 'joe'), in 15 languages with his accent.",
+        language=_EVERY_LANGUAGE,
         gender="Male",
         accent="american",
         style="neutral",
@@ -106,7 +116,7 @@ PREDEFINED_VOICES: Final[tuple[LibraryVoice, ...]] = (
         voice_id="dfa20ed4-1bc0-58c8-9523-acf9e2b45fb9",
         name="Joe Calm",
         description="Joe, slower and a little lower: for narration.",
-        language="en",
+        language=_EVERY_LANGUAGE,
         gender="Male",
         accent="american",
         style="calm",
@@ -118,7 +128,7 @@ PREDEFINED_VOICES: Final[tuple[LibraryVoice, ...]] = (
         voice_id="f5100b6c-d513-537f-84c3-b2b57be6d606",
         name="Joe Bright",
         description="Joe, quicker and a little higher: for lively replies.",
-        language="en",
+        language=_EVERY_LANGUAGE,
         gender="Male",
         accent="american",
         style="energetic",

@@ -9,7 +9,9 @@ reference is silent (marked *our choice*):
 
 * Text accumulates per context (no ``context_id``, or ``""``, is the default
   context, whose messages carry no ``context_id``). Complete sentences (``.``,
-  ``!`` or ``?`` then whitespace) are synthesized as soon as they are there
+  ``!`` or ``?`` then whitespace, and the marks of the connection's language:
+  a full-width ``。`` in Japanese, a danda in Hindi, ...; without a language,
+  those of every language) are synthesized as soon as they are there
   (*our choice*: the reference only says that text is buffered); ``force:
   true`` synthesizes the rest now. **A force is answered with audio only,
   never with a final.**
@@ -277,7 +279,9 @@ class _Connection:
         try:
             if not isinstance(message, dict):
                 raise RequestError("INVALID_REQUEST", "the first message must be a JSON initializeConnection")
-            self.settings = parse_connection_settings(message, self.state.voices)
+            self.settings = parse_connection_settings(
+                message, self.state.voices, language_from_voice=self.state.faults.language_from_voice
+            )
         except RequestError as exc:
             error = ws_error(exc.code, exc.message)
             await self._send_direct(error)
@@ -391,13 +395,15 @@ class _Connection:
             self.state.faults.error_on_text = None
             await self._error(code, "error injected by the local server's faults", key)
             return
-        start = sentence_scan_start(context.buffer)
+        assert self.settings is not None
+        language = self.settings.voice.params.language
+        start = sentence_scan_start(context.buffer, language=language)
         context.buffer += transcript
         if force:
             text, context.buffer = context.buffer, ""
             await self._enqueue(context, text, flush=True, final=self.state.faults.final_per_force)
         else:
-            complete, rest = split_complete_sentences(context.buffer, start)
+            complete, rest = split_complete_sentences(context.buffer, start, language=language)
             if complete.strip():
                 context.buffer = rest
                 await self._enqueue(context, complete, flush=False, final=False)
