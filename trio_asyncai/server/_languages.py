@@ -120,16 +120,19 @@ LANGUAGE_CODES: Final = tuple(LANGUAGES)
 def sentence_end(language: str | None) -> re.Pattern[str]:
     """The pattern of a sentence end in ``language`` (``None``: in any of them).
 
-    A sentence ends with its marks (perhaps closed by quotes or brackets)
-    followed by white space, or with a full-width mark (Japanese, Chinese)
-    whatever follows.
+    A sentence ends with its marks (perhaps closed by quotes or brackets,
+    perhaps after a space, as French closes its guillemets) followed by
+    white space, or with a full-width mark (Japanese, Chinese) whatever
+    follows.
     """
     rules = list(LANGUAGES.values()) if language is None else [LANGUAGES[language]]
     spaced = "".join(sorted({c for r in rules for c in r.sentence_marks}))
     unspaced = "".join(sorted({c for r in rules for c in r.unspaced_marks}))
-    pattern = f"[{re.escape(spaced)}]+[{_CLOSERS}]*\\s+"
+    # A closing mark may follow a space: French sets one before its guillemet.
+    closers = f"(?:[ \\u00a0\\u202f]?[{_CLOSERS}])*"
+    pattern = f"[{re.escape(spaced)}]+{closers}\\s+"
     if unspaced:
-        pattern += f"|[{re.escape(unspaced)}]+[{_CLOSERS}]*\\s*"
+        pattern += f"|[{re.escape(unspaced)}]+{closers}\\s*"
     return re.compile(pattern)
 
 
