@@ -63,6 +63,16 @@ _HEBREW_RUN: Final = re.compile(
 #: Where a long sentence is best cut: after a comma-like mark, else at white space.
 _CLAUSE_CUT: Final = re.compile("[,;:\u3001\uff0c\uff1b\uff1a\u060c\u061b]\\s*")
 _DIGITS: Final = frozenset("0123456789")
+#: espeak-ng's Mandarin writes some sounds in ASCII ("s." for the retroflex
+#: s, "i." for the vowel after it): their IPA, so that "." is no full stop.
+_CMN_SOUNDS: Final = (
+    (re.compile(r"ts\.(?=[^\s\d.,;:!?])"), "tʂ"),
+    (re.compile(r"s\.(?=[^\s\d.,;:!?])"), "ʂ"),
+    (re.compile(r"i\.(?=\d)"), "ɨ"),
+    (re.compile(r"o-(?=\d)"), "ɤ"),
+)
+#: A "." inside a word (espeak-ng's Arabic writes one between syllables) is no full stop.
+_INNER_DOT: Final = re.compile(r"\.(?=[^\s\d.,;:!?\-])")
 #: OpenJTalk's prosody marks (piper's Japanese phonemizer): rise, fall; ``#``
 #: (an accent phrase boundary) becomes a space.
 _PITCH_MARKS: Final = frozenset("\u2191\u2193")
@@ -94,6 +104,14 @@ def reader_name(language: str) -> str:
     if rules.reader == "tashkeel":
         return "libtashkeel + espeak-ng ar"
     return f"espeak-ng {rules.espeak_voice}"
+
+
+def _cmn_sounds(sentence: Sequence[str]) -> list[str]:
+    """espeak-ng's ASCII spellings of Mandarin sounds, as IPA (see :data:`_CMN_SOUNDS`)."""
+    joined = "".join(sentence)
+    for pattern, sound in _CMN_SOUNDS:
+        joined = pattern.sub(sound, joined)
+    return list(joined)
 
 
 def _pieces(text: str, language: str) -> list[str]:
@@ -149,6 +167,8 @@ class Phonemizer:
             ]
         else:
             sentences = self._espeak(rules.espeak_voice, text)
+        if language == "zh":
+            sentences = [_cmn_sounds(sentence) for sentence in sentences]
         return [cleaned for sentence in sentences if (cleaned := self._clean(sentence))]
 
     # ------------------------------------------------------------------ readers
@@ -244,7 +264,10 @@ class Phonemizer:
             phonemes.extend(sentence)
 
     def _clean(self, phonemes: Sequence[str]) -> list[str]:
-        """Only symbols the voice knows, single spaces; nothing if nothing is left but spaces."""
+        """Only symbols the voice knows, no full stop inside a word, single spaces; nothing if only spaces."""
+        joined = "".join(phonemes)
+        if "." in joined:
+            phonemes = list(_INNER_DOT.sub("", joined))
         out: list[str] = []
         for phoneme in phonemes:
             if phoneme not in self._known:
