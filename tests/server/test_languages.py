@@ -127,6 +127,7 @@ def test_the_table_has_the_fifteen_languages_in_the_references_order() -> None:
     assert {code for code, rules in LANGUAGES.items() if rules.unspaced} == {"ja", "zh"}
 
 
+@pytest.mark.voice
 @pytest.mark.skipif(not piper_available(), reason="the [voice] extra (piper) is not installed")
 def test_piper_ships_espeak_data_for_every_language() -> None:
     from piper.phonemize_espeak import ESPEAK_DATA_DIR
