@@ -4,7 +4,9 @@ A real ASGI app (Starlette) on Hypercorn's trio worker, the twin of the
 service: it serves the WebSocket ``/text_to_speech/websocket/ws``, the HTTP
 synthesis endpoints, the status check ``GET /`` and the voice endpoints as
 ASYNC_API.md (summarizing the official reference) describes them, with an
-offline voice (piper, from the ``[voice]`` extra) or a generated signal.
+offline voice (piper, from the ``[voice]`` extra, which reads each request
+in its language, any of the service's 15: see ``_languages``) or a
+generated signal.
 Errors are the service's: ``{"detail": {"error_code", "message", "extra"}}``
 (429 ``RATE_LIMIT_EXCEEDED`` with ``extra.retry_after_ms``, 401 with a key
 prefix in ``extra.api_key``), and the code-less 500 shape. Behaviours the
