@@ -156,7 +156,7 @@ def main(rst: str | None) -> None:
                 text,
                 f"{now.size / engine.native_sample_rate:.1f} s",
                 f"{before.size / engine.native_sample_rate:.1f} s"
-                + (f", {named} letters named" if named else ""),
+                + (f", {named} letter{'s' if named > 1 else ''} named" if named else ""),
                 engine.reader(language),
                 engine.phonemize(text, language)[0],
                 check,
