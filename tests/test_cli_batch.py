@@ -515,3 +515,53 @@ def test_rows_are_taken_grouped_by_their_settings(tmp_path: Path, cli: Cli) -> N
         opened = [c.messages[0]["voice"]["id"] for c in server.log.connections]
         assert sorted(opened) == sorted([DEFAULT_VOICE_ID, CALM, BRIGHT])
     assert [e["file"] for e in manifest(tmp_path / "out")] == [f"000{n}.wav" for n in range(1, 6)]
+
+
+def test_a_lone_surrogate_is_one_line_before_anything_is_done(tmp_path: Path, cli: Cli) -> None:
+    # Valid UTF-8 JSON whose escapes name no character: refused with its line, not a traceback.
+    (tmp_path / "s.jsonl").write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": "hi \\ud800 there"}\n')
+    run = cli("batch", "s.jsonl", "-o", "out", *SIGNAL, cwd=tmp_path)
+    one_line_error(run, "s.jsonl line 2: the text: not UTF-8 text")
+    assert names(tmp_path) == ["s.jsonl"]
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_links_and_special_files_are_never_written_through(
+    force: list[str], tmp_path: Path, cli: Cli
+) -> None:
+    (tmp_path / "a.txt").write_text("Hello.\n")
+    (tmp_path / "precious.wav").write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0001.wav").symlink_to("../precious.wav")
+    run = cli("batch", "a.txt", "-o", "out", *force, *SIGNAL, cwd=tmp_path)
+    one_line_error(run, "out/0001.wav is a symbolic link: a batch writes regular files only")
+    assert (tmp_path / "precious.wav").read_bytes() == b"precious"
+    (out / "0001.wav").unlink()
+    os.mkfifo(out / "0001.wav")  # would hold the command waiting for a reader
+    run = cli("batch", "a.txt", "-o", "out", *force, *SIGNAL, cwd=tmp_path)
+    one_line_error(run, "out/0001.wav is not a regular file")
+    (out / "0001.wav").unlink()
+    os.mkfifo(out / "manifest.jsonl")
+    one_line_error(cli("batch", "a.txt", "-o", "out", *force, *SIGNAL, cwd=tmp_path), "is not a regular file")
+    assert names(out) == ["manifest.jsonl"]
+
+
+def test_a_read_only_manifest_is_refused_before_any_request(tmp_path: Path, cli: Cli) -> None:
+    (tmp_path / "a.txt").write_text("Hello.\n")
+    assert cli("batch", "a.txt", "-o", "out", *SIGNAL, cwd=tmp_path).code == 0
+    (tmp_path / "a.txt").write_text("Hello.\nSecond.\n")
+    (tmp_path / "out" / "manifest.jsonl").chmod(0o444)
+    run = cli("batch", "a.txt", "-o", "out", *SIGNAL, cwd=tmp_path)
+    one_line_error(run, "cannot write out/manifest.jsonl: permission denied (the file is read-only)")
+    assert names(tmp_path / "out") == ["0001.wav", "manifest.jsonl"]  # row 2 not written, so not unlisted
+
+
+def test_a_manifest_without_its_last_newline_is_appended_to_whole(tmp_path: Path, cli: Cli) -> None:
+    (tmp_path / "a.txt").write_text("Hello.\n")
+    assert cli("batch", "a.txt", "-o", "out", *SIGNAL, cwd=tmp_path).code == 0
+    path = tmp_path / "out" / "manifest.jsonl"
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # as some editors save it
+    (tmp_path / "a.txt").write_text("Hello.\nSecond.\n")
+    assert cli("batch", "a.txt", "-o", "out", *SIGNAL, cwd=tmp_path).code == 0
+    assert [entry["id"] for entry in manifest(tmp_path / "out")] == ["0001", "0002"]

@@ -17,11 +17,13 @@ import wave
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from cli_run import Cli, names, one_line_error
 from helpers import TIMEOUT
 
 from trio_asyncai._cli._common import CommandError
-from trio_asyncai._cli._output import open_player
+from trio_asyncai._cli._output import open_output, open_player
 from trio_asyncai._wav import WavWriter
 from trio_asyncai.server import SignalEngine
 
@@ -132,3 +134,32 @@ def test_play_without_portaudio_names_the_package(tmp_path: Path, monkeypatch: p
     message = str(caught.value)
     assert message.startswith("--play cannot load the PortAudio library (PortAudio library not found)")
     assert "apt install libportaudio2" in message and "brew install portaudio" in message
+
+
+async def test_waiting_for_a_fifo_reader_can_be_cancelled(tmp_path: Path) -> None:
+    # Opened as the shell's > opens it, once a process reads; but a plain open in
+    # the event loop's thread would be deaf to Ctrl+C while it waits.
+    fifo = tmp_path / "f.wav"
+    os.mkfifo(fifo)
+    entered = False
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+
+            async def write() -> None:
+                nonlocal entered
+                async with open_output(str(fifo)):
+                    entered = True  # pragma: no cover
+
+            nursery.start_soon(write)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert not entered
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the abandoned thread's open go
+
+
+def test_text_that_is_not_utf8_is_one_line(tmp_path: Path, cli: Cli) -> None:
+    # Bytes that are not UTF-8 in an argument reach Python as lone surrogates.
+    one_line_error(
+        cli("speak", "hi \udcff there", "-o", "x.wav", *SIGNAL, cwd=tmp_path), "the text: not UTF-8 text"
+    )
+    assert names(tmp_path) == []

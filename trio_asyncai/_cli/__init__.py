@@ -64,7 +64,7 @@ def _one_line(exc: BaseException) -> tuple[str, int] | None:
 
 async def _run_until_interrupted(module: ModuleType, args: argparse.Namespace) -> int:
     """Run the command; the first stop signal cancels it (then :class:`Stopped`), a second one
-    stops at once.
+    cuts short what of its clean-up is not shielded (closing a connection is, for a second or two).
 
     A signal becomes a cancellation instead of a KeyboardInterrupt raised
     wherever the process happens to be (or, for SIGTERM and SIGHUP, an exit
@@ -79,17 +79,21 @@ async def _run_until_interrupted(module: ModuleType, args: argparse.Namespace) -
     stopped: Stopped | None = None
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
+            # The command runs in a scope of its own, so that the watcher (outside
+            # it) still hears a second signal while the command cleans up.
+            work = trio.CancelScope()
 
             async def watch() -> None:
                 nonlocal stopped
                 async for signum in signals:
                     if stopped is not None:
-                        raise Stopped(signum)
+                        raise Stopped(signum)  # cancels whatever clean-up is not shielded
                     stopped = Stopped(signum)
-                    nursery.cancel_scope.cancel()
+                    work.cancel()
 
             nursery.start_soon(watch)
-            code: int = await module.run(args)
+            with work:
+                code: int = await module.run(args)
             nursery.cancel_scope.cancel()
     if stopped is not None:
         raise stopped

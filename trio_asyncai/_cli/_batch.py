@@ -69,7 +69,7 @@ from .._types import DEFAULT_MODEL, Encoding, OutputFormat, check_speed_control,
 from .._utterance import Utterance, buffer_limit
 from .._wav import mulaw_to_pcm16
 from .._websocket import open_synthesizer
-from ._common import CommandError, Target, add_target_options, open_target, positive_int
+from ._common import CommandError, Target, add_target_options, open_target, positive_int, utf8_text
 from ._output import (
     AudioFile,
     FileFormat,
@@ -77,6 +77,7 @@ from ._output import (
     check_format_options,
     open_output,
     output_format,
+    replacing,
 )
 from ._speak import _VOICE_CONTROL_MODEL
 
@@ -210,6 +211,7 @@ def _jsonl_fields(text: str, where: str) -> Iterator[tuple[int, dict[str, object
 def _string(where: str, line: int, name: str, value: object, *, strip: bool = True) -> str:
     if not isinstance(value, str):
         raise CommandError(f"{where} line {line}: {name} must be a string, not {type(value).__name__}")
+    utf8_text(value, f"{where} line {line}: the {name}")  # a JSON "\\ud800" is no character
     return value.strip() if strip else value
 
 
@@ -284,6 +286,7 @@ def read_rows(source: str, input_format: str) -> list[Row]:
         raise CommandError(f"cannot read {where}: not UTF-8 text") from None
     except OSError as exc:
         raise CommandError(f"cannot read {where}: {exc.strerror or exc}") from None
+    text = utf8_text(text, f"cannot read {where}")
     if input_format == "csv":
         records = _csv_fields(text, where)
     elif input_format == "jsonl":
@@ -416,6 +419,8 @@ class Manifest:
         """The manifest in ``directory`` (none yet: empty). One that is not ours is refused."""
         manifest = cls(directory)
         try:
+            if not stat.S_ISREG(os.lstat(manifest.path).st_mode):  # a FIFO would hold the read for ever
+                raise CommandError(f"{manifest.path} is not a regular file: move it away")
             with open(manifest.path, "rb") as file:
                 data = file.read()
         except FileNotFoundError:
@@ -423,6 +428,8 @@ class Manifest:
         except OSError as exc:
             raise CommandError(f"cannot read {manifest.path}: {exc.strerror or exc}") from None
         lines = data.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(b"\n"):
+            manifest._tidy = False  # an append would be glued onto the last line
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 manifest._tidy = False
@@ -498,7 +505,7 @@ class Manifest:
         ours = [self.entries[file] for file in order if file in self.entries]
         listed = set(order)
         others = [entry for file, entry in self.entries.items() if file not in listed]
-        with open_output(self.path) as file:
+        with replacing(self.path, shown=self.path) as file:
             file.write("".join(entry.line() for entry in (*ours, *others)).encode())
         self._tidy = True
 
@@ -819,7 +826,7 @@ class _Batch:
         file_name = self.files[row.id]
         path = os.path.join(self.args.output, file_name)
         decode = self.fmt.encoding == "pcm_mulaw" and self.written == "pcm_s16le"
-        with open_output(path) as file:
+        async with open_output(path) as file:
             sink = AudioFile(
                 file,
                 file_format=self.args.format,
@@ -853,6 +860,31 @@ class _Batch:
 def _settings_key(row: Row, args: argparse.Namespace) -> tuple[str, str, float]:
     speed = row.speed if row.speed is not None else args.speed
     return (row.voice or "", row.language or "", 1.0 if speed is None else speed)
+
+
+def _refuse_links_and_special_files(rows: list[Row], files: dict[str, str], manifest: Manifest) -> None:
+    """Refuse, even with --force, to write where a link or a special file is (a FIFO, a device).
+
+    A batch replaces the entries of its directory; through a link it would
+    write the link's target, outside it, and a FIFO would hold it waiting.
+    The manifest too must be a regular file we may write.
+    """
+    for path in [os.path.join(manifest.directory, files[row.id]) for row in rows]:
+        try:
+            status = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(status.st_mode) or not stat.S_ISREG(status.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(status.st_mode) else "not a regular file"
+            raise CommandError(f"{path} is {kind}: a batch writes regular files only; move it away")
+    if os.path.exists(manifest.path) and not (
+        os.stat(manifest.path).st_mode & 0o222 and os.access(manifest.path, os.W_OK)
+    ):
+        raise CommandError(f"cannot write {manifest.path}: permission denied (the file is read-only)")
+    if not os.access(manifest.directory, os.W_OK):
+        raise CommandError(f"cannot write into {manifest.directory}: permission denied")
 
 
 def _refuse_strangers(rows: list[Row], files: dict[str, str], manifest: Manifest) -> None:
@@ -892,6 +924,7 @@ async def run(args: argparse.Namespace) -> int:
         for row in rows
         if args.force or not manifest.complete(files[row.id], hashes[row.id], wav=file_format == "wav")
     ]
+    _refuse_links_and_special_files(todo, files, manifest)
     if not args.force:
         _refuse_strangers(todo, files, manifest)
     skipped = len(rows) - len(todo)

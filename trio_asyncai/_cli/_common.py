@@ -28,6 +28,7 @@ __all__ = [
     "open_target",
     "positive_int",
     "positive_seconds",
+    "utf8_text",
 ]
 
 ENGINES = ("auto", "piper", "signal")
@@ -57,6 +58,20 @@ class Stopped(KeyboardInterrupt):
     def exit_code(self) -> int:
         """128 plus the signal's number, as shells report a process a signal ended (130 for Ctrl+C)."""
         return 128 + self.signum
+
+
+def utf8_text(text: str, where: str) -> str:
+    """``text`` itself, if it can be sent: every character a real one (a lone surrogate is not).
+
+    Bytes that are not UTF-8, in an argument or on standard input, reach
+    Python as lone surrogates (``surrogateescape``), as does a JSON
+    ``"\\ud800"``: refused here, in one line, before any request or file.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"{where}: not UTF-8 text") from None
+    return text
 
 
 def positive_int(text: str) -> int:

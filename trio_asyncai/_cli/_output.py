@@ -10,7 +10,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import IO, Any, BinaryIO, Literal, cast
 
@@ -29,6 +29,7 @@ __all__ = [
     "check_format_options",
     "format_of",
     "open_output",
+    "replacing",
     "open_player",
     "output_format",
 ]
@@ -106,8 +107,8 @@ def _mode_for(path: str) -> int:
         return 0o666 & ~umask
 
 
-@contextlib.contextmanager
-def open_output(path: str) -> Iterator[BinaryIO]:
+@contextlib.asynccontextmanager
+async def open_output(path: str) -> AsyncIterator[BinaryIO]:
     """The file ``-o PATH`` names, opened for writing as a user expects of it.
 
     - A regular file (or a new one) is written atomically: a temporary file
@@ -131,22 +132,34 @@ def open_output(path: str) -> Iterator[BinaryIO]:
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise CommandError(f"cannot write {path}: it is a directory")
     if status is not None and not stat.S_ISREG(status.st_mode):
-        try:
-            special = open(path, "wb")  # noqa: SIM115 - closed below, whatever happens
-        except OSError as exc:
-            raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+        special = await _open_special(path)
         with special:
             yield special
         return
     # No write bit is refused even for root, whom every access check lets through.
     if status is not None and (not status.st_mode & 0o222 or not os.access(path, os.W_OK)):
         raise CommandError(f"cannot write {path}: permission denied (the file is read-only)")
-    with _replacing(os.path.realpath(path), shown=path) as file:
+    with replacing(os.path.realpath(path), shown=path) as file:  # noqa: ASYNC240 - once, before any request
         yield file
 
 
+async def _open_special(path: str) -> BinaryIO:
+    """``path`` (a FIFO, a device, a terminal) opened for writing, as the shell's ``>`` opens it.
+
+    A FIFO is opened once a process reads it, as with ``>``; the wait is in
+    a worker thread, so that Ctrl+C still stops the command (a plain
+    ``open`` in the event loop's thread would be deaf to it: the signal only
+    wakes the loop, and the system call is retried).
+    """
+    try:
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_WRONLY, abandon_on_cancel=True)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return open(fd, "wb")  # noqa: ASYNC230 - wraps a descriptor already open: nothing waits
+
+
 @contextlib.contextmanager
-def _replacing(path: str, *, shown: str) -> Iterator[BinaryIO]:
+def replacing(path: str, *, shown: str) -> Iterator[BinaryIO]:
     """A temporary file beside ``path`` that replaces it when the block succeeds."""
     directory, name = os.path.split(path)
     try:

@@ -13,7 +13,7 @@ from .._types import DEFAULT_MODEL, OutputFormat
 from .._utterance import buffer_limit
 from .._wav import mulaw_to_pcm16
 from .._websocket import open_synthesizer
-from ._common import CommandError, Target, add_target_options, open_target
+from ._common import CommandError, Target, add_target_options, open_target, utf8_text
 from ._output import (
     EXTENSIONS,
     AudioFile,
@@ -88,7 +88,9 @@ def add_arguments(speak: argparse.ArgumentParser) -> None:
 def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Settle the output file and its format (or exit 2 with a usage error), and read the text."""
     _check_args(parser, args)
-    args.text = _read_text(args)
+    source = args.file if args.file is not None else args.text
+    where = "the text" if args.file is None and source != "-" else f"cannot read {_named(source)}"
+    args.text = utf8_text(_read_text(args), where)
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -111,6 +113,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     check_format_options(parser, args, file_format)
     if file_format == "mp3" and args.play:
         parser.error("--play plays wav or raw audio, not mp3")
+
+
+def _named(source: str) -> str:
+    return "standard input" if source == "-" else source
 
 
 def _read_text(args: argparse.Namespace) -> str:
@@ -172,7 +178,7 @@ async def run(args: argparse.Namespace) -> int:
                 streaming=True,  # standard output may be a pipe, or a file opened to append
             )
         elif args.output is not None:
-            file = stack.enter_context(open_output(args.output))
+            file = await stack.enter_async_context(open_output(args.output))
             sink = AudioFile(
                 file,
                 file_format=args.file_format,
