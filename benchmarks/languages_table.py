@@ -29,28 +29,12 @@ import numpy as np
 import numpy.typing as npt
 
 from trio_asyncai.server import DEFAULT_VOICE_ID, PREDEFINED_VOICES, PiperEngine
-from trio_asyncai.server._languages import LANGUAGES
+from trio_asyncai.server._languages import LANGUAGES, SAMPLE_SENTENCES
 
 Array = npt.NDArray[np.float64]
 
 #: One fixed sentence per language: two short sentences.
-SENTENCES = {
-    "en": "Hello, world. The weather is nice today.",
-    "fr": "Bonjour le monde. Il fait beau aujourd'hui.",
-    "es": "Hola mundo. Hoy hace buen tiempo.",
-    "de": "Hallo Welt. Heute ist schönes Wetter.",
-    "it": "Ciao mondo. Oggi fa bel tempo.",
-    "pt": "Olá mundo. Hoje está um dia bonito.",
-    "ar": "مرحبا بالعالم. الطقس جميل اليوم.",
-    "ru": "Привет, мир. Сегодня хорошая погода.",
-    "ro": "Salut lume. Astăzi este vreme frumoasă.",
-    "ja": "こんにちは、世界。今日はいい天気ですね。",
-    "he": "שלום עולם. היום מזג האוויר יפה.",
-    "hy": "Բարեւ աշխարհ։ Այսօր եղանակը լավ է։",
-    "tr": "Merhaba dünya. Bugün hava çok güzel.",
-    "hi": "नमस्ते दुनिया। आज मौसम अच्छा है।",
-    "zh": "你好，世界。今天天气很好。",
-}
+SENTENCES = SAMPLE_SENTENCES
 #: An English reading that names letters it cannot read ("Chinese letter", "Arabic ...").
 _NAMED_LETTER = re.compile("lˈɛɾɚ|lˌɛɾɚ|ˈæɹəbɪk|hˈiːbɹuː|sɪɹˈɪlɪk|ɑːɹmˈiːniən")
 _RATE = 22050

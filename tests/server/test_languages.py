@@ -43,7 +43,13 @@ from trio_asyncai.server._audio import (
     speaking_language,
     split_complete_sentences,
 )
-from trio_asyncai.server._languages import LANGUAGE_CODES, LANGUAGES, detect_language, word_spans
+from trio_asyncai.server._languages import (
+    LANGUAGE_CODES,
+    LANGUAGES,
+    SAMPLE_SENTENCES,
+    detect_language,
+    word_spans,
+)
 from trio_asyncai.server._requests import MAX_JSON_BODY_BYTES, MAX_TRANSCRIPT_CHARS, AudioFormat
 from trio_asyncai.server._websocket import MAX_MESSAGE_SIZE
 
@@ -60,24 +66,7 @@ from .helpers import (
     post,
 )
 
-#: One fixed sentence per language (two sentences each, the second with a comma or its like).
-SENTENCES: Final = {
-    "en": "Hello, world. The weather is nice today.",
-    "fr": "Bonjour le monde. Il fait beau aujourd'hui.",
-    "es": "Hola mundo. Hoy hace buen tiempo.",
-    "de": "Hallo Welt. Heute ist schönes Wetter.",
-    "it": "Ciao mondo. Oggi fa bel tempo.",
-    "pt": "Olá mundo. Hoje está um dia bonito.",
-    "ar": "مرحبا بالعالم. الطقس جميل اليوم.",
-    "ru": "Привет, мир. Сегодня хорошая погода.",
-    "ro": "Salut lume. Astăzi este vreme frumoasă.",
-    "ja": "こんにちは、世界。今日はいい天気ですね。",
-    "he": "שלום עולם. היום מזג האוויר יפה.",
-    "hy": "Բարեւ աշխարհ։ Այսօր եղանակը լավ է։",
-    "tr": "Merhaba dünya. Bugün hava çok güzel.",
-    "hi": "नमस्ते दुनिया। आज मौसम अच्छा है।",
-    "zh": "你好，世界。今天天气很好。",
-}
+SENTENCES: Final = SAMPLE_SENTENCES
 #: Text in every script of the 15 languages at once, in one sentence.
 MIXED: Final = "Hello 世界 こんにちは Привет שלום مرحبا नमस्ते Բարեւ 123!"
 EVERY: Final = ",".join(LANGUAGE_CODES)

@@ -63,13 +63,20 @@ import attrs
 import trio
 
 from .._errors import AsyncAIError, ConfigurationError, is_fatal
-from .._http import open_http_synthesizer
 from .._retry import Backoff
 from .._types import DEFAULT_MODEL, Encoding, OutputFormat, check_speed_control, normalize_language
 from .._utterance import Utterance, buffer_limit
 from .._wav import mulaw_to_pcm16
-from .._websocket import open_synthesizer
-from ._common import CommandError, Target, add_target_options, open_target, positive_int, utf8_text
+from ._common import (
+    CommandError,
+    add_target_options,
+    note_voice_controls,
+    open_command_synthesizer,
+    open_target,
+    positive_int,
+    utf8_text,
+    whole_number,
+)
 from ._output import (
     AudioFile,
     FileFormat,
@@ -79,7 +86,6 @@ from ._output import (
     output_format,
     replacing,
 )
-from ._speak import _VOICE_CONTROL_MODEL
 
 if TYPE_CHECKING:
     from .._synthesizer import BaseSynthesizer
@@ -137,17 +143,6 @@ class Row:
     voice: str | None = None
     language: str | None = None
     speed: float | None = None
-
-
-def _count(text: str) -> int:
-    """An argparse type: a whole number from 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
@@ -574,7 +569,7 @@ def add_arguments(batch: argparse.ArgumentParser) -> None:
     )
     batch.add_argument(
         "--retries",
-        type=_count,
+        type=whole_number(0),
         default=DEFAULT_RETRIES,
         metavar="N",
         help="tries more for a row that fails with a 429, a 5xx or a lost connection (default: %(default)s)",
@@ -676,37 +671,6 @@ def _listed(ids: list[str]) -> str:
     if len(ids) <= _MAX_LISTED:
         return ", ".join(ids)
     return ", ".join(ids[:_MAX_LISTED]) + f" and {len(ids) - _MAX_LISTED} more"
-
-
-def _open_synthesizer(
-    args: argparse.Namespace, fmt: OutputFormat, target: Target
-) -> AbstractAsyncContextManager[BaseSynthesizer[Any]]:
-    """The one synthesizer of the batch, with the settings of rows that name none of their own."""
-    if args.http:
-        return open_http_synthesizer(
-            voice_id=target.voice(args.voice),
-            model=args.model,
-            language=args.language,
-            output_format=fmt,
-            speed_control=args.speed,
-            stability=args.stability,
-            base_url=target.base_url,
-            api_key=target.api_key,
-            max_buffered_audio=None,
-            # Each row is one request: the batch retries it (--retries), not the synthesizer too.
-            max_retries=0,
-        )
-    return open_synthesizer(
-        voice_id=target.voice(args.voice),
-        model=args.model,
-        language=args.language,
-        output_format=fmt,
-        speed_control=args.speed,
-        stability=args.stability,
-        base_url=target.base_url,
-        api_key=target.api_key,
-        max_buffered_audio=None,
-    )
 
 
 class _Bar:
@@ -906,12 +870,7 @@ def _refuse_strangers(rows: list[Row], files: dict[str, str], manifest: Manifest
 async def run(args: argparse.Namespace) -> int:
     rows: list[Row] = args.rows
     speeds = args.speed is not None or any(row.speed is not None for row in rows)
-    if (speeds or args.stability is not None) and args.model != _VOICE_CONTROL_MODEL:
-        print(
-            f"trio-asyncai: note: the service honours speeds and --stability with "
-            f"{_VOICE_CONTROL_MODEL} only, not {args.model}",
-            file=sys.stderr,
-        )
+    note_voice_controls(args, speeds=speeds, named="speeds")
     file_format: FileFormat = args.format
     fmt, written = output_format(args, file_format)
     directory: str = args.output
@@ -944,7 +903,16 @@ async def run(args: argparse.Namespace) -> int:
                     bar=bar,
                     backoff=Backoff(0.5),
                 )
-                async with open_target(args) as target, _open_synthesizer(args, fmt, target) as synth:
+                async with (
+                    open_target(args) as target,
+                    open_command_synthesizer(
+                        # Each row is one request: the batch retries it (--retries), not the synthesizer too.
+                        args,
+                        fmt,
+                        target,
+                        max_retries=0,
+                    ) as synth,
+                ):
                     where = target.where
                     batch.synth = synth
                     batch.default_voice = synth.settings.voice_id

@@ -6,29 +6,41 @@ import argparse
 import math
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from .._config import resolve_api_key, resolve_voice_id
+from .._http import open_http_synthesizer
+from .._types import OutputFormat
+from .._websocket import open_synthesizer
 
 if TYPE_CHECKING:
+    from .._synthesizer import BaseSynthesizer
     from ..server import Engine
+
+#: The one model the service applies speed_control and stability to.
+VOICE_CONTROL_MODEL = "async_flash_v1.0"
 
 __all__ = [
     "STOP_SIGNALS",
     "CommandError",
     "Stopped",
     "Target",
+    "VOICE_CONTROL_MODEL",
     "add_target_options",
     "load_local_engine",
+    "note_voice_controls",
+    "open_command_synthesizer",
     "open_target",
     "positive_int",
     "positive_seconds",
     "utf8_text",
+    "whole_number",
 ]
 
 ENGINES = ("auto", "piper", "signal")
@@ -74,15 +86,23 @@ def utf8_text(text: str, where: str) -> str:
     return text
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number from 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return parse
+
+
+#: An argparse type: a whole number from 1.
+positive_int = whole_number(1)
 
 
 def positive_seconds(text: str) -> float:
@@ -141,6 +161,40 @@ def _use_local(args: argparse.Namespace) -> bool:
     if args.local:
         return True
     return resolve_api_key(None) is None and args.base_url is None and not os.environ.get("ASYNCAI_BASE_URL")
+
+
+def note_voice_controls(args: argparse.Namespace, *, speeds: bool, named: str) -> None:
+    """Say on standard error when speeds (``named``) or --stability are asked of a model that ignores them."""
+    if (speeds or args.stability is not None) and args.model != VOICE_CONTROL_MODEL:
+        print(
+            f"trio-asyncai: note: the service honours {named} and --stability with "
+            f"{VOICE_CONTROL_MODEL} only, not {args.model}",
+            file=sys.stderr,
+        )
+
+
+def open_command_synthesizer(
+    args: argparse.Namespace, fmt: OutputFormat, target: Target, **http_options: Any
+) -> AbstractAsyncContextManager[BaseSynthesizer[Any]]:
+    """The synthesizer a command speaks with (``--http``: the HTTP one, given ``http_options`` too).
+
+    The command reads audio as fast as it writes it (the speakers take
+    their time): no limit on the audio an utterance may hold.
+    """
+    options: dict[str, Any] = {
+        "voice_id": target.voice(args.voice),
+        "model": args.model,
+        "language": args.language,
+        "output_format": fmt,
+        "speed_control": args.speed,
+        "stability": args.stability,
+        "base_url": target.base_url,
+        "api_key": target.api_key,
+        "max_buffered_audio": None,
+    }
+    if args.http:
+        return open_http_synthesizer(**options, **http_options)
+    return open_synthesizer(**options)
 
 
 async def load_local_engine(name: str) -> Engine:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._aggregator import split_text
-from .._http import open_http_synthesizer
-from .._types import DEFAULT_MODEL, OutputFormat
+from .._types import DEFAULT_MODEL
 from .._utterance import buffer_limit
 from .._wav import mulaw_to_pcm16
-from .._websocket import open_synthesizer
-from ._common import CommandError, Target, add_target_options, open_target, utf8_text
+from ._common import (
+    CommandError,
+    add_target_options,
+    note_voice_controls,
+    open_command_synthesizer,
+    open_target,
+    utf8_text,
+)
 from ._output import (
     EXTENSIONS,
     AudioFile,
@@ -28,12 +33,10 @@ from ._output import (
 )
 
 if TYPE_CHECKING:
-    from .._synthesizer import BaseSynthesizer
+    pass
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "prepare", "run"]
 
-#: The one model the service applies speed_control and stability to.
-_VOICE_CONTROL_MODEL = "async_flash_v1.0"
 _DEFAULT_OUTPUT = "speech.wav"
 #: The most text one utterance carries: a longer text is spoken in pieces, cut at
 #: sentence ends, one after another into the same output. The service documents no
@@ -135,31 +138,8 @@ def _read_text(args: argparse.Namespace) -> str:
         raise CommandError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
-def _synthesizer(
-    args: argparse.Namespace, fmt: OutputFormat, target: Target
-) -> contextlib.AbstractAsyncContextManager[BaseSynthesizer[Any]]:
-    opener = open_http_synthesizer if args.http else open_synthesizer
-    return opener(
-        voice_id=target.voice(args.voice),
-        model=args.model,
-        language=args.language,
-        output_format=fmt,
-        speed_control=args.speed,
-        stability=args.stability,
-        base_url=target.base_url,
-        api_key=target.api_key,
-        # The command reads as fast as it writes; the speakers take their time.
-        max_buffered_audio=None,
-    )
-
-
 async def run(args: argparse.Namespace) -> int:
-    if (args.speed is not None or args.stability is not None) and args.model != _VOICE_CONTROL_MODEL:
-        print(
-            f"trio-asyncai: note: the service honours --speed and --stability with "
-            f"{_VOICE_CONTROL_MODEL} only, not {args.model}",
-            file=sys.stderr,
-        )
+    note_voice_controls(args, speeds=args.speed is not None, named="--speed")
     # Mu-law is written as it is (a mu-law WAV) unless --pcm16; the speakers get it decoded.
     fmt, written = output_format(args, args.file_format)
     mulaw = fmt.encoding == "pcm_mulaw"
@@ -190,7 +170,7 @@ async def run(args: argparse.Namespace) -> int:
         if player is not None:
             stack.push_async_callback(player.close)
         target = await stack.enter_async_context(open_target(args))
-        synth = await stack.enter_async_context(_synthesizer(args, fmt, target))
+        synth = await stack.enter_async_context(open_command_synthesizer(args, fmt, target))
         decode = mulaw and (args.pcm16 or args.play)
         received = characters = 0
         ttfb: float | None = None

@@ -36,6 +36,7 @@ from typing import Final, Literal, final
 import attrs
 
 __all__ = [
+    "SAMPLE_SENTENCES",
     "LANGUAGES",
     "LANGUAGE_CODES",
     "LanguageRules",
@@ -114,6 +115,27 @@ LANGUAGE_CODES: Final = tuple(LANGUAGES)
 
 
 # --------------------------------------------------------------------------- sentences
+
+
+#: One fixed text per language, two short sentences: what the tests and the per-language
+#: table in the docs (benchmarks/languages_table.py) speak.
+SAMPLE_SENTENCES: Final[Mapping[str, str]] = {
+    "en": "Hello, world. The weather is nice today.",
+    "fr": "Bonjour le monde. Il fait beau aujourd'hui.",
+    "es": "Hola mundo. Hoy hace buen tiempo.",
+    "de": "Hallo Welt. Heute ist schönes Wetter.",
+    "it": "Ciao mondo. Oggi fa bel tempo.",
+    "pt": "Olá mundo. Hoje está um dia bonito.",
+    "ar": "مرحبا بالعالم. الطقس جميل اليوم.",
+    "ru": "Привет, мир. Сегодня хорошая погода.",
+    "ro": "Salut lume. Astăzi este vreme frumoasă.",
+    "ja": "こんにちは、世界。今日はいい天気ですね。",
+    "he": "שלום עולם. היום מזג האוויר יפה.",
+    "hy": "Բարեւ աշխարհ։ Այսօր եղանակը լավ է։",  # noqa: RUF001 - Armenian's own full stop
+    "tr": "Merhaba dünya. Bugün hava çok güzel.",
+    "hi": "नमस्ते दुनिया। आज मौसम अच्छा है।",
+    "zh": "你好，世界。今天天气很好。",  # noqa: RUF001 - Chinese's own comma
+}
 
 
 @cache
